@@ -1,0 +1,31 @@
+# Both targets bootstrap .venv from nothing. The CPU path pins torch==2.13.0 (a CPU wheel);
+# an unpinned torch would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= store/demo
+
+.PHONY: venv demo test clean-demo
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/pointdistill make-dataset --out $(DEMO_DIR)/shapes
+	$(BIN)/pointdistill train-teacher --dataset $(DEMO_DIR)/shapes --num-points 512 \
+		--epochs 15 --out $(DEMO_DIR)/teacher.pt
+	$(BIN)/pointdistill record-teacher --teacher $(DEMO_DIR)/teacher.pt --dataset $(DEMO_DIR)/shapes \
+		--store $(DEMO_DIR)/records.zarr --augmentations 8 --chunk-shapes 50
+	$(BIN)/pointdistill store summary $(DEMO_DIR)/records.zarr
+
+test: venv
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,32 @@
+"""Batched, gradient-free forward passes of any registered model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pointdistill.models.registry import ModelOutput
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available else cpu; otherwise the named device (validated)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    return resolved
+
+
+@torch.no_grad()
+def batched_forward(model: nn.Module, points: torch.Tensor, batch_size: int,
+                    device: torch.device | str = "cpu") -> ModelOutput:
+    """Eval-mode outputs for points float32 [B, N, 3], in batches; returned on the CPU."""
+    model.eval()
+    device = torch.device(device)
+    logits, pooled = [], []
+    for start in range(0, points.shape[0], batch_size):
+        out = model(points[start:start + batch_size].to(device, non_blocking=True))
+        logits.append(out.logits.float().cpu())
+        pooled.append(out.pooled.float().cpu())
+    return ModelOutput(torch.cat(logits), torch.cat(pooled))

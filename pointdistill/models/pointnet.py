@@ -1,0 +1,94 @@
+"""PointNet classifier (Qi et al. 2017) with optional input and feature T-Nets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pointdistill.models.registry import ModelOutput, register_model
+
+
+@dataclass(frozen=True)
+class PointNetConfig:
+    """point_widths: shared-MLP widths per point (the last is the pooled feature size D);
+    the feature T-Net, when on, acts after the second layer. head_widths: classifier MLP."""
+
+    num_classes: int
+    point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
+    head_widths: tuple[int, ...] = (512, 256)
+    dropout: float = 0.3
+    input_transform: bool = False
+    feature_transform: bool = False
+
+    def __post_init__(self):
+        if self.num_classes < 2:
+            raise ValueError(f"PointNetConfig.num_classes must be >= 2, got {self.num_classes}")
+        if len(self.point_widths) < 2 or min(self.point_widths) < 1:
+            raise ValueError(f"PointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"PointNetConfig.dropout must be in [0, 1), got {self.dropout}")
+
+
+def _point_mlp(widths: list[int]) -> nn.Sequential:
+    layers = []
+    for c_in, c_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def _head(widths: list[int], num_outputs: int, dropout: float) -> nn.Sequential:
+    layers = []
+    for c_in, c_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(widths[-1], num_outputs))
+    return nn.Sequential(*layers)
+
+
+class TNet(nn.Module):
+    """Predicts a k x k transform from features [B, k, N]; starts at the identity."""
+
+    def __init__(self, k: int, widths: tuple[int, ...]):
+        super().__init__()
+        self.k = k
+        self.features = _point_mlp([k, *widths])
+        self.regressor = _head([widths[-1], max(widths[-1] // 2, k), max(widths[-1] // 4, k)], k * k, 0.0)
+        nn.init.zeros_(self.regressor[-1].weight)
+        nn.init.zeros_(self.regressor[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(x).amax(dim=2)
+        eye = torch.eye(self.k, device=x.device, dtype=x.dtype)
+        return self.regressor(pooled).view(-1, self.k, self.k) + eye
+
+
+class PointNet(nn.Module):
+    def __init__(self, config: PointNetConfig):
+        super().__init__()
+        self.config = config
+        w = list(config.point_widths)
+        tnet_widths = (w[0], w[-2], w[-1])
+        self.input_tnet = TNet(3, tnet_widths) if config.input_transform else None
+        self.stem = _point_mlp([3, *w[:2]])
+        self.feature_tnet = TNet(w[1], tnet_widths) if config.feature_transform else None
+        self.trunk = _point_mlp(w[1:])
+        self.head = _head([w[-1], *config.head_widths], config.num_classes, config.dropout)
+
+    def forward(self, points: torch.Tensor) -> ModelOutput:
+        """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D])."""
+        x = points.transpose(1, 2)
+        if self.input_tnet is not None:
+            x = torch.bmm(self.input_tnet(x).transpose(1, 2), x)
+        x = self.stem(x)
+        if self.feature_tnet is not None:
+            x = torch.bmm(self.feature_tnet(x).transpose(1, 2), x)
+        pooled = self.trunk(x).amax(dim=2)
+        return ModelOutput(self.head(pooled), pooled)
+
+
+@register_model("pointnet", PointNetConfig)
+def pointnet(config: PointNetConfig) -> PointNet:
+    return PointNet(config)

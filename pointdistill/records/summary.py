@@ -1,0 +1,63 @@
+"""What a record store holds: sizes, completeness and the teacher's accuracy on its records."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pointdistill.records.schema import RECORD_ARRAYS, layout_of, open_store
+
+
+def store_summary(uri: str, storage_options: dict | None = None) -> dict:
+    """Summary of the store at ``uri`` (read-only). Accuracy covers the completed chunks only.
+
+    Keys: uri, status, N, A, C, D, chunks_done, chunks, bytes_stored (per array and total),
+    bytes_per_record, teacher_accuracy (argmax of recorded logits vs label, in [0, 1]), and
+    teacher / dataset identities.
+    """
+    group = open_store(uri, storage_options)
+    attrs = group.attrs.asdict()
+    layout = layout_of(group)
+    done = group["done"][:].astype(bool)
+    correct = total = 0
+    for chunk in np.flatnonzero(done):
+        start, stop = layout.chunk_range(int(chunk))
+        logits = group["logits"][start:stop]
+        labels = group["labels"][start:stop]
+        correct += int((logits.argmax(axis=2) == labels[:, None]).sum())
+        total += logits.shape[0] * logits.shape[1]
+    sizes = {name: int(group[name].nbytes_stored()) for name in (*RECORD_ARRAYS, "done")}
+    records = layout.num_shapes * layout.augmentations
+    return {
+        "uri": uri,
+        "status": attrs.get("status"),
+        "N": layout.num_shapes, "A": layout.augmentations, "C": layout.num_classes, "D": layout.pooled_dim,
+        "chunks_done": int(done.sum()), "chunks": layout.num_chunks,
+        "bytes_stored": {**sizes, "total": sum(sizes.values())},
+        "bytes_per_record": sum(sizes.values()) / records,
+        "teacher_accuracy": correct / total if total else float("nan"),
+        "teacher": {"model": attrs["teacher"]["model"]["name"], "weights_sha256": attrs["teacher"]["weights_sha256"],
+                    "test_overall_accuracy": attrs["teacher"]["metrics"].get("test_overall_accuracy")},
+        "dataset": {"name": attrs["dataset"]["name"], "fingerprint": attrs["dataset"]["fingerprint"],
+                    "num_points": attrs["dataset"]["num_points"]},
+        "seed": attrs["seed"],
+        "created": attrs["created"],
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable lines for ``store_summary``."""
+    b = summary["bytes_stored"]
+    teacher_test = summary["teacher"]["test_overall_accuracy"]
+    lines = [
+        f"store        {summary['uri']}  ({summary['status']}, {summary['chunks_done']}/{summary['chunks']} chunks)",
+        f"records      N={summary['N']} shapes x A={summary['A']} augmentations = {summary['N'] * summary['A']}"
+        f"  (C={summary['C']} classes, D={summary['D']} pooled channels)",
+        f"teacher      {summary['teacher']['model']} sha256 {summary['teacher']['weights_sha256'][:12]}"
+        + (f"  test OA {teacher_test:.4f}" if teacher_test is not None else ""),
+        f"dataset      {summary['dataset']['name']} fingerprint {summary['dataset']['fingerprint'][:12]}"
+        f"  {summary['dataset']['num_points']} points/shape",
+        f"accuracy     teacher on the recorded augmentations: {summary['teacher_accuracy']:.4f}",
+        f"size         {b['total']:,} bytes stored = {summary['bytes_per_record']:.1f} bytes/record"
+        f"  (params {b['params']:,}, logits {b['logits']:,}, pooled {b['pooled']:,}, labels {b['labels']:,})",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Writing record stores: prepare (create or resume), record one chunk, finalise.
+
+The unit of work is a chunk: a block of ``chunk_shapes`` consecutive training shapes with
+all their augmentations, which is exactly one Zarr chunk of every record array. A chunk is
+written whole and only then marked done, so concurrent writers never share a chunk and an
+interrupted run leaves only not-done chunks, which the rerun fills.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from pointdistill.augment import AugmentPolicy, apply, params_for_shapes
+from pointdistill.data import PointCloudSet, load_dataset
+from pointdistill.models import Checkpoint, batched_forward, load_checkpoint, resolve_device
+from pointdistill.records.schema import (
+    FORMAT_NAME, FORMAT_VERSION, IDENTITY_FIELDS, RecordStoreError, RecordStoreMismatch, StoreLayout,
+    compressors, get_field, open_group,
+)
+
+
+@dataclass(frozen=True)
+class RecordingJob:
+    """Everything a worker needs, as paths and numbers (never arrays) so it ships cheaply.
+
+    teacher: checkpoint path/URL; dataset: dataset root (train split is recorded);
+    store: store path/URL; num_points: points per shape (default: the teacher's).
+    """
+
+    teacher: str
+    dataset: str
+    store: str
+    augmentations: int = 10
+    chunk_shapes: int = 64
+    seed: int = 0
+    num_points: int | None = None
+    device: str = "cpu"
+    batch_size: int = 256
+    policy: AugmentPolicy = field(default_factory=AugmentPolicy)
+    storage_options: dict | None = None
+
+    def __post_init__(self):
+        for name in ("augmentations", "chunk_shapes", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RecordingJob.{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"RecordingJob.seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class RecordingPlan:
+    """The store as prepared: its layout and the chunks still to record."""
+
+    job: RecordingJob
+    layout: StoreLayout
+    pending: tuple[int, ...]
+    teacher_sha256: str
+    dataset_fingerprint: str
+
+
+@functools.lru_cache(maxsize=2)
+def _teacher(path: str) -> tuple[Checkpoint, str]:
+    checkpoint = load_checkpoint(path)
+    return checkpoint, checkpoint.weights_sha256()
+
+
+@functools.lru_cache(maxsize=2)
+def _train_split(root: str, num_points: int) -> tuple[PointCloudSet, str]:
+    dataset = load_dataset(root, "train", num_points)
+    return dataset, dataset.fingerprint()
+
+
+@functools.lru_cache(maxsize=2)
+def _teacher_model(path: str, device: str) -> torch.nn.Module:
+    """One teacher per worker process and device: loaded once, reused for every chunk."""
+    return _teacher(path)[0].build_model().to(resolve_device(device))
+
+
+def _num_points(job: RecordingJob, checkpoint: Checkpoint) -> int:
+    return job.num_points or int(checkpoint.dataset["num_points"])
+
+
+def _store_attributes(job: RecordingJob, checkpoint: Checkpoint, sha: str, dataset: PointCloudSet,
+                      fingerprint: str, layout: StoreLayout) -> dict:
+    import zarr
+
+    import pointdistill
+
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "status": "recording",
+        "teacher": {"model": checkpoint.spec, "weights_sha256": sha, "checkpoint": job.teacher,
+                    "trained_on": checkpoint.dataset, "metrics": {
+                        k: v for k, v in checkpoint.metrics.items() if k != "history"}},
+        "dataset": {"name": dataset.name, "split": dataset.split, "fingerprint": fingerprint,
+                    "num_shapes": len(dataset), "num_points": dataset.num_points,
+                    "class_names": list(dataset.class_names), "source": job.dataset},
+        "augmentation": job.policy.to_dict(),
+        "augmentations_per_shape": job.augmentations,
+        "seed": job.seed,
+        "chunk_shapes": job.chunk_shapes,
+        "num_chunks": layout.num_chunks,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "software": {"pointdistill": pointdistill.__version__, "torch": torch.__version__,
+                     "zarr": zarr.__version__, "numpy": np.__version__},
+    }
+
+
+def _mismatched_fields(existing: dict, wanted: dict) -> list[str]:
+    return [name for name in IDENTITY_FIELDS if get_field(existing, name) != get_field(wanted, name)]
+
+
+def prepare_store(job: RecordingJob) -> RecordingPlan:
+    """Create the store, or reopen an existing one of the same recording; list pending chunks.
+
+    Raises RecordStoreMismatch if the store holds another teacher, dataset, policy, A, seed
+    or chunking, and ValueError if teacher and dataset classes differ.
+    """
+    checkpoint, sha = _teacher(job.teacher)
+    dataset, fingerprint = _train_split(job.dataset, _num_points(job, checkpoint))
+    if list(checkpoint.class_names) != list(dataset.class_names):
+        raise ValueError(
+            f"teacher {job.teacher} was trained on classes {checkpoint.class_names[:5]}..., "
+            f"dataset {dataset.source} has {list(dataset.class_names[:5])}...; they must be identical")
+    probe = batched_forward(checkpoint.build_model(), torch.from_numpy(dataset.points[:2]), 2)
+    layout = StoreLayout(num_shapes=len(dataset), augmentations=job.augmentations,
+                         num_classes=probe.logits.shape[1], pooled_dim=probe.pooled.shape[1],
+                         chunk_shapes=job.chunk_shapes)
+    wanted = _store_attributes(job, checkpoint, sha, dataset, fingerprint, layout)
+
+    group = open_group(job.store, "a", job.storage_options)
+    existing = group.attrs.asdict()
+    if existing.get("format") == FORMAT_NAME:
+        differ = _mismatched_fields(existing, wanted)
+        if differ:
+            details = "; ".join(f"{name}: store has {get_field(existing, name)!r}, this run "
+                                f"{get_field(wanted, name)!r}" for name in differ)
+            raise RecordStoreMismatch(
+                f"{job.store} already holds a different recording ({details}). "
+                f"Record into a new store URI instead; stores are never mixed.")
+        done = group["done"][:]
+    else:
+        # New store, or a creation interrupted before its attributes were written (attributes
+        # go last, so a store without them holds no records yet): (re)create all arrays.
+        for name, (shape, chunks, dtype) in layout.array_specs().items():
+            group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                               compressors=compressors(), overwrite=True)
+        group.attrs.update(wanted)
+        done = np.zeros(layout.num_chunks, dtype=np.uint8)
+    pending = tuple(int(k) for k in np.flatnonzero(done == 0))
+    return RecordingPlan(job=job, layout=layout, pending=pending, teacher_sha256=sha,
+                         dataset_fingerprint=fingerprint)
+
+
+def record_chunk(plan: RecordingPlan, chunk_index: int) -> dict:
+    """Run the teacher over every augmentation of the shapes of one chunk and write it whole.
+
+    Returns {chunk, start, stop, records, correct, seconds}. Safe to run in any process that
+    can read the teacher, the dataset and the store; rewriting a done chunk gives the same bytes.
+    """
+    started = time.perf_counter()
+    job, layout = plan.job, plan.layout
+    checkpoint, sha = _teacher(job.teacher)
+    if sha != plan.teacher_sha256:
+        raise RecordStoreError(f"{job.teacher}: teacher weights changed since the store was prepared")
+    dataset, fingerprint = _train_split(job.dataset, _num_points(job, checkpoint))
+    if fingerprint != plan.dataset_fingerprint:
+        raise RecordStoreError(f"{job.dataset}: dataset changed since the store was prepared")
+    start, stop = layout.chunk_range(chunk_index)
+    params = params_for_shapes(job.policy, job.seed, start, stop, job.augmentations)  # [S, A, 6]
+    shapes = torch.from_numpy(dataset.points[start:stop]).repeat_interleave(job.augmentations, dim=0)
+    clouds = apply(shapes, torch.from_numpy(params.reshape(-1, 6)))  # [S*A, P, 3]
+    out = batched_forward(_teacher_model(job.teacher, job.device), clouds, job.batch_size,
+                          resolve_device(job.device))
+    count = stop - start
+    labels = dataset.labels[start:stop]
+    group = open_group(job.store, "r+", job.storage_options)
+    group["params"][start:stop] = params
+    group["logits"][start:stop] = out.logits.reshape(count, job.augmentations, -1).numpy().astype(np.float16)
+    group["pooled"][start:stop] = out.pooled.reshape(count, job.augmentations, -1).numpy().astype(np.float16)
+    group["labels"][start:stop] = labels.astype(np.int32)
+    group["done"][chunk_index] = 1
+    correct = (out.logits.argmax(1).numpy() == np.repeat(labels, job.augmentations)).sum()
+    return {"chunk": chunk_index, "start": start, "stop": stop, "records": count * job.augmentations,
+            "correct": int(correct), "seconds": time.perf_counter() - started}
+
+
+def finalize_store(job: RecordingJob) -> bool:
+    """Mark the store complete if every chunk is done; returns whether it is complete."""
+    group = open_group(job.store, "r+", job.storage_options)
+    complete = bool(group["done"][:].all())
+    if complete and group.attrs.get("status") != "complete":
+        group.attrs["status"] = "complete"
+    return complete
