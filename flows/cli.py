@@ -1,0 +1,125 @@
+"""The `pointdistill` command: runs the flows with no Prefect server configured (a temporary
+local one is started for the run), plus data and store utilities that need no Prefect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+
+
+def _make_dataset(args) -> None:
+    from pointdistill.data import write_generated_dataset
+
+    root = write_generated_dataset(args.out, args.train_per_class, args.test_per_class, args.num_points, args.seed)
+    print(f"generated dataset written to {root}")
+
+
+def _train_teacher(args) -> None:
+    from flows.runtime import embedded_api
+    from flows.train_teacher import train_teacher
+
+    with embedded_api():
+        metrics = train_teacher(
+            dataset=args.dataset, out=args.out, num_points=args.num_points, point_widths=args.point_widths,
+            head_widths=args.head_widths, input_transform=args.input_transform,
+            feature_transform=args.feature_transform, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, seed=args.seed, device=args.device, progress=True)
+    print(f"teacher {args.out}: test overall accuracy {metrics['test_overall_accuracy']:.4f}, "
+          f"mean-class accuracy {metrics['test_mean_class_accuracy']:.4f}")
+
+
+def _record_teacher(args) -> None:
+    from flows.record_teacher import record_teacher
+    from flows.runtime import embedded_api
+    from pointdistill.records import format_summary
+
+    with embedded_api():
+        summary = record_teacher(
+            teacher=args.teacher, dataset=args.dataset, store=args.store, augmentations=args.augmentations,
+            chunk_shapes=args.chunk_shapes, seed=args.seed, num_points=args.num_points, device=args.device,
+            batch_size=args.batch_size, dask_address=args.dask_address, workers=args.workers, progress=True)
+    print(format_summary(summary))
+
+
+def _store_summary(args) -> None:
+    from pointdistill.records import format_summary, store_summary
+
+    summary = store_summary(args.uri)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pointdistill", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("make-dataset", help="write the generated shapes dataset (npz layout)")
+    p.add_argument("--out", required=True, help="directory to write train.npz, test.npz, classes.txt")
+    p.add_argument("--train-per-class", type=int, default=40)
+    p.add_argument("--test-per-class", type=int, default=10)
+    p.add_argument("--num-points", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_make_dataset)
+
+    p = commands.add_parser("train-teacher", help="train a full-precision PointNet teacher (flow train-teacher)")
+    p.add_argument("--dataset", required=True, help="dataset directory (npz or ModelNet40 HDF5 layout)")
+    p.add_argument("--out", required=True, help="checkpoint path to write")
+    p.add_argument("--num-points", type=int, default=1024, help="first points of each shape used")
+    p.add_argument("--point-widths", type=_int_list, default=[64, 64, 64, 128, 1024])
+    p.add_argument("--head-widths", type=_int_list, default=[512, 256])
+    p.add_argument("--input-transform", action="store_true", help="add the input T-Net")
+    p.add_argument("--feature-transform", action="store_true", help="add the feature T-Net")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(run=_train_teacher)
+
+    p = commands.add_parser("record-teacher", help="record a teacher into a Zarr store (flow record-teacher)")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint path or URL")
+    p.add_argument("--dataset", required=True, help="dataset directory; its train split is recorded")
+    p.add_argument("--store", required=True, help="record store path or fsspec URL (created or resumed)")
+    p.add_argument("--augmentations", type=int, default=10, help="augmentations per shape (A)")
+    p.add_argument("--chunk-shapes", type=int, default=64, help="shapes per chunk = per unit of work")
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmentation parameters")
+    p.add_argument("--num-points", type=int, default=None, help="default: the teacher's training value")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--batch-size", type=int, default=256, help="clouds per teacher forward pass")
+    p.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes of the local Dask cluster; 0 = run in this process")
+    p.set_defaults(run=_record_teacher)
+
+    p = commands.add_parser("store", help="record store utilities")
+    store_commands = p.add_subparsers(dest="store_command", required=True)
+    s = store_commands.add_parser("summary", help="sizes, completeness, teacher accuracy on the records")
+    s.add_argument("uri")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=_store_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pointdistill.data import DatasetError
+    from pointdistill.models import CheckpointError
+    from pointdistill.records import RecordStoreError
+
+    try:
+        args.run(args)
+    except (DatasetError, CheckpointError, RecordStoreError) as error:
+        print(f"pointdistill: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

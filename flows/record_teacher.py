@@ -1,0 +1,79 @@
+"""The `record-teacher` flow: run the teacher once over every augmentation, into a Zarr store."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+from tqdm.auto import tqdm
+
+from flows.runtime import chunk_task_runner
+from pointdistill.augment import AugmentPolicy
+from pointdistill.records import (
+    RecordingJob, RecordingPlan, finalize_store, prepare_store, record_chunk, store_summary,
+)
+
+
+@task(name="record-chunk", retries=2, retry_delay_seconds=1, cache_policy=NONE)
+def record_chunk_task(plan: RecordingPlan, chunk_index: int) -> dict:
+    result = record_chunk(plan, chunk_index)
+    get_run_logger().info(
+        "chunk %d: shapes %d..%d, %d records in %.2fs", result["chunk"], result["start"],
+        result["stop"] - 1, result["records"], result["seconds"])
+    return result
+
+
+@flow(name="record-teacher")
+def record_teacher(
+    teacher: str,
+    dataset: str,
+    store: str,
+    augmentations: int = 10,
+    chunk_shapes: int = 64,
+    seed: int = 0,
+    num_points: int | None = None,
+    device: str = "cpu",
+    batch_size: int = 256,
+    scale_low: float = 2.0 / 3.0,
+    scale_high: float = 1.5,
+    translate: float = 0.2,
+    dask_address: str | None = None,
+    workers: int = 2,
+    progress: bool = False,
+) -> dict:
+    """Record ``teacher`` over ``augmentations`` shape-level augmentations of every training
+    shape of ``dataset`` into the Zarr store at ``store``; resumes an interrupted recording.
+
+    Chunk tasks run on the Dask cluster at ``dask_address``, else on a LocalCluster of
+    ``workers`` processes (``workers=0``: in this process). Returns the store summary.
+    """
+    logger = get_run_logger()
+    job = RecordingJob(
+        teacher=teacher, dataset=dataset, store=store, augmentations=augmentations,
+        chunk_shapes=chunk_shapes, seed=seed, num_points=num_points, device=device, batch_size=batch_size,
+        policy=AugmentPolicy(scale_low=scale_low, scale_high=scale_high, translate=translate),
+    )
+    plan = prepare_store(job)
+    logger.info("%s: %d shapes x %d augmentations, %d of %d chunks to record", store,
+                plan.layout.num_shapes, augmentations, len(plan.pending), plan.layout.num_chunks)
+    if plan.pending:
+        with chunk_task_runner(dask_address, workers) as runner:
+            futures = [runner.submit(record_chunk_task, {"plan": plan, "chunk_index": k}) for k in plan.pending]
+            with tqdm(total=len(futures), desc="chunks", unit="chunk", disable=not progress) as bar:
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(1)
+    if not finalize_store(job):
+        raise RuntimeError(f"{store}: some chunks are still not done; rerun to fill them")
+    summary = store_summary(store)
+    create_table_artifact(
+        key="record-store-summary",
+        table=[{"store": store, "N": summary["N"], "A": summary["A"],
+                "bytes_per_record": round(summary["bytes_per_record"], 1),
+                "teacher_accuracy_on_records": round(summary["teacher_accuracy"], 4),
+                "teacher_sha256": summary["teacher"]["weights_sha256"],
+                "dataset_fingerprint": summary["dataset"]["fingerprint"]}],
+        description="Record store written by record-teacher",
+    )
+    return summary
