@@ -1,0 +1,54 @@
+"""Shared fixtures: a small generated dataset and a small trained teacher, made once per session."""
+
+import os
+import tempfile
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pointdistill-prefect-home-"))
+
+import pytest  # noqa: E402
+
+from pointdistill.data import load_dataset, write_generated_dataset  # noqa: E402
+from pointdistill.models import PointNetConfig, model_spec, save_checkpoint  # noqa: E402
+from pointdistill.train import TrainConfig, train_classifier  # noqa: E402
+
+NUM_POINTS = 128
+SMALL_TEACHER = dict(point_widths=(16, 16, 32, 32, 64), head_widths=(32, 16))
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+    """Generated dataset: 12 classes x 6 train / 2 test shapes of 256 points."""
+    return str(write_generated_dataset(tmp_path_factory.mktemp("shapes"), train_per_class=6,
+                                       test_per_class=2, num_points=256, seed=0))
+
+
+@pytest.fixture(scope="session")
+def teacher_path(shapes_dir, tmp_path_factory):
+    """A small PointNet (with both T-Nets) trained for 2 epochs on ``shapes_dir``."""
+    train_set = load_dataset(shapes_dir, "train", NUM_POINTS)
+    test_set = load_dataset(shapes_dir, "test", NUM_POINTS)
+    spec = model_spec("pointnet", PointNetConfig(num_classes=train_set.num_classes, input_transform=True,
+                                                 feature_transform=True, **SMALL_TEACHER))
+    checkpoint = train_classifier(spec, train_set, test_set, TrainConfig(epochs=2, batch_size=16, device="cpu"),
+                                  progress=False)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_checkpoint(path, checkpoint)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real temporary Prefect server for flow tests, exported to subprocesses and Dask workers."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)

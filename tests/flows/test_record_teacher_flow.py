@@ -1,0 +1,66 @@
+"""record-teacher as users run it: the Prefect flow on a real server, on a real Dask cluster."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pointdistill.records import open_store
+
+
+def arrays(uri):
+    group = open_store(uri)
+    return {name: group[name][:] for name in ("params", "logits", "pooled", "labels", "done")}
+
+
+@pytest.fixture()
+def flow_params(teacher_path, shapes_dir):
+    return dict(teacher=teacher_path, dataset=shapes_dir, augmentations=3, chunk_shapes=16, seed=5)
+
+
+def test_two_dask_worker_processes_write_the_same_store_as_one_process(prefect_api, flow_params, tmp_path):
+    from flows.record_teacher import record_teacher
+
+    in_process = record_teacher(store=str(tmp_path / "in-process.zarr"), workers=0, **flow_params)
+    on_dask = record_teacher(store=str(tmp_path / "dask.zarr"), workers=2, **flow_params)
+    assert in_process["status"] == on_dask["status"] == "complete"
+    a, b = arrays(tmp_path / "in-process.zarr"), arrays(tmp_path / "dask.zarr")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # Another chunking gives the same augmentation parameters record for record.
+    record_teacher(store=str(tmp_path / "rechunked.zarr"), workers=0, **{**flow_params, "chunk_shapes": 10})
+    assert np.array_equal(arrays(tmp_path / "rechunked.zarr")["params"], a["params"])
+
+
+def test_a_completed_store_reruns_as_a_no_op(prefect_api, flow_params, tmp_path):
+    from flows.record_teacher import record_teacher
+
+    store = str(tmp_path / "store.zarr")
+    first = record_teacher(store=store, workers=0, **flow_params)
+    before = {p: os.stat(p).st_mtime_ns for p in (tmp_path / "store.zarr").rglob("*") if p.is_file()}
+    second = record_teacher(store=store, workers=0, **flow_params)
+    after = {p: os.stat(p).st_mtime_ns for p in (tmp_path / "store.zarr").rglob("*") if p.is_file()}
+    assert first == second and before == after
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          env={**os.environ}, timeout=300)
+
+
+def test_cli_records_and_summarises_a_store(prefect_api, flow_params, tmp_path):
+    store = str(tmp_path / "cli.zarr")
+    result = run_cli("record-teacher", "--teacher", flow_params["teacher"], "--dataset", flow_params["dataset"],
+                     "--store", store, "--augmentations", "2", "--chunk-shapes", "24", "--workers", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "N=72 shapes x A=2 augmentations = 144" in result.stdout
+    summary = run_cli("store", "summary", store)
+    assert summary.returncode == 0 and "complete, 3/3 chunks" in summary.stdout
+
+
+def test_cli_names_a_bad_dataset_and_exits_2(prefect_api, flow_params, tmp_path):
+    result = run_cli("record-teacher", "--teacher", flow_params["teacher"], "--dataset", str(tmp_path / "nowhere"),
+                     "--store", str(tmp_path / "x.zarr"), "--workers", "0")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nowhere'}: not a dataset directory" in result.stderr
