@@ -84,6 +84,10 @@ def get_field(attrs: dict, dotted: str):
 
 
 def open_group(uri: str, mode: str, storage_options: dict | None = None) -> zarr.Group:
+    """The Zarr group at a local path or fsspec URL (``file://`` URLs are opened as local paths)."""
+    uri = str(uri)
+    if uri.startswith("file://"):
+        uri = uri.removeprefix("file://")
     kwargs = {"storage_options": storage_options} if storage_options else {}
     return zarr.open_group(store=uri, mode=mode, zarr_format=3, **kwargs)
 

@@ -8,13 +8,15 @@ interrupted run leaves only not-done chunks, which the rerun fills.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
+import zarr
+
+import pointdistill
 
 from pointdistill.augment import AugmentPolicy, apply, params_for_shapes
 from pointdistill.data import PointCloudSet, load_dataset
@@ -62,24 +64,57 @@ class RecordingPlan:
     pending: tuple[int, ...]
     teacher_sha256: str
     dataset_fingerprint: str
+    num_points: int
 
 
-@functools.lru_cache(maxsize=2)
-def _teacher(path: str) -> tuple[Checkpoint, str]:
-    checkpoint = load_checkpoint(path)
-    return checkpoint, checkpoint.weights_sha256()
+class _WorkerCache:
+    """The last few loaded teachers and datasets of this process, keyed by what identifies
+    their content (weights sha256, dataset fingerprint), so a changed file is never served stale."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self.entries: dict[tuple, object] = {}
+
+    def get(self, key: tuple):
+        return self.entries.get(key)
+
+    def put(self, key: tuple, value) -> None:
+        self.entries.pop(key, None)
+        self.entries[key] = value
+        while len(self.entries) > self.size:
+            self.entries.pop(next(iter(self.entries)))
 
 
-@functools.lru_cache(maxsize=2)
-def _train_split(root: str, num_points: int) -> tuple[PointCloudSet, str]:
+_TEACHERS = _WorkerCache()
+_DATASETS = _WorkerCache()
+
+
+def _teacher_model(path: str, sha: str, device: str) -> torch.nn.Module:
+    """The teacher with weights ``sha``: loaded once per worker process and device."""
+    key = (path, sha, device)
+    model = _TEACHERS.get(key)
+    if model is None:
+        checkpoint = load_checkpoint(path)
+        if checkpoint.weights_sha256() != sha:
+            raise RecordStoreError(f"{path}: teacher weights changed since the store was prepared")
+        model = checkpoint.build_model().to(resolve_device(device))
+        _TEACHERS.put(key, model)
+    return model
+
+
+def _train_split(root: str, num_points: int, fingerprint: str | None = None) -> tuple[PointCloudSet, str]:
+    """The training split and its fingerprint; with ``fingerprint`` given, served from this
+    process's cache and checked against it."""
+    if fingerprint is not None:
+        cached = _DATASETS.get((root, num_points, fingerprint))
+        if cached is not None:
+            return cached, fingerprint
     dataset = load_dataset(root, "train", num_points)
-    return dataset, dataset.fingerprint()
-
-
-@functools.lru_cache(maxsize=2)
-def _teacher_model(path: str, device: str) -> torch.nn.Module:
-    """One teacher per worker process and device: loaded once, reused for every chunk."""
-    return _teacher(path)[0].build_model().to(resolve_device(device))
+    actual = dataset.fingerprint()
+    if fingerprint is not None and actual != fingerprint:
+        raise RecordStoreError(f"{root}: dataset changed since the store was prepared")
+    _DATASETS.put((root, num_points, actual), dataset)
+    return dataset, actual
 
 
 def _num_points(job: RecordingJob, checkpoint: Checkpoint) -> int:
@@ -88,10 +123,6 @@ def _num_points(job: RecordingJob, checkpoint: Checkpoint) -> int:
 
 def _store_attributes(job: RecordingJob, checkpoint: Checkpoint, sha: str, dataset: PointCloudSet,
                       fingerprint: str, layout: StoreLayout) -> dict:
-    import zarr
-
-    import pointdistill
-
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -123,7 +154,8 @@ def prepare_store(job: RecordingJob) -> RecordingPlan:
     Raises RecordStoreMismatch if the store holds another teacher, dataset, policy, A, seed
     or chunking, and ValueError if teacher and dataset classes differ.
     """
-    checkpoint, sha = _teacher(job.teacher)
+    checkpoint = load_checkpoint(job.teacher)
+    sha = checkpoint.weights_sha256()
     dataset, fingerprint = _train_split(job.dataset, _num_points(job, checkpoint))
     if list(checkpoint.class_names) != list(dataset.class_names):
         raise ValueError(
@@ -156,7 +188,7 @@ def prepare_store(job: RecordingJob) -> RecordingPlan:
         done = np.zeros(layout.num_chunks, dtype=np.uint8)
     pending = tuple(int(k) for k in np.flatnonzero(done == 0))
     return RecordingPlan(job=job, layout=layout, pending=pending, teacher_sha256=sha,
-                         dataset_fingerprint=fingerprint)
+                         dataset_fingerprint=fingerprint, num_points=dataset.num_points)
 
 
 def record_chunk(plan: RecordingPlan, chunk_index: int) -> dict:
@@ -167,17 +199,12 @@ def record_chunk(plan: RecordingPlan, chunk_index: int) -> dict:
     """
     started = time.perf_counter()
     job, layout = plan.job, plan.layout
-    checkpoint, sha = _teacher(job.teacher)
-    if sha != plan.teacher_sha256:
-        raise RecordStoreError(f"{job.teacher}: teacher weights changed since the store was prepared")
-    dataset, fingerprint = _train_split(job.dataset, _num_points(job, checkpoint))
-    if fingerprint != plan.dataset_fingerprint:
-        raise RecordStoreError(f"{job.dataset}: dataset changed since the store was prepared")
+    dataset, _ = _train_split(job.dataset, plan.num_points, plan.dataset_fingerprint)
     start, stop = layout.chunk_range(chunk_index)
     params = params_for_shapes(job.policy, job.seed, start, stop, job.augmentations)  # [S, A, 6]
     shapes = torch.from_numpy(dataset.points[start:stop]).repeat_interleave(job.augmentations, dim=0)
     clouds = apply(shapes, torch.from_numpy(params.reshape(-1, 6)))  # [S*A, P, 3]
-    out = batched_forward(_teacher_model(job.teacher, job.device), clouds, job.batch_size,
+    out = batched_forward(_teacher_model(job.teacher, plan.teacher_sha256, job.device), clouds, job.batch_size,
                           resolve_device(job.device))
     count = stop - start
     labels = dataset.labels[start:stop]

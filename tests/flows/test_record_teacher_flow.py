@@ -64,3 +64,17 @@ def test_cli_names_a_bad_dataset_and_exits_2(prefect_api, flow_params, tmp_path)
                      "--store", str(tmp_path / "x.zarr"), "--workers", "0")
     assert result.returncode == 2
     assert f"{tmp_path / 'nowhere'}: not a dataset directory" in result.stderr
+
+
+def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, shapes_dir, tmp_path):
+    from flows.train_teacher import train_teacher
+    from pointdistill.data import load_dataset
+    from pointdistill.models import load_checkpoint
+
+    out = tmp_path / "teacher.pt"
+    metrics = train_teacher(dataset=shapes_dir, out=str(out), num_points=64, point_widths=[8, 8, 16],
+                            head_widths=[8], epochs=1, device="cpu")
+    checkpoint = load_checkpoint(str(out))
+    assert checkpoint.metrics["test_overall_accuracy"] == metrics["test_overall_accuracy"]
+    assert checkpoint.dataset["fingerprint"] == load_dataset(shapes_dir, "train", 64).fingerprint()
+    assert checkpoint.spec["point_widths"] == [8, 8, 16]

@@ -180,3 +180,34 @@ def test_teacher_and_dataset_with_other_classes_are_refused(job, tmp_path):
     with pytest.raises(ValueError, match="must be identical"):
         prepare_store(replace(job, dataset=str(root)))
     assert not os.path.exists(job.store)
+
+
+def test_fsspec_urls_for_store_and_dataset_give_the_same_records(job, tmp_path):
+    record_in_process(job)
+    remote = replace(job, store="memory://pointdistill-test/records.zarr", dataset="file://" + job.dataset)
+    record_in_process(remote)
+    local, in_memory = read_arrays(job.store), read_arrays(remote.store)
+    assert all(np.array_equal(local[k], in_memory[k]) for k in local)
+    assert store_summary(remote.store)["status"] == "complete"
+
+
+def test_a_teacher_file_replaced_mid_recording_is_caught(job, tmp_path):
+    import shutil
+
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(job.teacher, teacher)
+    job = replace(job, teacher=str(teacher))
+    plan = prepare_store(job)
+    record_chunk(plan, 0)
+    checkpoint = load_checkpoint(str(teacher))
+    checkpoint.state_dict = {k: v * 2 if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+    from pointdistill.models import save_checkpoint
+
+    save_checkpoint(teacher, checkpoint)
+    # This process already holds the old teacher; a fresh worker would load the new file.
+    from pointdistill.records import writer
+
+    writer._TEACHERS.entries.clear()
+    with pytest.raises(RecordStoreError, match="teacher weights changed since the store was prepared"):
+        record_chunk(plan, 1)
+    assert open_store(job.store)["done"][:].tolist() == [1, 0, 0, 0, 0]
