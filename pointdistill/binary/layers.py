@@ -1,0 +1,64 @@
+"""Binary layers for PointNet: a shared-MLP / linear layer with a quantizer by name."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pointdistill.binary.quantizers import Quantizer, create_quantizer
+
+
+class BinaryLinear(nn.Module):
+    """y = q.output_scale(q.activation(x) @ q.weight(W)^T), no bias (BatchNorm follows).
+
+    x: [B, in] (a linear layer) or [B, in, N] (a shared MLP over N points, i.e. a 1x1 conv).
+    The latent weight W [out, in] stays float for training; only its binarised form is used.
+    """
+
+    def __init__(self, in_features: int, out_features: int, quantizer: str | Quantizer):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.quantizer = create_quantizer(quantizer) if isinstance(quantizer, str) else quantizer
+        self.initialize_on_next_forward = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.initialize_on_next_forward:
+            self.quantizer.initialize_scale(x.detach(), self.weight.detach())
+            self.initialize_on_next_forward = False
+        xq = self.quantizer.activation(x)
+        wq = self.quantizer.weight(self.weight)
+        y = F.conv1d(xq, wq.unsqueeze(-1)) if x.ndim == 3 else F.linear(xq, wq)
+        return self.quantizer.output_scale(y)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, quantizer={self.quantizer.name}"
+
+
+def binary_layers(model: nn.Module) -> list[BinaryLinear]:
+    return [m for m in model.modules() if isinstance(m, BinaryLinear)]
+
+
+@torch.no_grad()
+def initialize_binary_scales(model: nn.Module, *inputs: torch.Tensor) -> None:
+    """Run one forward pass on a first training batch so every quantizer with a data-dependent
+    scale (LSR) initialises it from its actual input. Call before building the optimizer;
+    BatchNorm running statistics are left as they were."""
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    for layer in binary_layers(model):
+        layer.initialize_on_next_forward = True
+    was_training = model.training
+    model.train()
+    model(*inputs)
+    model.train(was_training)
+    for name, buffer in model.named_buffers():
+        buffer.copy_(saved[name])
+
+
+def set_training_progress(model: nn.Module, epoch: int, total_epochs: int) -> None:
+    """Tell every quantizer the epoch (0-based) of ``total_epochs`` (IR-Net's EDE schedule)."""
+    for layer in binary_layers(model):
+        layer.quantizer.set_progress(epoch, total_epochs)

@@ -1,0 +1,201 @@
+"""Binarisation methods, each with its forward and straight-through backward in one place.
+
+Conventions (stated once): ``sign(0) = +1``; every binary layer computes
+``y = output_scale(activation(x) @ weight(W)^T)``. A quantizer instance belongs to one layer,
+so per-layer state (LSR's learnable scale, IR-Net's training progress) lives in it.
+Formulas: ../shared/REFERENCE.md section 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+QUANTIZERS: dict[str, type["Quantizer"]] = {}
+
+
+def register_quantizer(name: str):
+    def decorate(cls):
+        if name in QUANTIZERS:
+            raise ValueError(f"quantizer {name!r} registered twice")
+        cls.name = name
+        QUANTIZERS[name] = cls
+        return cls
+
+    return decorate
+
+
+def create_quantizer(name: str) -> "Quantizer":
+    if name not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {name!r}; registered: {sorted(QUANTIZERS)}")
+    return QUANTIZERS[name]()
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """+1 where x >= 0, else -1 (sign(0) = +1), in x's dtype."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class _SignClippedSTE(torch.autograd.Function):
+    """Forward sign(x); backward grad * 1[|x| <= 1]."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+class _SignEDE(torch.autograd.Function):
+    """IR-Net's error decay estimator: forward sign(x); backward k * t * (1 - tanh^2(t x)) * grad."""
+
+    @staticmethod
+    def forward(ctx, x, t: float, k: float):
+        ctx.save_for_backward(x)
+        ctx.t, ctx.k = t, k
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return ctx.k * ctx.t * (1 - torch.tanh(ctx.t * x) ** 2) * grad, None, None
+
+
+class _SignApprox(torch.autograd.Function):
+    """Bi-Real's ApproxSign: backward (2 + 2x) on [-1, 0), (2 - 2x) on [0, 1), 0 elsewhere."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        slope = torch.where(x < 0, 2 + 2 * x, 2 - 2 * x) * (x.abs() < 1).to(grad.dtype)
+        return grad * slope
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    return _SignClippedSTE.apply(x)
+
+
+def _features_axes(x: torch.Tensor) -> tuple[int, ...]:
+    """All axes but the batch: (1,) for [B, C], (1, 2) for [B, C, N]."""
+    return tuple(range(1, x.ndim))
+
+
+class Quantizer(nn.Module):
+    """Base: subclasses override ``weight`` and ``activation``; the rest are no-ops."""
+
+    name = "base"
+
+    def weight(self, w: torch.Tensor) -> torch.Tensor:
+        """Binary(-valued, maybe scaled) weight [out, in] from the latent float weight."""
+        raise NotImplementedError
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        """Binary(-valued, maybe scaled) input, x [B, C] or [B, C, N]."""
+        raise NotImplementedError
+
+    def output_scale(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def set_progress(self, epoch: int, total_epochs: int) -> None:
+        """Called at the start of every training epoch (0-based)."""
+
+    def initialize_scale(self, x: torch.Tensor, w: torch.Tensor) -> None:
+        """Called once on the first training batch, before the optimizer is built."""
+
+
+@register_quantizer("bnn")
+class BNN(Quantizer):
+    """sign(W), sign(a); clipped STE."""
+
+    def weight(self, w):
+        return sign_ste(w)
+
+    def activation(self, x):
+        return sign_ste(x)
+
+
+@register_quantizer("xnor")
+class XNOR(Quantizer):
+    """sign(W - rowmean W) * mean|W_row| ; sign(a) * mean|a| per sample (scales detached); clipped STE."""
+
+    def weight(self, w):
+        alpha = w.abs().mean(dim=1, keepdim=True).detach()
+        return sign_ste(w - w.mean(dim=1, keepdim=True)) * alpha
+
+    def activation(self, x):
+        beta = x.abs().mean(dim=_features_axes(x), keepdim=True).detach()
+        return sign_ste(x) * beta
+
+
+@register_quantizer("irnet")
+class IRNet(Quantizer):
+    """sign(standardised row) * 2^round(log2 mean|W_std|) ; sign(a); EDE backward with
+    t = 10^(-3 + 4 e / E), k = max(1/t, 1), following the training progress."""
+
+    def __init__(self):
+        super().__init__()
+        self.t, self.k = 0.001, 1000.0
+        self.set_progress(0, 1)
+
+    def set_progress(self, epoch: int, total_epochs: int) -> None:
+        self.t = 10 ** (-3 + 4 * epoch / total_epochs)
+        self.k = max(1 / self.t, 1.0)
+
+    def weight(self, w):
+        standardised = (w - w.mean(dim=1, keepdim=True)) / w.std(dim=1, keepdim=True).clamp_min(1e-12)
+        scale = torch.pow(2.0, torch.round(torch.log2(standardised.abs().mean(dim=1, keepdim=True))))
+        return _SignEDE.apply(standardised, self.t, self.k) * scale.detach()
+
+    def activation(self, x):
+        return _SignEDE.apply(x, self.t, self.k)
+
+
+@register_quantizer("lsr")
+class LSR(Quantizer):
+    """BiPointNet's layer-wise scale recovery: sign(W - mean W) (one global mean), sign(a),
+    output times one learnable scalar alpha per layer, initialised from the first batch as
+    std(a @ Wc^T) / std(sign(a) @ sign(Wc)^T) (fallback std(Wc) / std(sign(Wc)))."""
+
+    def __init__(self):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(()))
+
+    def weight(self, w):
+        return sign_ste(w - w.mean())
+
+    def activation(self, x):
+        return sign_ste(x)
+
+    def output_scale(self, y):
+        return y * self.alpha
+
+    @torch.no_grad()
+    def initialize_scale(self, x: torch.Tensor, w: torch.Tensor) -> None:
+        centred = w - w.mean()
+        rows = x.transpose(1, 2).reshape(-1, x.shape[1]) if x.ndim == 3 else x  # [M, in]
+        alpha = (rows @ centred.T).std() / (sign(rows) @ sign(centred).T).std()
+        if not math.isfinite(alpha.item()):
+            alpha = centred.std() / sign(centred).std()
+        self.alpha.fill_(alpha.item())
+
+
+@register_quantizer("bireal")
+class BiReal(Quantizer):
+    """mean|W_row| * sign(W) (clipped STE on W) ; sign(a) with the ApproxSign backward."""
+
+    def weight(self, w):
+        return sign_ste(w) * w.abs().mean(dim=1, keepdim=True).detach()
+
+    def activation(self, x):
+        return _SignApprox.apply(x)

@@ -1,0 +1,69 @@
+"""Binary PointNet student (BiPointNet layout): 1-bit shared MLP and head, float first and last layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pointdistill.binary import AGGREGATIONS, QUANTIZERS, BinaryLinear, create_aggregation
+from pointdistill.models.registry import ModelOutput, register_model
+
+
+@dataclass(frozen=True)
+class BinaryPointNetConfig:
+    """point_widths: per-point widths, the first layer (3 -> point_widths[0]) in float, the rest
+    binary; the last is the pooled size D. head_widths: binary hidden layers of the classifier,
+    whose final layer (-> num_classes) is float. Each binary layer is followed by BatchNorm."""
+
+    num_classes: int
+    point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
+    head_widths: tuple[int, ...] = (512, 256)
+    quantizer: str = "lsr"
+    aggregation: str = "ema"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"BinaryPointNetConfig.quantizer {self.quantizer!r} unknown; one of {sorted(QUANTIZERS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"BinaryPointNetConfig.aggregation {self.aggregation!r} unknown; one of {sorted(AGGREGATIONS)}")
+        if len(self.point_widths) < 2 or min(self.point_widths) < 1:
+            raise ValueError(f"BinaryPointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
+        if self.num_classes < 2:
+            raise ValueError(f"BinaryPointNetConfig.num_classes must be >= 2, got {self.num_classes}")
+
+
+class BinaryPointNet(nn.Module):
+    def __init__(self, config: BinaryPointNetConfig):
+        super().__init__()
+        self.config = config
+        w = list(config.point_widths)
+        self.stem = nn.Sequential(nn.Conv1d(3, w[0], 1, bias=False), nn.BatchNorm1d(w[0]), nn.Hardtanh())
+        trunk = []
+        for index, (c_in, c_out) in enumerate(zip(w[:-1], w[1:])):
+            trunk += [BinaryLinear(c_in, c_out, config.quantizer), nn.BatchNorm1d(c_out)]
+            if index < len(w) - 2:  # the last point layer feeds the aggregation, not an activation
+                trunk.append(nn.Hardtanh())
+        self.trunk = nn.Sequential(*trunk)
+        self.aggregate = create_aggregation(config.aggregation)
+        head = []
+        widths = [w[-1], *config.head_widths]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            head += [BinaryLinear(c_in, c_out, config.quantizer), nn.BatchNorm1d(c_out), nn.Hardtanh()]
+            if config.dropout:
+                head.append(nn.Dropout(config.dropout))
+        head.append(nn.Linear(widths[-1], config.num_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, points: torch.Tensor) -> ModelOutput:
+        """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D])."""
+        pooled = self.aggregate(self.trunk(self.stem(points.transpose(1, 2))))
+        return ModelOutput(self.head(pooled), pooled)
+
+
+@register_model("binary_pointnet", BinaryPointNetConfig)
+def binary_pointnet(config: BinaryPointNetConfig) -> BinaryPointNet:
+    return BinaryPointNet(config)

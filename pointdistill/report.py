@@ -1,0 +1,60 @@
+"""What a training run leaves behind: checkpoint, per-epoch Parquet, curves PNG, summary JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from torch import nn
+
+from pointdistill.binary import binary_layers
+from pointdistill.models import save_checkpoint
+
+
+def model_size_bytes(model: nn.Module) -> dict[str, int]:
+    """Storage of the model's inference state: ``float_bytes`` with every parameter and buffer
+    in float32; ``packed_bytes`` with binary-layer weights at 1 bit each (packed in bytes) and
+    everything else (first/last layers, BatchNorm, scales) in float32."""
+    binary = {id(layer.weight) for layer in binary_layers(model)}
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    float_bytes = sum(t.numel() * 4 for t in tensors)
+    packed = sum(-(-t.numel() // 8) if id(t) in binary else t.numel() * 4 for t in tensors)
+    return {"float_bytes": float_bytes, "packed_bytes": packed}
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in sorted(k for k in history[0] if k.startswith("loss_")):
+        left.plot(epochs, [row[key] for row in history], label=key.removeprefix("loss_"))
+    left.set(xlabel="epoch", ylabel="loss (unweighted terms)", yscale="log", title="losses")
+    left.legend()
+    for key, label in (("train_accuracy", "train"), ("test_overall_accuracy", "test OA"),
+                       ("test_mean_class_accuracy", "test mAcc")):
+        right.plot(epochs, [100 * row[key] for row in history], label=label)
+    right.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    right.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_run(out_dir: str | Path, checkpoint, history: list[dict], summary: dict, name: str) -> dict[str, str]:
+    """Write ``{name}.pt``, ``metrics.parquet``, ``curves.png`` and ``summary.json`` under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"checkpoint": out / f"{name}.pt", "metrics": out / "metrics.parquet",
+             "curves": out / "curves.png", "summary": out / "summary.json"}
+    save_checkpoint(paths["checkpoint"], checkpoint)
+    pq.write_table(pa.Table.from_pylist(history), paths["metrics"])
+    plot_curves(history, paths["curves"], title=name)
+    paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    return {k: str(v) for k, v in paths.items()}
