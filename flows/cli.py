@@ -49,6 +49,45 @@ def _record_teacher(args) -> None:
     print(format_summary(summary))
 
 
+def _train_student(args) -> None:
+    from flows.runtime import embedded_api
+    from flows.train_student import train_student
+
+    with embedded_api():
+        summary = train_student(
+            store=args.store, dataset=args.dataset, out=args.out, quantizer=args.quantizer,
+            aggregation=args.aggregation, point_widths=args.point_widths, head_widths=args.head_widths,
+            kd_weight=args.kd_weight, temperature=args.temperature, reg_weight=args.reg_weight,
+            regularizer=args.regularizer, self_weight=args.self_weight, epochs=args.epochs, lr=args.lr,
+            batch_size=args.batch_size, device=args.device, seed=args.seed, online_teacher=args.online_teacher,
+            use_completed_part=args.use_completed_part, progress=True)
+    sizes = summary["student_bytes"]
+    teacher = summary["teacher_test_overall_accuracy"]
+    best = summary["best_epoch_test_overall_accuracy (model selection on test, for comparison only)"]
+    print(f"teacher  test OA {100 * teacher:.2f}%  ({summary['teacher_float_bytes']:,} bytes float32)")
+    print(f"student  test OA {100 * summary['final_test_overall_accuracy']:.2f}% at the final epoch "
+          f"(mean-class {100 * summary['final_test_mean_class_accuracy']:.2f}%); "
+          f"best epoch {summary['best_epoch']}: {100 * best:.2f}% (selected on test, for comparison only)")
+    print(f"student  {sizes['float_bytes']:,} bytes as float32, {sizes['packed_bytes']:,} bytes bit-packed "
+          f"({sizes['float_bytes'] / sizes['packed_bytes']:.1f}x smaller)")
+    print(f"outputs  {summary['outputs']['checkpoint']}, {summary['outputs']['metrics']}, {summary['outputs']['curves']}")
+
+
+def _ablation(args) -> None:
+    from flows.ablation import ablation
+    from flows.runtime import embedded_api
+
+    with embedded_api():
+        result = ablation(
+            store=args.store, dataset=args.dataset, out=args.out, epochs=args.epochs, lr=args.lr,
+            batch_size=args.batch_size, seed=args.seed, kd_weight=args.kd_weight, temperature=args.temperature,
+            reg_weight=args.reg_weight, regularizer=args.regularizer, self_weight=args.self_weight,
+            quantizers=args.quantizers, aggregations=args.aggregations, dask_address=args.dask_address,
+            workers=args.workers, progress=True)
+    print(result["markdown"])
+    print(f"written: {', '.join(result['paths'].values())}")
+
+
 def _store_summary(args) -> None:
     from pointdistill.records import format_summary, store_summary
 
@@ -97,6 +136,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2,
                    help="worker processes of the local Dask cluster; 0 = run in this process")
     p.set_defaults(run=_record_teacher)
+
+    def loss_arguments(p, kd_weight: float, reg_weight: float, self_weight: float) -> None:
+        p.add_argument("--kd-weight", type=float, default=kd_weight, help="lambda: weight of KD vs CE (0 = off)")
+        p.add_argument("--temperature", type=float, default=2.0, help="KD temperature T")
+        p.add_argument("--reg-weight", type=float, default=reg_weight,
+                       help="eta: weight of the pooling regulariser (0 = off)")
+        p.add_argument("--regularizer", default="matrix-1",
+                       choices=["frobenius", "matrix-1", "matrix-2", "entrywise-l1", "nuclear", "matrix-inf"])
+        p.add_argument("--self-weight", type=float, default=self_weight,
+                       help="w of negative-weight self-distillation (0 = off)")
+
+    p = commands.add_parser("train-student", help="train a binary student by replaying a store (flow train-student)")
+    p.add_argument("--store", required=True, help="record store path or URL (read-only)")
+    p.add_argument("--dataset", required=True, help="the dataset directory the store was recorded on")
+    p.add_argument("--out", required=True, help="output directory: student.pt, metrics.parquet, curves.png")
+    p.add_argument("--quantizer", default="lsr", choices=["bnn", "xnor", "irnet", "lsr", "bireal"])
+    p.add_argument("--aggregation", default="ema", choices=["max", "ema"])
+    p.add_argument("--point-widths", type=_int_list, default=None, help="default: the teacher's")
+    p.add_argument("--head-widths", type=_int_list, default=None, help="default: the teacher's")
+    loss_arguments(p, kd_weight=0.0, reg_weight=0.0, self_weight=0.0)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--online-teacher", default=None, help="baseline: run this teacher live instead of replaying")
+    p.add_argument("--use-completed-part", action="store_true", help="train on an incomplete store's done chunks")
+    p.set_defaults(run=_train_student)
+
+    p = commands.add_parser("ablation", help="the paper's ablation grid from one store (flow ablation)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="output directory: ablation.md, ablation.parquet, ablation.png")
+    loss_arguments(p, kd_weight=0.5, reg_weight=0.01, self_weight=0.1)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quantizers", type=lambda t: t.split(","), default=["bnn", "irnet", "xnor", "lsr"])
+    p.add_argument("--aggregations", type=lambda t: t.split(","), default=["max", "ema"])
+    p.add_argument("--dask-address", default=None)
+    p.add_argument("--workers", type=int, default=2, help="parallel runs on a local Dask cluster; 0 = in-process")
+    p.set_defaults(run=_ablation)
 
     p = commands.add_parser("store", help="record store utilities")
     store_commands = p.add_subparsers(dest="store_command", required=True)

@@ -131,7 +131,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                 sums[name] = sums.get(name, 0.0) + value * count
             correct += int((out.logits.argmax(1) == b["labels"]).sum())
             seen_samples += count
-            bar.set_postfix(loss=f"{float(total):.3f}")
+            bar.set_postfix(loss=f"{total.item():.3f}")
         test = evaluate(model, test_set, config.eval_batch_size, device)
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples,

@@ -52,3 +52,17 @@ def prefect_api():
             yield url
         finally:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def recorded_store(teacher_path, shapes_dir, tmp_path_factory):
+    """A complete record store of the session teacher: 72 shapes x 3 augmentations, chunks of 16."""
+    from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
+
+    job = RecordingJob(teacher=teacher_path, dataset=shapes_dir, augmentations=3, chunk_shapes=16, seed=5,
+                       store=str(tmp_path_factory.mktemp("store") / "records.zarr"))
+    plan = prepare_store(job)
+    for chunk in plan.pending:
+        record_chunk(plan, chunk)
+    assert finalize_store(job)
+    return job.store

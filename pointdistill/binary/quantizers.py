@@ -35,7 +35,7 @@ def create_quantizer(name: str) -> "Quantizer":
 
 def sign(x: torch.Tensor) -> torch.Tensor:
     """+1 where x >= 0, else -1 (sign(0) = +1), in x's dtype."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return (x >= 0).to(x.dtype) * 2 - 1
 
 
 class _SignClippedSTE(torch.autograd.Function):

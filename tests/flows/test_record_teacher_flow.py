@@ -78,3 +78,28 @@ def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, sha
     assert checkpoint.metrics["test_overall_accuracy"] == metrics["test_overall_accuracy"]
     assert checkpoint.dataset["fingerprint"] == load_dataset(shapes_dir, "train", 64).fingerprint()
     assert checkpoint.spec["point_widths"] == [8, 8, 16]
+
+
+def test_train_student_flow_reports_accuracy_and_sizes(prefect_api, recorded_store, shapes_dir, tmp_path):
+    result = run_cli("train-student", "--store", recorded_store, "--dataset", shapes_dir, "--out",
+                     str(tmp_path / "student"), "--kd-weight", "0.5", "--reg-weight", "0.01", "--epochs", "1",
+                     "--batch-size", "16", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at the final epoch" in result.stdout and "bytes bit-packed" in result.stdout
+    assert (tmp_path / "student" / "student.pt").exists()
+
+
+def test_ablation_flow_writes_the_table(prefect_api, recorded_store, shapes_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from flows.ablation import ablation
+
+    result = ablation(store=recorded_store, dataset=shapes_dir, out=str(tmp_path / "ablation"), epochs=1,
+                      batch_size=16, quantizers=["lsr"], aggregations=["ema"], workers=0)
+    rows = pq.read_table(result["paths"]["parquet"]).to_pylist()
+    grid = {r["column"] for r in rows if r["table"] == "grid"}
+    assert grid == {"original", "+KD", "+reg", "+KD+reg"}
+    assert {r["column"] for r in rows if r["table"] == "regularizer"} == {
+        "frobenius", "matrix-2", "entrywise-l1", "nuclear", "matrix-inf"}
+    assert len(rows) == 4 + 5 + 1
+    assert "| LSR+EMA |" in result["markdown"] and "NWSD" in result["markdown"]

@@ -1,0 +1,90 @@
+"""Training binary students by replay, as users run it."""
+
+import os
+import shutil
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pointdistill.data import load_dataset
+from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
+from pointdistill.losses import LossConfig
+from pointdistill.models import load_checkpoint
+from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
+from pointdistill.train import evaluate
+
+KD_REG = LossConfig(kd_weight=0.5, reg_weight=0.01, self_weight=0.1)
+
+
+def job_for(store, dataset, out, **changes):
+    job = StudentJob(store=store, dataset=dataset, out=str(out), quantizer="lsr", aggregation="ema", loss=KD_REG,
+                     train=StudentTrainConfig(epochs=2, batch_size=16, device="cpu", seed=3))
+    return replace(job, **changes)
+
+
+def test_trains_without_the_teacher_file_and_writes_every_output(teacher_path, shapes_dir, tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(teacher_path, teacher)
+    job = RecordingJob(teacher=str(teacher), dataset=shapes_dir, store=str(tmp_path / "records.zarr"),
+                       augmentations=2, chunk_shapes=24)
+    plan = prepare_store(job)
+    for chunk in plan.pending:
+        record_chunk(plan, chunk)
+    assert finalize_store(job)
+    os.remove(teacher)  # students replay the store; the teacher is gone
+    store = tmp_path / "records.zarr"
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    summary = run_student_job(job_for(str(store), shapes_dir, tmp_path / "run"), progress=False)
+    after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    assert before == after  # the store is never written
+    outputs = summary["outputs"]
+    history = pq.read_table(outputs["metrics"]).to_pylist()
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"loss_ce", "loss_kd", "loss_reg", "loss_self", "loss_total", "train_accuracy",
+            "test_overall_accuracy", "test_mean_class_accuracy"} <= set(history[0])
+    assert history[0]["loss_self"] == 0.0 < history[1]["loss_self"]  # nothing to compare in epoch 1
+    assert os.path.getsize(outputs["curves"]) > 1000
+    student = load_checkpoint(outputs["checkpoint"]).build_model()
+    test_set = load_dataset(shapes_dir, "test", 128)
+    assert evaluate(student, test_set)["overall_accuracy"] == pytest.approx(summary["final_test_overall_accuracy"])
+    sizes = summary["student_bytes"]
+    assert sizes["packed_bytes"] < sizes["float_bytes"]
+
+
+def test_same_seed_gives_the_same_student_on_cpu(recorded_store, shapes_dir, tmp_path):
+    a = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "a"), progress=False)
+    b = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "b"), progress=False)
+    sa = load_checkpoint(a["outputs"]["checkpoint"]).state_dict
+    sb = load_checkpoint(b["outputs"]["checkpoint"]).state_dict
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_offline_and_online_first_batch_losses_agree(recorded_store, shapes_dir, teacher_path, tmp_path):
+    one_epoch = StudentTrainConfig(epochs=1, batch_size=16, device="cpu", seed=3)
+    offline = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "off", train=one_epoch), progress=False)
+    online = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "on", train=one_epoch,
+                                     online_teacher=teacher_path), progress=False)
+    off, on = offline["first_step_terms"], online["first_step_terms"]
+    assert off["ce"] == on["ce"]  # same student, same inputs
+    for term in ("kd", "reg", "total"):  # teacher targets differ only by fp16 storage
+        assert off[term] == pytest.approx(on[term], rel=2e-3, abs=1e-3), term
+
+
+@pytest.mark.parametrize("quantizer, aggregation", [("bnn", "max"), ("xnor", "max"), ("irnet", "ema"),
+                                                    ("bireal", "ema")])
+def test_every_quantizer_and_aggregation_trains(recorded_store, shapes_dir, tmp_path, quantizer, aggregation):
+    job = job_for(recorded_store, shapes_dir, tmp_path, quantizer=quantizer, aggregation=aggregation,
+                  train=StudentTrainConfig(epochs=1, batch_size=16, device="cpu"))
+    summary = run_student_job(job, progress=False)
+    assert summary["student"]["quantizer"] == quantizer
+    assert 0.0 <= summary["final_test_overall_accuracy"] <= 1.0
+
+
+def test_a_narrower_student_cannot_use_the_pooling_regulariser(recorded_store, shapes_dir, tmp_path):
+    job = job_for(recorded_store, shapes_dir, tmp_path, point_widths=(8, 8, 16, 16, 32))
+    with pytest.raises(ValueError, match="pooled width 32 to equal the teacher's 64"):
+        run_student_job(job, progress=False)
+    narrow_kd = replace(job, loss=LossConfig(kd_weight=0.5), train=StudentTrainConfig(epochs=1, device="cpu"))
+    assert run_student_job(narrow_kd, progress=False)["student"]["point_widths"] == [8, 8, 16, 16, 32]
