@@ -1,0 +1,88 @@
+"""Student epoch time and peak memory: replaying records vs running the teacher online (KD).
+
+    python benchmarks/offline_vs_online.py ../shared/data/modelnet40_1024 --shapes 512
+
+Records a store once (a random full-size PointNet teacher unless --teacher is given; speed and
+memory do not depend on the weights), then trains the same LSR+EMA student with KD + matrix-1
+for one epoch per run, from the records (offline) and with the teacher run live on the same
+rebuilt inputs (online). Each run is its own process, so its peak resident memory is its own;
+runs alternate and each figure is the best of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = """
+import json, resource, sys
+import torch
+from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
+from pointdistill.losses import LossConfig
+store, dataset, out, teacher, batch, device = sys.argv[1:7]
+job = StudentJob(store=store, dataset=dataset, out=out, quantizer="lsr", aggregation="ema",
+                 loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
+                 train=StudentTrainConfig(epochs=1, batch_size=int(batch), device=device),
+                 online_teacher=teacher or None)
+summary = run_student_job(job, progress=False)
+import pyarrow.parquet as pq
+seconds = pq.read_table(summary["outputs"]["metrics"]).to_pylist()[0]["seconds"]
+peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
+"""
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from record_throughput import subset_dataset, teacher_checkpoint
+
+    from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset")
+    parser.add_argument("--teacher", default=None)
+    parser.add_argument("--shapes", type=int, default=512)
+    parser.add_argument("--num-points", type=int, default=1024)
+    parser.add_argument("--augmentations", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="offline-vs-online-"))
+    try:
+        dataset = subset_dataset(args.dataset, args.shapes, args.num_points, work / "data")
+        teacher = teacher_checkpoint(args.teacher, dataset, args.num_points, work / "teacher.pt")
+        job = RecordingJob(teacher=teacher, dataset=dataset, store=str(work / "records.zarr"),
+                           augmentations=args.augmentations, chunk_shapes=64)
+        plan = prepare_store(job)
+        for chunk in plan.pending:
+            record_chunk(plan, chunk)
+        finalize_store(job)
+        results = {"offline (replay)": [], "online (live teacher)": []}
+        for _ in range(args.repeats):
+            for name, online in (("offline (replay)", ""), ("online (live teacher)", teacher)):
+                out = subprocess.run([sys.executable, "-c", CHILD, job.store, dataset, str(work / "run"), online,
+                                      str(args.batch_size), args.device], capture_output=True, text=True, check=True)
+                results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        off = min(r["seconds"] for r in results["offline (replay)"])
+        off_mem = min(r["peak_bytes"] for r in results["offline (replay)"])
+        print(f"{args.shapes} shapes, {args.num_points} points, batch {args.batch_size}, device {args.device}, "
+              f"student LSR+EMA (teacher widths), KD + matrix-1, best of {args.repeats}")
+        print(f"{'':24s} {'epoch s':>8s} {'peak MiB':>9s} {'time ratio':>11s} {'memory ratio':>13s}")
+        for name, runs in results.items():
+            seconds = min(r["seconds"] for r in runs)
+            peak = min(r["peak_bytes"] for r in runs)
+            print(f"{name:24s} {seconds:8.2f} {peak / 2**20:9.0f} {seconds / off:11.3f} {peak / off_mem:13.3f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
