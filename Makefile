@@ -17,15 +17,15 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
-	$(BIN)/pointdistill make-dataset --out $(DEMO_DIR)/shapes
+	$(BIN)/pointdistill make-dataset --out $(DEMO_DIR)/shapes --train-per-class 80
 	$(BIN)/pointdistill train-teacher --dataset $(DEMO_DIR)/shapes --num-points 512 \
-		--point-widths 64,64,64,128,256 --head-widths 128,64 --epochs 20 --out $(DEMO_DIR)/teacher.pt
+		--point-widths 64,64,64,128,256 --head-widths 128,64 --epochs 15 --out $(DEMO_DIR)/teacher.pt
 	$(BIN)/pointdistill record-teacher --teacher $(DEMO_DIR)/teacher.pt --dataset $(DEMO_DIR)/shapes \
-		--store $(DEMO_DIR)/records.zarr --augmentations 8 --chunk-shapes 50
+		--store $(DEMO_DIR)/records.zarr --augmentations 8 --chunk-shapes 120
 	$(BIN)/pointdistill store summary $(DEMO_DIR)/records.zarr
 	$(BIN)/pointdistill train-student --store $(DEMO_DIR)/records.zarr --dataset $(DEMO_DIR)/shapes \
 		--out $(DEMO_DIR)/student --quantizer lsr --aggregation ema \
-		--kd-weight 0.5 --reg-weight 0.01 --regularizer matrix-1 --epochs 20 --device cpu
+		--kd-weight 0.5 --reg-weight 0.01 --regularizer matrix-1 --epochs 20 --lr 0.01 --device cpu
 
 test: venv
 	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(BIN)/python -m pytest -q
