@@ -8,7 +8,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.runtime import chunk_task_runner
+from flows.runtime import dask_task_runner
 from pointdistill.ablation import AblationConfig, ablation_runs, write_ablation
 from pointdistill.distill import StudentJob, run_student_job
 
@@ -49,7 +49,7 @@ def ablation(
                             quantizers=tuple(quantizers), aggregations=tuple(aggregations))
     runs = ablation_runs(config)
     get_run_logger().info("ablation: %d student runs from %s", len(runs), store)
-    with chunk_task_runner(dask_address, workers) as runner:
+    with dask_task_runner(dask_address, workers) as runner:
         futures = [runner.submit(student_run_task, {"job": run.job}) for run in runs]
         with tqdm(total=len(futures), desc="runs", unit="run", disable=not progress) as bar:
             for future in as_completed(futures):

@@ -8,7 +8,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.runtime import chunk_task_runner
+from flows.runtime import dask_task_runner
 from pointdistill.augment import AugmentPolicy
 from pointdistill.records import (
     RecordingJob, RecordingPlan, finalize_store, prepare_store, record_chunk, store_summary,
@@ -58,7 +58,7 @@ def record_teacher(
     logger.info("%s: %d shapes x %d augmentations, %d of %d chunks to record", store,
                 plan.layout.num_shapes, augmentations, len(plan.pending), plan.layout.num_chunks)
     if plan.pending:
-        with chunk_task_runner(dask_address, workers) as runner:
+        with dask_task_runner(dask_address, workers) as runner:
             futures = [runner.submit(record_chunk_task, {"plan": plan, "chunk_index": k}) for k in plan.pending]
             with tqdm(total=len(futures), desc="chunks", unit="chunk", disable=not progress) as bar:
                 for future in as_completed(futures):

@@ -45,9 +45,10 @@ def embedded_api() -> Iterator[str]:
         server.stop()
 
 
-def chunk_task_runner(dask_address: str | None, workers: int) -> TaskRunner:
-    """An existing Dask cluster at ``dask_address``; else a LocalCluster of ``workers`` worker
-    processes (one thread each); ``workers=0`` runs chunk tasks in this process, one at a time."""
+def dask_task_runner(dask_address: str | None, workers: int) -> TaskRunner:
+    """Where a flow's mapped tasks run: the existing Dask cluster at ``dask_address``; else a
+    LocalCluster of ``workers`` worker processes (one thread each); ``workers=0``: in this
+    process, one task at a time."""
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     if workers == 0:

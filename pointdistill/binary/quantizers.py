@@ -67,13 +67,8 @@ class _SignEDE(torch.autograd.Function):
         return ctx.k * ctx.t * (1 - torch.tanh(ctx.t * x) ** 2) * grad, None, None
 
 
-class _SignApprox(torch.autograd.Function):
-    """Bi-Real's ApproxSign: backward (2 + 2x) on [-1, 0), (2 - 2x) on [0, 1), 0 elsewhere."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return sign(x)
+class _SignApprox(_SignClippedSTE):
+    """Bi-Real's ApproxSign: forward sign(x); backward (2 + 2x) on [-1, 0), (2 - 2x) on [0, 1), 0 elsewhere."""
 
     @staticmethod
     def backward(ctx, grad):

@@ -2,15 +2,16 @@
 
 from pointdistill.models import binary_pointnet as _binary_pointnet  # noqa: F401  (registers "binary_pointnet")
 from pointdistill.models import pointnet as _pointnet  # noqa: F401  (registers "pointnet")
+from pointdistill.models.binary_pointnet import BinaryPointNetConfig
 from pointdistill.models.checkpoint import (
     Checkpoint, CheckpointError, load_checkpoint, save_checkpoint, weights_sha256,
 )
 from pointdistill.models.inference import batched_forward, resolve_device
-from pointdistill.models.binary_pointnet import BinaryPointNetConfig
 from pointdistill.models.pointnet import PointNetConfig
 from pointdistill.models.registry import MODELS, ModelOutput, create_model, model_spec, register_model
 
 __all__ = [
-    "MODELS", "BinaryPointNetConfig", "Checkpoint", "batched_forward", "resolve_device", "CheckpointError", "ModelOutput", "PointNetConfig", "create_model",
-    "load_checkpoint", "model_spec", "register_model", "save_checkpoint", "weights_sha256",
+    "MODELS", "BinaryPointNetConfig", "Checkpoint", "CheckpointError", "ModelOutput", "PointNetConfig",
+    "batched_forward", "create_model", "load_checkpoint", "model_spec", "register_model", "resolve_device",
+    "save_checkpoint", "weights_sha256",
 ]
