@@ -77,6 +77,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
     recorded outputs (same inputs, same seeds): a baseline for checking and benchmarking.
     On CUDA: pinned host memory, non-blocking copies and bfloat16 autocast for the forward.
     """
+    if len(loader) == 0:
+        raise ValueError(f"{loader.uri}: {loader.shapes.size} shapes make no full batch of {loader.batch_size}")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
