@@ -96,10 +96,6 @@ class ReplayLoader:
         if self.in_memory:
             self.arrays = {name: self.group[name][:] for name in ("params", "logits", "pooled")}
 
-    @property
-    def num_records(self) -> int:
-        return int(self.shapes.size) * self.layout.augmentations
-
     def __len__(self) -> int:
         n = self.shapes.size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -109,9 +105,9 @@ class ReplayLoader:
         rng = np.random.default_rng([self.seed, epoch, 0])
         return rng.integers(0, self.layout.augmentations, size=self.layout.num_shapes)
 
-    def _blocks(self, epoch: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """(shape indices [S], their chosen records: params, logits, pooled, augmentation index)
-        a chunk at a time, chunks in shuffled order."""
+    def _blocks(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        """One chunk at a time, chunks in shuffled order: its shape indices [S] ("shape") and
+        their chosen records ("params", "logits", "pooled", "augmentation")."""
         rng = np.random.default_rng([self.seed, epoch, 1])
         choice = self._augmentation_choice(epoch)
         for chunk in rng.permutation(self.chunks):
@@ -123,7 +119,7 @@ class ReplayLoader:
             else:
                 block = {k: self.group[k][start:stop] for k in ("params", "logits", "pooled")}
             records = {k: v[local, choice[start:stop]] for k, v in block.items()}
-            yield shapes, {**records, "augmentation": choice[start:stop]}
+            yield {**records, "shape": shapes, "augmentation": choice[start:stop]}
 
     def _read_ahead(self, blocks: Iterator, depth: int = 2) -> Iterator:
         """Iterate ``blocks`` produced by a background thread, ``depth`` blocks ahead."""
@@ -153,34 +149,32 @@ class ReplayLoader:
         rng = np.random.default_rng([self.seed, epoch, 2])
         blocks = self._blocks(epoch) if self.in_memory else self._read_ahead(self._blocks(epoch))
         group = shuffle_blocks if not self.in_memory else len(self.chunks)
-        pending_shapes, pending = [], []
-        for shapes, records in blocks:
-            pending_shapes.append(shapes)
-            pending.append(records)
+        pending: list[dict[str, np.ndarray]] = []
+        for block in blocks:
+            pending.append(block)
             if len(pending) >= group:
-                yield from self._batches(pending_shapes, pending, rng, final=False)
-        yield from self._batches(pending_shapes, pending, rng, final=True)
+                yield from self._batches(pending, rng, final=False)
+        yield from self._batches(pending, rng, final=True)
 
-    def _batches(self, pending_shapes: list, pending: list, rng, final: bool) -> Iterator[ReplayBatch]:
+    def _batches(self, pending: list[dict], rng, final: bool) -> Iterator[ReplayBatch]:
+        """Shuffle the ``pending`` blocks together and batch them; unless ``final``, the
+        remainder smaller than a batch stays in ``pending`` for the next shuffle buffer."""
         if not pending:
             return
-        shapes = np.concatenate(pending_shapes)
-        records = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
-        pending_shapes.clear()
+        records = {k: np.concatenate([block[k] for block in pending]) for k in pending[0]}
         pending.clear()
-        order = rng.permutation(shapes.size)
-        full = shapes.size - shapes.size % self.batch_size
+        order = rng.permutation(records["shape"].size)
+        full = order.size - order.size % self.batch_size
         for start in range(0, full, self.batch_size):
-            yield self._batch(shapes, records, order[start:start + self.batch_size])
+            yield self._batch(records, order[start:start + self.batch_size])
         rest = order[full:]
         if rest.size and final and not self.drop_last:
-            yield self._batch(shapes, records, rest)
-        elif rest.size and not final:  # carry the remainder into the next shuffle buffer
-            pending_shapes.append(shapes[rest])
+            yield self._batch(records, rest)
+        elif rest.size and not final:
             pending.append({k: v[rest] for k, v in records.items()})
 
-    def _batch(self, shapes: np.ndarray, records: dict, pick: np.ndarray) -> ReplayBatch:
-        index = torch.from_numpy(shapes[pick])
+    def _batch(self, records: dict, pick: np.ndarray) -> ReplayBatch:
+        index = torch.from_numpy(records["shape"][pick])
         params = torch.from_numpy(np.ascontiguousarray(records["params"][pick]))
         return ReplayBatch(
             points=apply(self.points[index], params),
