@@ -95,6 +95,29 @@ def _store_summary(args) -> None:
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
 
 
+def _store_verify(args) -> int:
+    from pointdistill.records import verify_store
+
+    report = verify_store(args.uri, teacher=args.teacher, dataset=args.dataset, sample=args.sample)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for damage in report["damaged"]:
+            start, stop = damage["shapes"]
+            print(f"DAMAGED  {damage['array']} chunk {damage['chunk']} (shapes {start}..{stop - 1}): {damage['error']}")
+        for chunk in report["params_mismatch"]:
+            print(f"MISMATCH params of chunk {chunk} differ from the augmentation generator")
+        if report["not_done"]:
+            print(f"NOT DONE chunks {report['not_done']}")
+        check = report["teacher_check"]
+        if check:
+            print(f"teacher  re-ran {check['records']} records: max |difference| logits "
+                  f"{check['max_abs_difference']['logits']:.2e}, pooled {check['max_abs_difference']['pooled']:.2e}"
+                  f" -> {'within fp16 rounding' if check['within_fp16'] else 'NOT within fp16 rounding'}")
+        print(f"{args.uri}: {report['chunks']} chunks read, {'OK' if report['ok'] else 'PROBLEMS FOUND'}")
+    return 0 if report["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pointdistill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("uri")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_store_summary)
+    s = store_commands.add_parser("verify", help="read every chunk (checksums); optionally re-run the teacher")
+    s.add_argument("uri")
+    s.add_argument("--teacher", default=None, help="teacher checkpoint: re-run it on --sample random records")
+    s.add_argument("--dataset", default=None, help="the dataset the store was recorded on (with --teacher)")
+    s.add_argument("--sample", type=int, default=32)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=_store_verify)
     return parser
 
 
@@ -196,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     from pointdistill.records import RecordStoreError
 
     try:
-        args.run(args)
+        status = args.run(args)
     except (DatasetError, CheckpointError, RecordStoreError) as error:
         print(f"pointdistill: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""The Zarr record store: schema, writer, summary."""
+"""The Zarr record store: schema, writer, replay, summary, verification."""
 
 from pointdistill.records.schema import (
     FORMAT_NAME, FORMAT_VERSION, RecordStoreError, RecordStoreMismatch, StoreLayout, layout_of, open_store,
 )
 from pointdistill.records.replay import ReplayBatch, ReplayLoader, check_store_matches
 from pointdistill.records.summary import format_summary, store_summary
+from pointdistill.records.verify import verify_store
 from pointdistill.records.writer import RecordingJob, RecordingPlan, finalize_store, prepare_store, record_chunk
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "RecordStoreError", "RecordStoreMismatch", "RecordingJob",
-    "RecordingPlan", "ReplayBatch", "ReplayLoader", "StoreLayout", "check_store_matches", "finalize_store", "format_summary", "layout_of", "open_store",
-    "prepare_store", "record_chunk", "store_summary",
+    "FORMAT_NAME", "FORMAT_VERSION", "RecordStoreError", "RecordStoreMismatch", "RecordingJob", "RecordingPlan",
+    "ReplayBatch", "ReplayLoader", "StoreLayout", "check_store_matches", "finalize_store", "format_summary",
+    "layout_of", "open_store", "prepare_store", "record_chunk", "store_summary", "verify_store",
 ]
