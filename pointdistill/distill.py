@@ -126,14 +126,14 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             schedule.step()
             if self_record is not None:
                 self_record.update(b["shape_index"], b["augmentation_index"], out.logits, loss.temperature)
-            if not run.first_step_terms:
-                run.first_step_terms = {**terms, "total": float(total.detach())}
+            step_terms = {**terms, "total": total.item()}
+            run.first_step_terms = run.first_step_terms or step_terms
             count = len(b["labels"])
-            for name, value in {**terms, "total": float(total.detach())}.items():
+            for name, value in step_terms.items():
                 sums[name] = sums.get(name, 0.0) + value * count
             correct += int((out.logits.argmax(1) == b["labels"]).sum())
             seen_samples += count
-            bar.set_postfix(loss=f"{total.item():.3f}")
+            bar.set_postfix(loss=f"{step_terms['total']:.3f}")
         test = evaluate(model, test_set, config.eval_batch_size, device)
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples,
