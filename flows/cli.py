@@ -45,7 +45,8 @@ def _record_teacher(args) -> None:
         summary = record_teacher(
             teacher=args.teacher, dataset=args.dataset, store=args.store, augmentations=args.augmentations,
             chunk_shapes=args.chunk_shapes, seed=args.seed, num_points=args.num_points, device=args.device,
-            batch_size=args.batch_size, dask_address=args.dask_address, workers=args.workers, progress=True)
+            batch_size=args.batch_size, dask_address=args.dask_address, workers=args.workers,
+            catalog=args.catalog, progress=True)
     print(format_summary(summary))
 
 
@@ -55,7 +56,8 @@ def _train_student(args) -> None:
 
     with embedded_api():
         summary = train_student(
-            store=args.store, dataset=args.dataset, out=args.out, quantizer=args.quantizer,
+            store=args.store, teacher_sha=args.teacher_sha, dataset_fingerprint=args.dataset_fingerprint,
+            catalog=args.catalog, dataset=args.dataset, out=args.out, quantizer=args.quantizer,
             aggregation=args.aggregation, point_widths=args.point_widths, head_widths=args.head_widths,
             kd_weight=args.kd_weight, temperature=args.temperature, reg_weight=args.reg_weight,
             regularizer=args.regularizer, self_weight=args.self_weight, epochs=args.epochs, lr=args.lr,
@@ -93,6 +95,28 @@ def _store_summary(args) -> None:
 
     summary = store_summary(args.uri)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+
+
+def _store_ls(args) -> None:
+    from pointdistill.records import list_catalog
+
+    rows = list_catalog(args.catalog, args.teacher, args.dataset)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'created':25s} {'status':9s} {'teacher':20s} {'dataset':28s} {'N':>6s} {'A':>3s} {'MB':>8s}  store")
+    for r in rows:
+        print(f"{r['created']:25s} {r['status']:9s} {r['teacher_model'] + ' ' + r['teacher_sha256'][:8]:20s} "
+              f"{r['dataset_name'][:19] + ' ' + r['dataset_fingerprint'][:8]:28s} {r['num_shapes']:6d} "
+              f"{r['augmentations']:3d} {r['bytes'] / 1e6:8.1f}  {r['store_uri']}")
+
+
+def _store_register(args) -> None:
+    from pointdistill.records import register_store
+
+    row = register_store(args.uri, args.catalog)
+    print(f"registered {args.uri} ({row['status']}, teacher {row['teacher_sha256'][:12]}, "
+          f"dataset {row['dataset_fingerprint'][:12]})")
 
 
 def _store_verify(args) -> int:
@@ -158,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster")
     p.add_argument("--workers", type=int, default=2,
                    help="worker processes of the local Dask cluster; 0 = run in this process")
+    p.add_argument("--catalog", default=None, help="catalog root (default $POINTDISTILL_CATALOG or store/catalog)")
     p.set_defaults(run=_record_teacher)
 
     def loss_arguments(p, kd_weight: float, reg_weight: float, self_weight: float) -> None:
@@ -171,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="w of negative-weight self-distillation (0 = off)")
 
     p = commands.add_parser("train-student", help="train a binary student by replaying a store (flow train-student)")
-    p.add_argument("--store", required=True, help="record store path or URL (read-only)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--store", help="record store path or URL (read-only)")
+    source.add_argument("--teacher-sha", help="find the store in the catalog: teacher weights sha256 (prefix)")
+    p.add_argument("--dataset-fingerprint", help="with --teacher-sha: dataset fingerprint (prefix)")
+    p.add_argument("--catalog", default=None, help="catalog root (default $POINTDISTILL_CATALOG or store/catalog)")
     p.add_argument("--dataset", required=True, help="the dataset directory the store was recorded on")
     p.add_argument("--out", required=True, help="output directory: student.pt, metrics.parquet, curves.png")
     p.add_argument("--quantizer", default="lsr", choices=["bnn", "xnor", "irnet", "lsr", "bireal"])
@@ -209,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("uri")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_store_summary)
+    s = store_commands.add_parser("ls", help="record stores in the catalog")
+    s.add_argument("--teacher", default=None, help="model name or weights sha256 prefix")
+    s.add_argument("--dataset", default=None, help="dataset name or fingerprint prefix")
+    s.add_argument("--catalog", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=_store_ls)
+    s = store_commands.add_parser("register", help="add a store made elsewhere to the catalog")
+    s.add_argument("uri")
+    s.add_argument("--catalog", default=None)
+    s.set_defaults(run=_store_register)
     s = store_commands.add_parser("verify", help="read every chunk (checksums); optionally re-run the teacher")
     s.add_argument("uri")
     s.add_argument("--teacher", default=None, help="teacher checkpoint: re-run it on --sample random records")

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from flows.runtime import dask_task_runner
 from pointdistill.augment import AugmentPolicy
 from pointdistill.records import (
-    RecordingJob, RecordingPlan, finalize_store, prepare_store, record_chunk, store_summary,
+    RecordingJob, RecordingPlan, finalize_store, prepare_store, record_chunk, register_store, store_summary,
 )
 
 
@@ -40,13 +40,15 @@ def record_teacher(
     translate: float = 0.2,
     dask_address: str | None = None,
     workers: int = 2,
+    catalog: str | None = None,
     progress: bool = False,
 ) -> dict:
     """Record ``teacher`` over ``augmentations`` shape-level augmentations of every training
     shape of ``dataset`` into the Zarr store at ``store``; resumes an interrupted recording.
 
     Chunk tasks run on the Dask cluster at ``dask_address``, else on a LocalCluster of
-    ``workers`` processes (``workers=0``: in this process). Returns the store summary.
+    ``workers`` processes (``workers=0``: in this process). The complete store is added to the
+    catalog (``catalog``, else $POINTDISTILL_CATALOG, else store/catalog). Returns the store summary.
     """
     logger = get_run_logger()
     job = RecordingJob(
@@ -67,6 +69,8 @@ def record_teacher(
     if not finalize_store(job):
         raise RuntimeError(f"{store}: some chunks are still not done; rerun to fill them")
     summary = store_summary(store)
+    register_store(store, catalog)
+    logger.info("%s: complete, registered in the catalog", store)
     create_table_artifact(
         key="record-store-summary",
         table=[{"store": store, "N": summary["N"], "A": summary["A"],

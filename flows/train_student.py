@@ -7,13 +7,17 @@ from prefect.artifacts import create_table_artifact
 
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
+from pointdistill.records import find_store
 
 
 @flow(name="train-student")
 def train_student(
-    store: str,
     dataset: str,
     out: str,
+    store: str | None = None,
+    teacher_sha: str | None = None,
+    dataset_fingerprint: str | None = None,
+    catalog: str | None = None,
     quantizer: str = "lsr",
     aggregation: str = "ema",
     point_widths: list[int] | None = None,
@@ -32,9 +36,15 @@ def train_student(
     use_completed_part: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Train a binary PointNet from the records at ``store`` (never loading the teacher, unless
-    ``online_teacher`` asks for the live-teacher baseline); write checkpoint, metrics.parquet,
-    curves.png and summary.json under ``out``. Returns the summary."""
+    """Train a binary PointNet from the records at ``store`` — or the newest complete store in the
+    catalog of teacher ``teacher_sha`` on ``dataset_fingerprint`` (prefixes allowed) — never
+    loading the teacher, unless ``online_teacher`` asks for the live-teacher baseline. Writes
+    checkpoint, metrics.parquet, curves.png and summary.json under ``out``; returns the summary."""
+    if store is None:
+        if not (teacher_sha and dataset_fingerprint):
+            raise ValueError("give a store URI, or teacher_sha and dataset_fingerprint to find one in the catalog")
+        store = find_store(teacher_sha, dataset_fingerprint, catalog)
+        get_run_logger().info("catalog: using %s", store)
     job = StudentJob(
         store=store, dataset=dataset, out=out, quantizer=quantizer, aggregation=aggregation,
         point_widths=tuple(point_widths) if point_widths else None,

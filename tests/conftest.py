@@ -6,6 +6,7 @@ import tempfile
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="pointdistill-prefect-home-"))
+os.environ["POINTDISTILL_CATALOG"] = tempfile.mkdtemp(prefix="pointdistill-catalog-")
 
 import pytest  # noqa: E402
 

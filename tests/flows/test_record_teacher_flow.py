@@ -57,6 +57,8 @@ def test_cli_records_and_summarises_a_store(prefect_api, flow_params, tmp_path):
     assert "N=72 shapes x A=2 augmentations = 144" in result.stdout
     summary = run_cli("store", "summary", store)
     assert summary.returncode == 0 and "complete, 3/3 chunks" in summary.stdout
+    listed = run_cli("store", "ls", "--teacher", "pointnet")  # record-teacher registered it
+    assert listed.returncode == 0 and store in listed.stdout
 
 
 def test_cli_names_a_bad_dataset_and_exits_2(prefect_api, flow_params, tmp_path):
@@ -103,3 +105,15 @@ def test_ablation_flow_writes_the_table(prefect_api, recorded_store, shapes_dir,
         "frobenius", "matrix-2", "entrywise-l1", "nuclear", "matrix-inf"}
     assert len(rows) == 4 + 5 + 1
     assert "| LSR+EMA |" in result["markdown"] and "NWSD" in result["markdown"]
+
+
+def test_train_student_finds_its_store_in_the_catalog(prefect_api, recorded_store, shapes_dir, tmp_path):
+    from flows.train_student import train_student
+    from pointdistill.records import register_store
+
+    catalog = str(tmp_path / "catalog")
+    row = register_store(recorded_store, catalog)
+    summary = train_student(dataset=shapes_dir, out=str(tmp_path / "student"), teacher_sha=row["teacher_sha256"][:16],
+                            dataset_fingerprint=row["dataset_fingerprint"][:16], catalog=catalog, epochs=1,
+                            batch_size=16, device="cpu")
+    assert summary["records"]["store"] == recorded_store

@@ -1,0 +1,85 @@
+"""The catalog of record stores: a Parquet dataset with one file per store, so teams adding
+stores never overwrite each other. Root: ``POINTDISTILL_CATALOG`` or ``store/catalog``
+(a local path or an fsspec URL)."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import socket
+from datetime import datetime, timezone
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pointdistill.records.schema import RecordStoreError, open_store
+from pointdistill.records.summary import store_summary
+
+DEFAULT_CATALOG = "store/catalog"
+CATALOG_SCHEMA = pa.schema([
+    ("store_uri", pa.string()), ("status", pa.string()), ("format_version", pa.int32()),
+    ("teacher_model", pa.string()), ("teacher_sha256", pa.string()),
+    ("dataset_name", pa.string()), ("dataset_fingerprint", pa.string()),
+    ("num_shapes", pa.int64()), ("augmentations", pa.int32()), ("num_points", pa.int32()),
+    ("classes", pa.list_(pa.string())), ("bytes", pa.int64()), ("created", pa.string()),
+    ("creator", pa.string()), ("registered", pa.string()),
+])
+
+
+def catalog_root(catalog: str | None = None) -> str:
+    return catalog or os.environ.get("POINTDISTILL_CATALOG") or DEFAULT_CATALOG
+
+
+def _entry_path(root: str, store_uri: str) -> str:
+    return root.rstrip("/") + "/" + hashlib.sha256(store_uri.encode()).hexdigest()[:24] + ".parquet"
+
+
+def register_store(store_uri: str, catalog: str | None = None, storage_options: dict | None = None) -> dict:
+    """Add (or refresh) the catalog row of the store at ``store_uri``; returns the row."""
+    group = open_store(store_uri, storage_options)
+    attrs = group.attrs.asdict()
+    summary = store_summary(store_uri, storage_options)
+    row = {
+        "store_uri": store_uri, "status": attrs["status"], "format_version": attrs["format_version"],
+        "teacher_model": attrs["teacher"]["model"]["name"], "teacher_sha256": attrs["teacher"]["weights_sha256"],
+        "dataset_name": attrs["dataset"]["name"], "dataset_fingerprint": attrs["dataset"]["fingerprint"],
+        "num_shapes": summary["N"], "augmentations": summary["A"], "num_points": attrs["dataset"]["num_points"],
+        "classes": list(attrs["dataset"]["class_names"]), "bytes": summary["bytes_stored"]["total"],
+        "created": attrs["created"], "creator": f"{getpass.getuser()}@{socket.gethostname()}",
+        "registered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    root = catalog_root(catalog)
+    fs, path = fsspec.core.url_to_fs(_entry_path(root, store_uri))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    partial = path + ".partial"
+    with fs.open(partial, "wb") as f:
+        pq.write_table(pa.Table.from_pylist([row], schema=CATALOG_SCHEMA), f)
+    fs.mv(partial, path)
+    return row
+
+
+def list_catalog(catalog: str | None = None, teacher: str | None = None, dataset: str | None = None) -> list[dict]:
+    """Catalog rows, newest first. ``teacher`` matches the model name or a weights-sha256 prefix;
+    ``dataset`` the dataset name or a fingerprint prefix."""
+    root = catalog_root(catalog)
+    fs, path = fsspec.core.url_to_fs(root)
+    rows = []
+    for entry in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
+        with fs.open(entry, "rb") as f:
+            rows.extend(pq.read_table(f).to_pylist())
+    if teacher:
+        rows = [r for r in rows if r["teacher_model"] == teacher or r["teacher_sha256"].startswith(teacher)]
+    if dataset:
+        rows = [r for r in rows if r["dataset_name"] == dataset or r["dataset_fingerprint"].startswith(dataset)]
+    return sorted(rows, key=lambda r: r["created"], reverse=True)
+
+
+def find_store(teacher_sha256: str, dataset_fingerprint: str, catalog: str | None = None) -> str:
+    """The URI of the newest complete store of this teacher on this dataset (prefixes allowed)."""
+    rows = [r for r in list_catalog(catalog, teacher_sha256, dataset_fingerprint) if r["status"] == "complete"]
+    if not rows:
+        raise RecordStoreError(f"no complete store in catalog {catalog_root(catalog)} for teacher "
+                               f"{teacher_sha256!r} and dataset {dataset_fingerprint!r}")
+    return rows[0]["store_uri"]
