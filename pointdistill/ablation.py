@@ -109,9 +109,10 @@ def result_rows(runs: list[AblationRun], summaries: list[dict]) -> list[dict]:
 
 def _markdown(rows: list[dict], table: str, columns: list[str], config: AblationConfig) -> list[str]:
     cells = {(r["row"], r["column"]): r["final_test_oa"] for r in rows if r["table"] == table}
-    if table == "regularizer":  # the grid's +reg runs are the configured norm's column
-        cells.update({(r["row"], config.regularizer): r["final_test_oa"]
-                      for r in rows if r["table"] == "grid" and r["column"] == "+reg"})
+    if table == "regularizer":  # the grid's +reg runs of the same rows are the configured norm's column
+        compared = {row for row, _ in cells}
+        cells.update({(r["row"], config.regularizer): r["final_test_oa"] for r in rows
+                      if r["table"] == "grid" and r["column"] == "+reg" and r["row"] in compared})
     names = list(dict.fromkeys(row for row, _ in cells))
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in names:

@@ -105,6 +105,8 @@ def test_ablation_flow_writes_the_table(prefect_api, recorded_store, shapes_dir,
         "frobenius", "matrix-2", "entrywise-l1", "nuclear", "matrix-inf"}
     assert len(rows) == 4 + 5 + 1
     assert "| LSR+EMA |" in result["markdown"] and "NWSD" in result["markdown"]
+    regularizer_table = result["markdown"].split("Regulariser alone")[1].split("Negative-weight")[0]
+    assert regularizer_table.count("| LSR+EMA |") == 1
 
 
 def test_train_student_finds_its_store_in_the_catalog(prefect_api, recorded_store, shapes_dir, tmp_path):
