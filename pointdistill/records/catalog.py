@@ -14,8 +14,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pointdistill.records.schema import RecordStoreError, open_store
-from pointdistill.records.summary import store_summary
+from pointdistill.records.schema import RecordStoreError, layout_of, open_store
+from pointdistill.records.summary import stored_bytes
 
 DEFAULT_CATALOG = "store/catalog"
 CATALOG_SCHEMA = pa.schema([
@@ -40,13 +40,14 @@ def register_store(store_uri: str, catalog: str | None = None, storage_options: 
     """Add (or refresh) the catalog row of the store at ``store_uri``; returns the row."""
     group = open_store(store_uri, storage_options)
     attrs = group.attrs.asdict()
-    summary = store_summary(store_uri, storage_options)
+    layout = layout_of(group)
     row = {
         "store_uri": store_uri, "status": attrs["status"], "format_version": attrs["format_version"],
         "teacher_model": attrs["teacher"]["model"]["name"], "teacher_sha256": attrs["teacher"]["weights_sha256"],
         "dataset_name": attrs["dataset"]["name"], "dataset_fingerprint": attrs["dataset"]["fingerprint"],
-        "num_shapes": summary["N"], "augmentations": summary["A"], "num_points": attrs["dataset"]["num_points"],
-        "classes": list(attrs["dataset"]["class_names"]), "bytes": summary["bytes_stored"]["total"],
+        "num_shapes": layout.num_shapes, "augmentations": layout.augmentations,
+        "num_points": attrs["dataset"]["num_points"], "classes": list(attrs["dataset"]["class_names"]),
+        "bytes": stored_bytes(group)["total"],
         "created": attrs["created"], "creator": f"{getpass.getuser()}@{socket.gethostname()}",
         "registered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -7,6 +7,12 @@ import numpy as np
 from pointdistill.records.schema import RECORD_ARRAYS, layout_of, open_store
 
 
+def stored_bytes(group) -> dict[str, int]:
+    """Bytes on storage per array of an open record store, and their ``total``."""
+    sizes = {name: int(group[name].nbytes_stored()) for name in (*RECORD_ARRAYS, "done")}
+    return {**sizes, "total": sum(sizes.values())}
+
+
 def store_summary(uri: str, storage_options: dict | None = None) -> dict:
     """Summary of the store at ``uri`` (read-only). Accuracy covers the completed chunks only.
 
@@ -25,15 +31,15 @@ def store_summary(uri: str, storage_options: dict | None = None) -> dict:
         labels = group["labels"][start:stop]
         correct += int((logits.argmax(axis=2) == labels[:, None]).sum())
         total += logits.shape[0] * logits.shape[1]
-    sizes = {name: int(group[name].nbytes_stored()) for name in (*RECORD_ARRAYS, "done")}
+    sizes = stored_bytes(group)
     records = layout.num_shapes * layout.augmentations
     return {
         "uri": uri,
         "status": attrs.get("status"),
         "N": layout.num_shapes, "A": layout.augmentations, "C": layout.num_classes, "D": layout.pooled_dim,
         "chunks_done": int(done.sum()), "chunks": layout.num_chunks,
-        "bytes_stored": {**sizes, "total": sum(sizes.values())},
-        "bytes_per_record": sum(sizes.values()) / records,
+        "bytes_stored": sizes,
+        "bytes_per_record": sizes["total"] / records,
         "teacher_accuracy": correct / total if total else float("nan"),
         "teacher": {"model": attrs["teacher"]["model"]["name"], "weights_sha256": attrs["teacher"]["weights_sha256"],
                     "test_overall_accuracy": attrs["teacher"]["metrics"].get("test_overall_accuracy")},
