@@ -64,14 +64,17 @@ def _teacher_check(group, attrs, layout, teacher: str, dataset_root: str | None,
     rng = np.random.default_rng(seed)
     i = np.sort(rng.choice(shapes, size=min(sample, shapes.size), replace=False))
     a = rng.integers(0, layout.augmentations, size=i.size)
-    params = group["params"].get_orthogonal_selection((i, slice(None), slice(None)))[np.arange(i.size), a]
+
+    def picked(name: str) -> np.ndarray:
+        """The sampled records (i[k], a[k]) of one array: [K, ...]."""
+        return group[name].get_orthogonal_selection((i, slice(None), slice(None)))[np.arange(i.size), a]
+
+    params = picked("params")
     clouds = apply(torch.from_numpy(dataset.points[i]), torch.from_numpy(params))
     out = batched_forward(checkpoint.build_model(), clouds, 256)
-    stored_logits = group["logits"].get_orthogonal_selection((i, slice(None), slice(None)))[np.arange(i.size), a]
-    stored_pooled = group["pooled"].get_orthogonal_selection((i, slice(None), slice(None)))[np.arange(i.size), a]
     errors = {}
     within = True
-    for name, live, stored in (("logits", out.logits, stored_logits), ("pooled", out.pooled, stored_pooled)):
+    for name, live, stored in (("logits", out.logits, picked("logits")), ("pooled", out.pooled, picked("pooled"))):
         live16 = live.numpy().astype(np.float16).astype(np.float32)
         difference = np.abs(live16 - stored.astype(np.float32))
         tolerance = 2**-10 * np.abs(live.numpy()) + 1e-3
