@@ -8,6 +8,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
+from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer
 from flows.runtime import dask_task_runner
 from pointdistill.ablation import AblationConfig, ablation_runs, write_ablation
 from pointdistill.distill import StudentJob, run_student_job
@@ -25,17 +26,17 @@ def ablation(
     store: str,
     dataset: str,
     out: str,
-    epochs: int = 10,
+    epochs: Count = 10,
     lr: float = 1e-3,
-    batch_size: int = 32,
+    batch_size: Count = 32,
     seed: int = 0,
     kd_weight: float = 0.5,
     temperature: float = 2.0,
     reg_weight: float = 0.01,
-    regularizer: str = "matrix-1",
+    regularizer: PoolingNorm = "matrix-1",
     self_weight: float = 0.1,
-    quantizers: list[str] = ["bnn", "irnet", "xnor", "lsr"],  # noqa: B006 (Prefect parameter default)
-    aggregations: list[str] = ["max", "ema"],  # noqa: B006
+    quantizers: list[Quantizer] = ["bnn", "irnet", "xnor", "lsr"],  # noqa: B006 (Prefect parameter default)
+    aggregations: list[Aggregation] = ["max", "ema"],  # noqa: B006
     dask_address: str | None = None,
     workers: int = 2,
     progress: bool = False,

@@ -90,11 +90,29 @@ def _ablation(args) -> None:
     print(f"written: {', '.join(result['paths'].values())}")
 
 
+def _serve(args) -> int:
+    from flows.serve import NoPrefectServer, serve_deployments
+
+    try:
+        serve_deployments(args.name, args.limit)
+    except NoPrefectServer as error:
+        print(f"pointdistill: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _store_summary(args) -> None:
     from pointdistill.records import format_summary, store_summary
 
     summary = store_summary(args.uri)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+
+
+def _store_inspect(args) -> None:
+    from pointdistill.records import format_inspection, inspect_store
+
+    report = inspect_store(args.uri)
+    print(json.dumps(report, indent=2) if args.json else format_inspection(report))
 
 
 def _store_ls(args) -> None:
@@ -232,12 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="parallel runs on a local Dask cluster; 0 = in-process")
     p.set_defaults(run=_ablation)
 
+    p = commands.add_parser("serve", help="serve the flows as deployments <flow>/local on the Prefect server "
+                                          "at PREFECT_API_URL, until interrupted")
+    p.add_argument("--name", default="local", help="deployment name")
+    p.add_argument("--limit", type=int, default=None, help="most flow runs executed at once")
+    p.set_defaults(run=_serve)
+
     p = commands.add_parser("store", help="record store utilities")
     store_commands = p.add_subparsers(dest="store_command", required=True)
     s = store_commands.add_parser("summary", help="sizes, completeness, teacher accuracy on the records")
     s.add_argument("uri")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_store_summary)
+    s = store_commands.add_parser("inspect", help="attributes, sizes per array, teacher accuracy and agreement")
+    s.add_argument("uri")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=_store_inspect)
     s = store_commands.add_parser("ls", help="record stores in the catalog")
     s.add_argument("--teacher", default=None, help="model name or weights sha256 prefix")
     s.add_argument("--dataset", default=None, help="dataset name or fingerprint prefix")
@@ -263,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     from pointdistill.data import DatasetError
     from pointdistill.models import CheckpointError
     from pointdistill.records import RecordStoreError
+    from pointdistill.storage import StorageConfigError
 
     try:
         status = args.run(args)
-    except (DatasetError, CheckpointError, RecordStoreError) as error:
+    except (DatasetError, CheckpointError, RecordStoreError, StorageConfigError) as error:
         print(f"pointdistill: error: {error}", file=sys.stderr)
         return 2
     return status or 0

@@ -8,6 +8,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
+from flows.parameters import Count
 from flows.runtime import dask_task_runner
 from pointdistill.augment import AugmentPolicy
 from pointdistill.records import (
@@ -29,12 +30,12 @@ def record_teacher(
     teacher: str,
     dataset: str,
     store: str,
-    augmentations: int = 10,
-    chunk_shapes: int = 64,
+    augmentations: Count = 10,
+    chunk_shapes: Count = 64,
     seed: int = 0,
     num_points: int | None = None,
     device: str = "cpu",
-    batch_size: int = 256,
+    batch_size: Count = 256,
     scale_low: float = 2.0 / 3.0,
     scale_high: float = 1.5,
     translate: float = 0.2,

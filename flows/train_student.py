@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.records import find_store
@@ -18,18 +19,18 @@ def train_student(
     teacher_sha: str | None = None,
     dataset_fingerprint: str | None = None,
     catalog: str | None = None,
-    quantizer: str = "lsr",
-    aggregation: str = "ema",
+    quantizer: Quantizer = "lsr",
+    aggregation: Aggregation = "ema",
     point_widths: list[int] | None = None,
     head_widths: list[int] | None = None,
     kd_weight: float = 0.0,
     temperature: float = 2.0,
     reg_weight: float = 0.0,
-    regularizer: str = "matrix-1",
+    regularizer: PoolingNorm = "matrix-1",
     self_weight: float = 0.0,
-    epochs: int = 20,
+    epochs: Count = 20,
     lr: float = 1e-3,
-    batch_size: int = 32,
+    batch_size: Count = 32,
     device: str = "auto",
     seed: int = 0,
     online_teacher: str | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows.parameters import Count
 from pointdistill.data import load_dataset
 from pointdistill.models import PointNetConfig, model_spec, save_checkpoint
 from pointdistill.train import TrainConfig, train_classifier
@@ -14,13 +15,13 @@ from pointdistill.train import TrainConfig, train_classifier
 def train_teacher(
     dataset: str,
     out: str,
-    num_points: int = 1024,
+    num_points: Count = 1024,
     point_widths: list[int] = [64, 64, 64, 128, 1024],  # noqa: B006 (Prefect parameter default)
     head_widths: list[int] = [512, 256],  # noqa: B006
     input_transform: bool = False,
     feature_transform: bool = False,
-    epochs: int = 20,
-    batch_size: int = 32,
+    epochs: Count = 20,
+    batch_size: Count = 32,
     lr: float = 1e-3,
     seed: int = 0,
     device: str = "auto",

@@ -19,10 +19,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import fsspec
 import numpy as np
 
 from pointdistill.data.pointcloud import DatasetError, PointCloudSet, checked_point_cloud_set
+from pointdistill.storage import filesystem, open_file
 
 SPLITS = ("train", "test")
 
@@ -33,7 +33,7 @@ def _join(root: str, name: str) -> str:
 
 def _read_class_names(path: str) -> list[str]:
     try:
-        with fsspec.open(path, "rt") as f:
+        with open_file(path, "rt") as f:
             names = [line.strip() for line in f if line.strip()]
     except OSError as error:
         raise DatasetError(f"{path}: cannot read class names ({error})") from error
@@ -43,14 +43,14 @@ def _read_class_names(path: str) -> list[str]:
 
 
 def _exists(path: str) -> bool:
-    fs, fs_path = fsspec.core.url_to_fs(path)
+    fs, fs_path = filesystem(path)
     return fs.exists(fs_path)
 
 
 def read_npz_split(root: str, split: str, num_points: int) -> PointCloudSet:
     path = _join(root, f"{split}.npz")
     try:
-        with fsspec.open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+        with open_file(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             missing = {"points", "labels"} - set(npz.files)
             if missing:
                 raise DatasetError(f"{path}: missing arrays {sorted(missing)}; expected 'points' and 'labels'")
@@ -76,7 +76,7 @@ def _h5_part_number(path: str) -> int:
 def read_hdf5_split(root: str, split: str, num_points: int) -> PointCloudSet:
     import h5py
 
-    fs, fs_root = fsspec.core.url_to_fs(root)
+    fs, fs_root = filesystem(root)
     parts = sorted(fs.glob(f"{fs_root.rstrip('/')}/ply_data_{split}*.h5"), key=_h5_part_number)
     if not parts:
         raise DatasetError(f"{root}: no ply_data_{split}*.h5 files")

@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fsspec
 import torch
 from torch import nn
 
 from pointdistill.models.registry import create_model
+from pointdistill.storage import open_file
 
 CHECKPOINT_FORMAT = "pointdistill.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -77,7 +77,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
 def load_checkpoint(path: str) -> Checkpoint:
     """Read a checkpoint from a local path or fsspec URL with ``weights_only=True``."""
     try:
-        with fsspec.open(str(path), "rb") as f:
+        with open_file(str(path), "rb") as f:
             payload = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise CheckpointError(f"{path}: checkpoint file not found") from error

@@ -10,12 +10,12 @@ import os
 import socket
 from datetime import datetime, timezone
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pointdistill.records.schema import RecordStoreError, layout_of, open_store
 from pointdistill.records.summary import stored_bytes
+from pointdistill.storage import filesystem
 
 DEFAULT_CATALOG = "store/catalog"
 CATALOG_SCHEMA = pa.schema([
@@ -52,7 +52,7 @@ def register_store(store_uri: str, catalog: str | None = None, storage_options: 
         "registered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     root = catalog_root(catalog)
-    fs, path = fsspec.core.url_to_fs(_entry_path(root, store_uri))
+    fs, path = filesystem(_entry_path(root, store_uri))
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     partial = path + ".partial"
     with fs.open(partial, "wb") as f:
@@ -65,7 +65,7 @@ def list_catalog(catalog: str | None = None, teacher: str | None = None, dataset
     """Catalog rows, newest first. ``teacher`` matches the model name or a weights-sha256 prefix;
     ``dataset`` the dataset name or a fingerprint prefix."""
     root = catalog_root(catalog)
-    fs, path = fsspec.core.url_to_fs(root)
+    fs, path = filesystem(root)
     rows = []
     for entry in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
         with fs.open(entry, "rb") as f:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import zarr
 import zarr.codecs
 
+from pointdistill.storage import is_url, local_path, storage_options_for
+
 FORMAT_NAME = "pointdistill.records"
 FORMAT_VERSION = 1
 RECORD_ARRAYS = ("params", "logits", "pooled", "labels")
@@ -84,11 +86,11 @@ def get_field(attrs: dict, dotted: str):
 
 
 def open_group(uri: str, mode: str, storage_options: dict | None = None) -> zarr.Group:
-    """The Zarr group at a local path or fsspec URL (``file://`` URLs are opened as local paths)."""
-    uri = str(uri)
-    if uri.startswith("file://"):
-        uri = uri.removeprefix("file://")
-    kwargs = {"storage_options": storage_options} if storage_options else {}
+    """The Zarr group at a local path or fsspec URL (``file://`` URLs are opened as local paths),
+    with ``storage_options`` or else the configured ones (pointdistill.storage)."""
+    uri = local_path(uri)
+    options = storage_options_for(uri, storage_options)
+    kwargs = {"storage_options": options} if is_url(uri) else {}
     return zarr.open_group(store=uri, mode=mode, zarr_format=3, **kwargs)
 
 

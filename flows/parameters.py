@@ -1,0 +1,16 @@
+"""Typed flow parameters: names from the library's registries as Literal types, so a deployment's
+parameter schema lists the allowed values and the Prefect server rejects any other."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from pointdistill.binary import AGGREGATIONS, QUANTIZERS
+from pointdistill.losses import POOLING_NORMS
+
+Quantizer = Literal[tuple(QUANTIZERS)]  # type: ignore[valid-type]
+Aggregation = Literal[tuple(AGGREGATIONS)]  # type: ignore[valid-type]
+PoolingNorm = Literal[tuple(POOLING_NORMS)]  # type: ignore[valid-type]
+Count = Annotated[int, Field(ge=1)]  # a number of things that must be at least one

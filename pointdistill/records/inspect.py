@@ -1,0 +1,92 @@
+"""Inspecting a record store: its attributes, what each array costs on storage, and how the
+teacher behaves over the recorded augmentations, computed lazily (dask.array) chunk by chunk,
+so a store far larger than memory is inspected in bounded memory."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+
+from pointdistill.records.schema import RECORD_ARRAYS, layout_of, open_store
+
+
+def _array_sizes(group) -> dict[str, dict]:
+    sizes = {}
+    for name in (*RECORD_ARRAYS, "done"):
+        array = group[name]
+        stored = int(array.nbytes_stored())
+        sizes[name] = {"shape": list(array.shape), "chunks": list(array.chunks), "dtype": str(array.dtype),
+                       "bytes": int(array.nbytes), "bytes_stored": stored,
+                       "compression_ratio": array.nbytes / stored if stored else float("nan")}
+    return sizes
+
+
+def inspect_store(uri: str, storage_options: dict | None = None) -> dict:
+    """Attributes, per-array sizes and teacher statistics of the store at ``uri`` (read-only).
+
+    Teacher statistics cover the records of done chunks: ``accuracy`` (recorded argmax vs
+    label), ``agreement`` (fraction of records whose argmax equals the most frequent argmax
+    over the A augmentations of their shape) and ``unanimous`` (fraction of shapes whose A
+    augmentations all get the same argmax); all in [0, 1], NaN for a store with no done chunk.
+    """
+    group = open_store(uri, storage_options)
+    layout = layout_of(group)
+    done_shapes = np.repeat(group["done"][:].astype(bool), layout.chunk_shapes)[: layout.num_shapes]
+    logits = da.from_zarr(group["logits"])[done_shapes]  # [n, A, C], read lazily
+    labels = da.from_zarr(group["labels"])[done_shapes]  # [n]
+    predicted = logits.argmax(axis=2)  # [n, A]
+    votes = (predicted[:, :, None] == da.arange(layout.num_classes)[None, None, :]).sum(axis=1)  # [n, C]
+    majority = votes.max(axis=1)  # [n]: records of each shape agreeing with its most frequent class
+    records = int(done_shapes.sum()) * layout.augmentations
+    correct, agreeing, unanimous = dask.compute(
+        (predicted == labels[:, None]).sum(), majority.sum(), (majority == layout.augmentations).sum(),
+        scheduler="threads")
+    shapes = int(done_shapes.sum())
+    sizes = _array_sizes(group)
+    return {
+        "uri": uri,
+        "attributes": group.attrs.asdict(),
+        "arrays": sizes,
+        "bytes_stored": sum(s["bytes_stored"] for s in sizes.values()),
+        "records_done": records,
+        "teacher_on_records": {
+            "accuracy": correct / records if records else float("nan"),
+            "agreement": agreeing / records if records else float("nan"),
+            "unanimous": unanimous / shapes if shapes else float("nan"),
+        },
+    }
+
+
+def format_inspection(report: dict) -> str:
+    """Human-readable lines for ``inspect_store``."""
+    attrs = report["attributes"]
+    teacher, dataset = attrs["teacher"], attrs["dataset"]
+    policy = attrs["augmentation"]
+    stats = report["teacher_on_records"]
+    test_oa = teacher["metrics"].get("test_overall_accuracy")
+    lines = [
+        f"store         {report['uri']}",
+        f"format        {attrs['format']} v{attrs['format_version']}, status {attrs['status']}, "
+        f"created {attrs['created']}",
+        f"teacher       {teacher['model']['name']} sha256 {teacher['weights_sha256']}"
+        + (f", test OA {test_oa:.4f}" if test_oa is not None else ""),
+        f"dataset       {dataset['name']} ({dataset['split']}) fingerprint {dataset['fingerprint']}, "
+        f"{dataset['num_shapes']} shapes x {dataset['num_points']} points, {len(dataset['class_names'])} classes",
+        f"augmentation  A={attrs['augmentations_per_shape']} per shape, seed {attrs['seed']}, "
+        + ", ".join(f"{k}={v}" for k, v in policy.items()),
+        f"chunks        {attrs['num_chunks']} of {attrs['chunk_shapes']} shapes",
+        "",
+        f"{'array':8s} {'shape':>18s} {'dtype':>8s} {'bytes':>14s} {'stored':>14s} {'ratio':>6s}",
+    ]
+    for name, s in report["arrays"].items():
+        lines.append(f"{name:8s} {'x'.join(map(str, s['shape'])):>18s} {s['dtype']:>8s} {s['bytes']:>14,d} "
+                     f"{s['bytes_stored']:>14,d} {s['compression_ratio']:>6.2f}")
+    lines += [
+        f"{'total':8s} {'':>18s} {'':>8s} {'':>14s} {report['bytes_stored']:>14,d}",
+        "",
+        f"teacher over the {report['records_done']:,} recorded augmentations: accuracy {stats['accuracy']:.4f}, "
+        f"agreement with its per-shape majority {stats['agreement']:.4f}, "
+        f"shapes predicted unanimously {stats['unanimous']:.4f}",
+    ]
+    return "\n".join(lines)

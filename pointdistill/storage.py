@@ -1,0 +1,93 @@
+"""Where files live: local paths and fsspec URLs, with the storage options (endpoint,
+credentials, ...) that a URL needs taken from configuration, not from every call site.
+
+Storage options come from, first match wins:
+
+1. ``POINTDISTILL_STORAGE_OPTIONS``: JSON, mapping URL prefixes to fsspec options;
+2. the JSON file named by ``POINTDISTILL_STORAGE_CONFIG``, else
+   ``~/.config/pointdistill/storage.json``, with the same mapping.
+
+Within one mapping the longest matching prefix wins, so ``"s3://"`` can give defaults for every
+bucket and ``"s3://team-a/"`` another endpoint or key for one. Example::
+
+    {"s3://": {"endpoint_url": "http://127.0.0.1:8333", "key": "...", "secret": "..."}}
+
+Options explicitly passed by a caller replace the configured ones. Being environment-based, the
+configuration reaches Dask workers and Prefect flow-run processes started from this environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import fsspec
+
+OPTIONS_ENV = "POINTDISTILL_STORAGE_OPTIONS"
+CONFIG_ENV = "POINTDISTILL_STORAGE_CONFIG"
+DEFAULT_CONFIG = Path("~/.config/pointdistill/storage.json")
+
+
+class StorageConfigError(ValueError):
+    """The storage options configuration cannot be read."""
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` names a protocol (``s3://...``) rather than a local path."""
+    return "://" in str(location)
+
+
+def local_path(location: str) -> str:
+    """``file://`` URLs as plain local paths; anything else unchanged."""
+    location = str(location)
+    return location.removeprefix("file://") if location.startswith("file://") else location
+
+
+def _mapping(text: str, source: str) -> dict[str, dict]:
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise StorageConfigError(f"{source}: not valid JSON ({error})") from error
+    if not isinstance(mapping, dict) or not all(isinstance(v, dict) for v in mapping.values()):
+        raise StorageConfigError(f"{source}: expected a JSON object mapping URL prefixes to option objects")
+    return mapping
+
+
+def configured_mappings() -> list[tuple[str, dict[str, dict]]]:
+    """(source, mapping) pairs in priority order: the environment variable, then the file."""
+    found = []
+    if os.environ.get(OPTIONS_ENV):
+        found.append((OPTIONS_ENV, _mapping(os.environ[OPTIONS_ENV], f"${OPTIONS_ENV}")))
+    config = Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).expanduser()
+    if config.is_file():
+        found.append((str(config), _mapping(config.read_text(), str(config))))
+    elif os.environ.get(CONFIG_ENV):
+        raise StorageConfigError(f"{config}: storage config file named by ${CONFIG_ENV} does not exist")
+    return found
+
+
+def storage_options_for(location: str, explicit: dict | None = None) -> dict:
+    """The fsspec storage options for ``location`` (empty for local paths)."""
+    if explicit is not None:
+        return dict(explicit)
+    location = str(location)
+    if not is_url(location) or location.startswith("file://"):
+        return {}
+    for _, mapping in configured_mappings():
+        matches = [prefix for prefix in mapping if location.startswith(prefix)]
+        if matches:
+            return dict(mapping[max(matches, key=len)])
+    return {}
+
+
+def filesystem(location: str, explicit: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path within it) for a local path or URL, with its configured options."""
+    location = local_path(location)
+    return fsspec.core.url_to_fs(location, **storage_options_for(location, explicit))
+
+
+def open_file(location: str, mode: str = "rb", explicit: dict | None = None):
+    """Open one file at a local path or URL (a context manager, like ``open``)."""
+    location = local_path(location)
+    return fsspec.open(location, mode, **storage_options_for(location, explicit))
