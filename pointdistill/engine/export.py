@@ -1,0 +1,145 @@
+"""Export a trained binary student to a BinaryNetwork: BatchNorm, scales and signs folded.
+
+Every binary layer computes, in eval mode, v = BN(alpha * (sign(x) . sign(w_m))) with one
+positive magnitude per weight row and the quantizer's output scale folded into alpha (LSR's
+learnable scalar, Bi-Real's and IR-Net's row scales). With s = gamma * alpha / sqrt(var + eps)
+and c = beta - gamma * mean / sqrt(var + eps), v = s * dot + c, dot = K - 2 * popcount(x XOR w).
+The next layer only needs sign(v) (Hardtanh keeps the sign; sign(0) = +1), so:
+
+  s > 0:  v >= 0  <=>  popcount <= floor((K + c / s) / 2)
+  s < 0:  flip the channel's weight bits (dot -> -dot), then as above with -s
+  s = 0:  constant: threshold K (always +1) if c >= 0, else -1 (never)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from pointdistill.binary import BinaryLinear
+from pointdistill.binary.quantizers import sign
+from pointdistill.engine.model_file import BinaryNetwork, Layer, words
+from pointdistill.models import Checkpoint
+
+
+class ExportError(ValueError):
+    """The student cannot be exported (architecture or quantizer not supported)."""
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """bool [..., K] -> uint64 [..., ceil(K / 64)]: channel k at bit k % 64 of word k // 64."""
+    k = bits.shape[-1]
+    padded = np.zeros((*bits.shape[:-1], words(k) * 64), dtype=bool)
+    padded[..., :k] = bits
+    return np.packbits(padded, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+
+
+def _batchnorm_affine(bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) float64 [M] with BN(y) = a * y + b in eval mode."""
+    sd = torch.sqrt(bn.running_var.double() + bn.eps)
+    a = bn.weight.double() / sd
+    return a.numpy(), (bn.bias.double() - bn.running_mean.double() * a).numpy()
+
+
+def _binary_weights(layer: BinaryLinear) -> tuple[np.ndarray, np.ndarray]:
+    """(weight signs bool [M, K] (True = +1), alpha float64 [M]): the layer's binarised weight
+    is alpha[m] * sign and its output scale is folded into alpha. Refuses quantizers whose
+    activations are not plain signs (XNOR scales them per sample)."""
+    q = layer.quantizer
+    probe = torch.linspace(-2, 2, 2 * layer.weight.shape[1] + 1)[None, : layer.weight.shape[1]]
+    if not torch.equal(q.activation(probe), sign(probe)):
+        raise ExportError(f"quantizer {q.name!r} does not binarise activations to plain signs (XNOR-Net scales "
+                          f"them by each sample's mean |a|), so its layers cannot be folded into integer "
+                          f"thresholds; export supports quantizers with sign activations")
+    wq = q.weight(layer.weight).detach().double()  # [M, K]
+    magnitude = wq.abs()
+    alpha = magnitude.amax(dim=1)
+    if not torch.allclose(magnitude, alpha[:, None].expand_as(magnitude), rtol=1e-6, atol=0):
+        raise ExportError(f"quantizer {q.name!r} gives weights that are not one magnitude per row times a sign")
+    out_scale = q.output_scale(torch.ones(1, wq.shape[0], dtype=torch.float64)).detach().double()[0]
+    return (wq >= 0).numpy(), (alpha * out_scale).numpy()
+
+
+def _folded(layer: BinaryLinear, bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weight bits uint64 [M, Kw] with negative-scale channels flipped, s > = 0, c), float64 [M]."""
+    signs, alpha = _binary_weights(layer)
+    a, b = _batchnorm_affine(bn)
+    s, c = a * alpha, b
+    negative = s < 0
+    signs = np.where(negative[:, None], ~signs, signs)
+    return pack_bits(signs), np.abs(s), c
+
+
+def popcount_thresholds(s: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    """int32 [M]: largest popcount P with s * (k - 2 P) + c >= 0 (s >= 0), clamped to [-1, k]."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = np.floor((k + c / s) / 2)
+    bound = np.where(s > 0, bound, np.where(c >= 0, k, -1))
+    return np.clip(bound, -1, k).astype(np.int32)
+
+
+def _binary_point_layers(module: nn.Sequential) -> list[tuple[BinaryLinear, nn.BatchNorm1d]]:
+    layers = list(module)
+    pairs = []
+    for index, layer in enumerate(layers):
+        if isinstance(layer, BinaryLinear):
+            bn = layers[index + 1] if index + 1 < len(layers) else None
+            if not isinstance(bn, nn.BatchNorm1d):
+                raise ExportError("every binary layer must be followed by BatchNorm1d")
+            pairs.append((layer, bn))
+    return pairs
+
+
+def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
+    """Fold a ``binary_pointnet`` student checkpoint into a BinaryNetwork."""
+    if checkpoint.spec.get("name") != "binary_pointnet":
+        raise ExportError(f"only binary_pointnet students export; this checkpoint is {checkpoint.spec.get('name')!r}")
+    model = checkpoint.build_model()
+    config = model.config
+    if not config.head_widths:
+        raise ExportError("export needs at least one binary head layer (head_widths) before the classifier")
+    with torch.no_grad():
+        conv, bn0 = model.stem[0], model.stem[1]
+        a0, b0 = _batchnorm_affine(bn0)
+        layers = [Layer("stem", 3, conv.out_channels, {
+            "weight": conv.weight[:, :, 0].double().numpy().astype(np.float32),
+            "scale": a0.astype(np.float32), "offset": b0.astype(np.float32)})]
+        trunk = _binary_point_layers(model.trunk)
+        for index, (layer, bn) in enumerate(trunk):
+            bits, s, c = _folded(layer, bn)
+            k, m = layer.weight.shape[1], layer.weight.shape[0]
+            if index < len(trunk) - 1:
+                layers.append(Layer("binary", k, m, {"bits": bits, "threshold": popcount_thresholds(s, c, k)}))
+            else:
+                if not (s > 0).all():
+                    raise ExportError("a pooled channel has scale 0 (BatchNorm weight 0); cannot export")
+                layers.append(Layer("binary_pool", k, m, {"bits": bits, "scale": s, "offset": c}))
+        head = _binary_point_layers(nn.Sequential(*[m for m in model.head if not isinstance(m, nn.Dropout)]))
+        for index, (layer, bn) in enumerate(head):
+            bits, s, c = _folded(layer, bn)
+            k, m = layer.weight.shape[1], layer.weight.shape[0]
+            if index < len(head) - 1:
+                layers.append(Layer("binary", k, m, {"bits": bits, "threshold": popcount_thresholds(s, c, k)}))
+            else:
+                layers.append(Layer("binary_float", k, m, {"bits": bits, "scale": s.astype(np.float32),
+                                                          "offset": c.astype(np.float32)}))
+        fc = model.head[-1]
+        layers.append(Layer("linear", fc.in_features, fc.out_features, {
+            "weight": fc.weight.numpy().astype(np.float32), "bias": fc.bias.numpy().astype(np.float32)}))
+    network = BinaryNetwork(layers, list(checkpoint.class_names), config.aggregation,
+                            {"model": checkpoint.spec, "weights_sha256": checkpoint.weights_sha256()})
+    network.validate("exported student")
+    return network
+
+
+def pool_thresholds(layer: Layer, aggregation: str, num_points: int) -> np.ndarray:
+    """int32 [M] thresholds of a ``binary_pool`` layer for clouds of ``num_points`` points."""
+    from pointdistill.binary import ema_offset
+
+    delta = ema_offset(num_points) if aggregation == "ema" else 0.0
+    if not math.isfinite(delta):
+        raise ValueError(f"no EMA offset for {num_points} points")
+    return popcount_thresholds(layer.tensors["scale"], layer.tensors["offset"] + delta, layer.inputs)

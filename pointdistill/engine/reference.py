@@ -1,0 +1,82 @@
+"""The NumPy reference engine: exact and simple, the oracle for the compiled kernels.
+
+Bits are packed as in the model file: channel k at bit k % 64 of word k // 64, 1 = +1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pointdistill.engine.export import pack_bits, pool_thresholds
+from pointdistill.engine.model_file import BinaryNetwork, Layer
+
+ROWS_PER_BLOCK = 256  # bounds the [rows, M, words] XOR temporary
+
+
+def stem_bits(layer: Layer, points: np.ndarray) -> np.ndarray:
+    """float32 [R, 3] -> uint64 [R, ceil(M / 64)]: sign of scale * (W p) + offset, with the
+    product summed as (wx px + wy py) + wz pz in float32 (the kernels' order, bit for bit)."""
+    t = layer.tensors
+    p, w = points.astype(np.float32), t["weight"]
+    z = (p[:, 0:1] * w[:, 0] + p[:, 1:2] * w[:, 1]) + p[:, 2:3] * w[:, 2]  # [R, M]
+    return pack_bits(t["scale"] * z + t["offset"] >= 0)
+
+
+def popcounts(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """uint64 [R, Kw] against [M, Kw] -> int32 [R, M]: popcount(x XOR w) per row and channel."""
+    out = np.empty((x.shape[0], bits.shape[0]), dtype=np.int32)
+    for start in range(0, x.shape[0], ROWS_PER_BLOCK):
+        block = x[start:start + ROWS_PER_BLOCK, None, :] ^ bits[None]
+        out[start:start + ROWS_PER_BLOCK] = np.bitwise_count(block).sum(axis=2, dtype=np.int32)
+    return out
+
+
+def binary_bits(x: np.ndarray, bits: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """uint64 [R, Kw] -> uint64 [R, ceil(M / 64)]: bit m = popcount(x XOR w_m) <= threshold[m]."""
+    return pack_bits(popcounts(x, bits) <= threshold)
+
+
+def pool_bits(x: np.ndarray, bits: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """uint64 [B, N, Kw] -> uint64 [B, ceil(M / 64)]: OR over the N points of the output bits."""
+    b, n, kw = x.shape
+    fired = popcounts(x.reshape(b * n, kw), bits).reshape(b, n, -1).min(axis=1) <= threshold
+    return pack_bits(fired)
+
+
+def float_output(x: np.ndarray, layer: Layer) -> np.ndarray:
+    """uint64 [R, Kw] -> float32 [R, M]: Hardtanh(scale * dot + offset), dot = K - 2 popcount."""
+    dot = (layer.inputs - 2 * popcounts(x, layer.tensors["bits"])).astype(np.float32)
+    return np.clip(layer.tensors["scale"] * dot + layer.tensors["offset"], -1, 1)
+
+
+def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = None) -> np.ndarray:
+    """float32 [B, N, 3] -> logits float32 [B, C]. ``trace`` (a list) receives every layer's output."""
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise ValueError(f"points must be float32 [B, N, 3], got shape {list(points.shape)}")
+    b, n, _ = points.shape
+    layers = network.layers
+    x = stem_bits(layers[0], points.reshape(b * n, 3))
+    _record(trace, x.reshape(b, n, -1))
+    index = 1
+    while layers[index].kind == "binary":
+        x = binary_bits(x, layers[index].tensors["bits"], layers[index].tensors["threshold"])
+        _record(trace, x.reshape(b, n, -1))
+        index += 1
+    pool = layers[index]
+    x = pool_bits(x.reshape(b, n, -1), pool.tensors["bits"], pool_thresholds(pool, network.aggregation, n))
+    _record(trace, x)
+    index += 1
+    while layers[index].kind == "binary":
+        x = binary_bits(x, layers[index].tensors["bits"], layers[index].tensors["threshold"])
+        _record(trace, x)
+        index += 1
+    h = float_output(x, layers[index])
+    _record(trace, h)
+    fc = layers[index + 1].tensors
+    return h @ fc["weight"].T + fc["bias"]
+
+
+def _record(trace: list | None, value: np.ndarray) -> None:
+    if trace is not None:
+        trace.append(value)
