@@ -138,33 +138,46 @@ static AVX512 void stem_avx512(const float *points, const float *w, const float 
     }
 }
 
-/* One row against all groups: 8 output bits per group. */
-static AVX512 inline void binary_row_avx512(const uint64_t *x, const uint64_t *w, const int64_t *thr,
-                                            Py_ssize_t groups, Py_ssize_t words, uint8_t *o) {
-    for (Py_ssize_t g = 0; g < groups; g++) {
-        const uint64_t *wg = w + g * words * 8;
-        __m512i acc = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)x[0]),
-                                                           _mm512_loadu_si512(wg)));
-        for (Py_ssize_t j = 1; j < words; j++)
-            acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
-                _mm512_set1_epi64((long long)x[j]), _mm512_loadu_si512(wg + j * 8))));
-        o[g] = (uint8_t)_mm512_cmple_epi64_mask(acc, _mm512_loadu_si512(thr + 8 * g));
+/* Group-major: the weights of 8 output channels stay in registers while every row streams past;
+ * each row gives one byte (8 output bits) of its output row. */
+static AVX512 inline __attribute__((always_inline)) void binary_group_avx512(
+        const uint64_t *x, const uint64_t *wg, __m512i thr, Py_ssize_t rows, Py_ssize_t words, uint8_t *o,
+        Py_ssize_t out_stride) {
+    if (words == 1) {
+        const __m512i w0 = _mm512_loadu_si512(wg);
+        for (Py_ssize_t r = 0; r < rows; r++)
+            o[r * out_stride] = (uint8_t)_mm512_cmple_epi64_mask(
+                _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)x[r]), w0)), thr);
+    } else if (words == 2) {
+        const __m512i w0 = _mm512_loadu_si512(wg), w1 = _mm512_loadu_si512(wg + 8);
+        for (Py_ssize_t r = 0; r < rows; r++)
+            o[r * out_stride] = (uint8_t)_mm512_cmple_epi64_mask(_mm512_add_epi64(
+                _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)x[2 * r]), w0)),
+                _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)x[2 * r + 1]), w1))), thr);
+    } else {
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            const uint64_t *xr = x + r * words;
+            __m512i acc = _mm512_setzero_si512();
+            for (Py_ssize_t j = 0; j < words; j++)
+                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+                    _mm512_set1_epi64((long long)xr[j]), _mm512_loadu_si512(wg + j * 8))));
+            o[r * out_stride] = (uint8_t)_mm512_cmple_epi64_mask(acc, thr);
+        }
     }
 }
 
 static AVX512 void binary_avx512(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t rows,
                                  Py_ssize_t groups, Py_ssize_t words, Py_ssize_t out_words, uint64_t *out) {
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        uint64_t *o = out + r * out_words;
-        memset(o, 0, out_words * sizeof(uint64_t));
-        binary_row_avx512(x + r * words, w, thr, groups, words, (uint8_t *)o);
-    }
+    memset(out, 0, rows * out_words * sizeof(uint64_t));
+    for (Py_ssize_t g = 0; g < groups; g++)
+        binary_group_avx512(x, w + g * words * 8, _mm512_loadu_si512(thr + 8 * g), rows, words,
+                            (uint8_t *)out + g, out_words * 8);
 }
 
 /* Fused last point layer + max-pool + sign: per 8 channels, the minimum popcount over the points
  * is compared once with the threshold, so the [N, M] layer output is never materialised.
  * BLOCK groups at a time keep BLOCK * WORDS weight registers live across the point loop. */
-#define POOL_BLOCK 4
+#define POOL_BLOCK 8
 static AVX512 inline __attribute__((always_inline)) void pool_block_avx512(
         const uint64_t *x, Py_ssize_t points, const uint64_t *wg, Py_ssize_t words, __m512i *mins, int block) {
     for (int q = 0; q < block; q++) mins[q] = _mm512_set1_epi64(-1);

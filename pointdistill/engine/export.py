@@ -130,7 +130,9 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
         layers.append(Layer("linear", fc.in_features, fc.out_features, {
             "weight": fc.weight.numpy().astype(np.float32), "bias": fc.bias.numpy().astype(np.float32)}))
     network = BinaryNetwork(layers, list(checkpoint.class_names), config.aggregation,
-                            {"model": checkpoint.spec, "weights_sha256": checkpoint.weights_sha256()})
+                            {"model": checkpoint.spec, "weights_sha256": checkpoint.weights_sha256(),
+                             "num_points": checkpoint.dataset.get("num_points"),
+                             "dataset_fingerprint": checkpoint.dataset.get("fingerprint")})
     network.validate("exported student")
     return network
 

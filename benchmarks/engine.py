@@ -1,0 +1,157 @@
+"""Bit-packed engine vs PyTorch, one thread, ModelNet40-sized PointNet, N = 1024 points.
+
+    python benchmarks/engine.py [--student runs/student.pt] [--points ../shared/data/modelnet40_1024]
+
+Times per sample, batch 1 and batch 32, measured side by side in rounds that alternate the
+contenders (the median round is reported): (a) the float PointNet of the same widths (no T-Nets)
+in fp32 eager PyTorch, (b) the same under torch.compile, (s) the binary student's simulated
+forward in PyTorch, and (c) the engine with each kernel this CPU runs. Then the fused
+128 -> 1024 layer alone: bit-ops/s (one XNOR+popcount per weight bit per point) as a fraction of
+this core's measured VPOPCNTQ peak, and the file sizes. Speed does not depend on the weights, so
+a random student is used unless --student is given; --points uses real clouds instead of noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pointdistill.engine import Engine, available_kernels, export_student, save_network  # noqa: E402
+from pointdistill.engine import _kernels  # noqa: E402
+from pointdistill.models import (  # noqa: E402
+    Checkpoint, PointNetConfig, create_model, load_checkpoint, model_spec, save_checkpoint,
+)
+from pointdistill.models.binary_pointnet import BinaryPointNetConfig  # noqa: E402
+
+POINT_WIDTHS, HEAD_WIDTHS, CLASSES = (64, 64, 64, 128, 1024), (512, 256), 40
+
+
+def per_sample_seconds(run, batch: int, rounds: int, min_seconds: float = 0.2) -> list[float]:
+    """One timing per round: repeat ``run`` for at least ``min_seconds``; seconds per sample."""
+    run()
+    out = []
+    for _ in range(rounds):
+        count, start = 0, time.perf_counter()
+        while True:
+            run()
+            count += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        out.append(elapsed / count / batch)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", default=None, help="a trained binary_pointnet checkpoint (default: random)")
+    parser.add_argument("--points", default=None, help="dataset directory: time on its first test clouds")
+    parser.add_argument("--num-points", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    work = tempfile.mkdtemp(prefix="pointdistill-engine-bench-")
+    if args.student:
+        checkpoint = load_checkpoint(args.student)
+    else:
+        spec = model_spec("binary_pointnet", BinaryPointNetConfig(num_classes=CLASSES, point_widths=POINT_WIDTHS,
+                                                                   head_widths=HEAD_WIDTHS))
+        checkpoint = Checkpoint(spec, create_model(spec).state_dict(), [f"class{i}" for i in range(CLASSES)],
+                                {"num_points": args.num_points})
+    student = checkpoint.build_model()
+    config = student.config
+    float_spec = model_spec("pointnet", PointNetConfig(num_classes=config.num_classes, point_widths=config.point_widths,
+                                                       head_widths=config.head_widths))
+    float_model = create_model(float_spec).eval()
+    network = export_student(checkpoint)
+
+    student_path, float_path, model_path = (os.path.join(work, n) for n in ("student.pt", "float.pt", "model.pdbn"))
+    save_checkpoint(student_path, checkpoint)
+    save_checkpoint(float_path, Checkpoint(float_spec, float_model.state_dict(), checkpoint.class_names, {}))
+    model_bytes = save_network(model_path, network)
+
+    if args.points:
+        from pointdistill.data import load_dataset
+
+        clouds = load_dataset(args.points, "test", args.num_points).points[:32]
+    else:
+        clouds = np.random.default_rng(0).standard_normal((32, args.num_points, 3)).astype(np.float32)
+
+    compiled = None if args.no_compile else torch.compile(float_model)
+    engines = {kernel: Engine(network, kernel) for kernel in available_kernels() if kernel != "numpy"}
+    print(f"CPU kernels available: {available_kernels()}; torch {torch.__version__}, {torch.get_num_threads()} thread")
+    print(f"model: PointNet {config.point_widths} head {config.head_widths} -> {config.num_classes}, "
+          f"N = {args.num_points}, {'real clouds from ' + args.points if args.points else 'random clouds'}")
+
+    results = {}
+    for batch in (1, 32):
+        x_np = np.ascontiguousarray(clouds[:batch])
+        x = torch.from_numpy(x_np)
+        contenders = {"(a) float PointNet, torch fp32 eager": lambda: float_model(x)}
+        if compiled is not None:
+            with torch.no_grad():
+                compiled(x)  # compile outside the timing
+            contenders["(b) float PointNet, torch.compile"] = lambda: compiled(x)
+        contenders["(s) binary student, torch eager (simulated)"] = lambda: student(x)
+        for kernel, engine in engines.items():
+            contenders[f"(c) engine, {kernel} kernel"] = (lambda e=engine: e(x_np))
+        timings = {name: [] for name in contenders}
+        with torch.no_grad():
+            for _ in range(args.rounds):  # alternate contenders round by round
+                for name, run in contenders.items():
+                    timings[name] += per_sample_seconds(run, batch, 1)
+        results[batch] = {name: statistics.median(t) for name, t in timings.items()}
+
+    print(f"\n{'per sample (median of ' + str(args.rounds) + ' rounds)':48s} {'batch 1':>12s} {'batch 32':>12s}")
+    for name in results[1]:
+        print(f"{name:48s} {results[1][name] * 1e3:10.4f}ms {results[32][name] * 1e3:10.4f}ms")
+    best_engine = f"(c) engine, {next(iter(engines))} kernel"
+    for batch in (1, 32):
+        torch_best = min(v for k, v in results[batch].items() if k.startswith(("(a)", "(b)")))
+        print(f"batch {batch:2d}: engine ({next(iter(engines))}) is {torch_best / results[batch][best_engine]:.1f}x "
+              f"faster than the faster of (a) and (b)"
+              + (f"; the scalar kernel {torch_best / results[batch]['(c) engine, scalar kernel']:.1f}x"
+                 if "scalar" in engines and len(engines) > 1 else ""))
+
+    pool = next(layer for layer in network.layers if layer.kind == "binary_pool")
+    engine = engines[next(iter(engines))]
+    x_bits = np.random.default_rng(1).integers(0, 2**63, size=(args.num_points, pool.tensors["bits"].shape[1]),
+                                               dtype=np.uint64)
+    thresholds = engine.pool_thresholds(args.num_points)
+    out = np.empty((1, engine.pool.out_words), dtype=np.uint64)
+    use_avx512 = int(next(iter(engines)) == "avx512")
+
+    def pool_layer():
+        _kernels.pool(x_bits, engine.pool.weights, thresholds, 1, args.num_points, engine.pool.groups,
+                      engine.pool.words, engine.pool.out_words, out, use_avx512)
+
+    layer_seconds = statistics.median(per_sample_seconds(pool_layer, 1, args.rounds))
+    bit_ops = args.num_points * pool.inputs * pool.outputs
+    print(f"\nfused {pool.inputs} -> {pool.outputs} layer + max-pool, one cloud: {layer_seconds * 1e6:.1f} us, "
+          f"{bit_ops / layer_seconds / 1e9:.0f} G bit-ops/s")
+    if use_avx512:
+        iterations = 10_000_000
+        peak_seconds = statistics.median(per_sample_seconds(lambda: _kernels.popcount_peak(iterations), 1, 3))
+        peak = iterations * 8 * 512 / peak_seconds
+        print(f"VPOPCNTQ peak (8 independent chains): {peak / 1e9:.0f} G bits/s "
+              f"-> the layer runs at {bit_ops / layer_seconds / peak:.1%} of popcount peak")
+
+    student_file, float_file = os.path.getsize(student_path), os.path.getsize(float_path)
+    print(f"\nexported model {model_bytes:,} bytes; student float checkpoint {student_file:,} bytes "
+          f"({student_file / model_bytes:.1f}x smaller); float PointNet checkpoint {float_file:,} bytes "
+          f"({float_file / model_bytes:.1f}x smaller)")
+
+
+if __name__ == "__main__":
+    main()
