@@ -64,7 +64,7 @@ def _binary_weights(layer: BinaryLinear) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _folded(layer: BinaryLinear, bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(weight bits uint64 [M, Kw] with negative-scale channels flipped, s > = 0, c), float64 [M]."""
+    """(weight bits uint64 [M, Kw] with negative-scale channels flipped, s >= 0, c float64 [M])."""
     signs, alpha = _binary_weights(layer)
     a, b = _batchnorm_affine(bn)
     s, c = a * alpha, b
@@ -116,7 +116,8 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
             else:
                 if not (s > 0).all():
                     raise ExportError("a pooled channel has scale 0 (BatchNorm weight 0); cannot export")
-                layers.append(Layer("binary_pool", k, m, {"bits": bits, "scale": s, "offset": c}))
+                layers.append(Layer("binary_pool", k, m, {"bits": bits, "scale": s.astype(np.float32),
+                                                         "offset": c.astype(np.float32)}))
         head = _binary_point_layers(nn.Sequential(*[m for m in model.head if not isinstance(m, nn.Dropout)]))
         for index, (layer, bn) in enumerate(head):
             bits, s, c = _folded(layer, bn)
@@ -144,4 +145,5 @@ def pool_thresholds(layer: Layer, aggregation: str, num_points: int) -> np.ndarr
     delta = ema_offset(num_points) if aggregation == "ema" else 0.0
     if not math.isfinite(delta):
         raise ValueError(f"no EMA offset for {num_points} points")
-    return popcount_thresholds(layer.tensors["scale"], layer.tensors["offset"] + delta, layer.inputs)
+    t = layer.tensors
+    return popcount_thresholds(t["scale"].astype(np.float64), t["offset"].astype(np.float64) + delta, layer.inputs)

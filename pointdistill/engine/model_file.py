@@ -18,7 +18,7 @@ order; every layer has ``kind``, ``in``, ``out`` and ``tensors`` (name -> {offse
   word k // 64, 1 = +1, padding bits 0), threshold int32 [M]; output bit m = (popcount(x XOR
   bits[m]) <= threshold[m]), i.e. BatchNorm(scale * (x . w_m)) >= 0 with the sign of a negative
   scale moved into the weight bits.
-- ``binary_pool`` (bits per point -> bits per cloud): bits as above, scale (> 0), offset float64
+- ``binary_pool`` (bits per point -> bits per cloud): bits as above, scale (> 0), offset float32
   [M]; output bit m = OR over points of (scale[m] * dot + offset[m] + delta_N >= 0), the sign of
   max-pooling (delta_N = 0) or EMA pooling (delta_N = -Phi^-1(0.5^(1/N))) for N points, whose
   integer threshold the engine computes for each N.
@@ -45,7 +45,7 @@ ALIGN = 64
 LAYER_TENSORS: dict[str, dict[str, str]] = {
     "stem": {"weight": "float32", "scale": "float32", "offset": "float32"},
     "binary": {"bits": "uint64", "threshold": "int32"},
-    "binary_pool": {"bits": "uint64", "scale": "float64", "offset": "float64"},
+    "binary_pool": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "binary_float": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "linear": {"weight": "float32", "bias": "float32"},
 }

@@ -1,0 +1,173 @@
+"""The bit-packed engine: exact against the PyTorch student, C kernels bit for bit against the
+NumPy reference on both dispatch paths, and model files that fail loudly when bad."""
+
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pointdistill.data import load_dataset
+from pointdistill.engine import Engine, ExportError, ModelFileError, available_kernels, export_student, load_network
+from pointdistill.engine import save_network
+from pointdistill.engine.runtime import KERNEL_ENV
+from pointdistill.models import Checkpoint, create_model, model_spec
+from pointdistill.models.binary_pointnet import BinaryPointNetConfig
+
+SIGN_QUANTIZERS = ["bnn", "lsr", "irnet", "bireal"]
+COMPILED = [k for k in available_kernels() if k != "numpy"]
+
+
+def random_student(quantizer: str, aggregation: str, seed: int = 0, **widths) -> Checkpoint:
+    """A student whose BatchNorm statistics, affine parameters and LSR scales are random (some
+    negative), so every folding case (negative scale, flipped bits) occurs."""
+    torch.manual_seed(seed)
+    config = BinaryPointNetConfig(num_classes=10, quantizer=quantizer, aggregation=aggregation,
+                                  **({"point_widths": (64, 64, 100, 130), "head_widths": (70, 33)} | widths))
+    spec = model_spec("binary_pointnet", config)
+    model = create_model(spec)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-3, 3)
+            module.running_var.uniform_(0.5, 4)
+            module.weight.data.uniform_(-1.5, 1.5)
+            module.bias.data.uniform_(-1, 1)
+        if hasattr(module, "alpha"):
+            module.alpha.data.uniform_(-1, 1)
+    return Checkpoint(spec, model.state_dict(), [f"c{i}" for i in range(10)], {"num_points": 200})
+
+
+@pytest.fixture(scope="module")
+def real_clouds(shapes_dir):
+    return load_dataset(shapes_dir, "test", 200).points[:6]
+
+
+@pytest.mark.parametrize("aggregation", ["max", "ema"])
+@pytest.mark.parametrize("quantizer", SIGN_QUANTIZERS)
+def test_engine_logits_equal_the_pytorch_student_and_kernels_match_the_reference_bit_for_bit(
+        quantizer, aggregation, real_clouds):
+    checkpoint = random_student(quantizer, aggregation)
+    model = checkpoint.build_model()
+    network = export_student(checkpoint)
+    noise = np.random.default_rng(1).standard_normal((5, 200, 3)).astype(np.float32)
+    for clouds in (noise, real_clouds):
+        with torch.no_grad():
+            expected = model(torch.from_numpy(clouds)).logits.numpy()
+        reference_trace = []
+        logits = Engine(network, "numpy")(clouds, reference_trace)
+        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+        for kernel in COMPILED:
+            trace = []
+            np.testing.assert_array_equal(Engine(network, kernel)(clouds, trace), logits)
+            for index, (bits, oracle) in enumerate(zip(trace, reference_trace)):
+                assert bits.dtype == oracle.dtype and np.array_equal(bits, oracle), f"{kernel}: layer {index}"
+
+
+def test_a_trained_student_exports_and_predicts_like_pytorch(recorded_store, shapes_dir, tmp_path):
+    from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
+    from pointdistill.losses import LossConfig
+    from pointdistill.models import load_checkpoint
+
+    job = StudentJob(store=recorded_store, dataset=shapes_dir, out=str(tmp_path / "student"), quantizer="lsr",
+                     aggregation="ema", loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
+                     train=StudentTrainConfig(epochs=2, batch_size=16, device="cpu", lr=0.01))
+    summary = run_student_job(job, progress=False)
+    student = summary["outputs"]["checkpoint"]
+    model_file = tmp_path / "student.pdbn"
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "export", student, "-o", str(model_file)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    checkpoint = load_checkpoint(student)
+    test_set = load_dataset(shapes_dir, "test", checkpoint.dataset["num_points"])
+    with torch.no_grad():
+        expected = checkpoint.build_model()(torch.from_numpy(test_set.points)).logits.numpy()
+    network = load_network(model_file)
+    np.testing.assert_allclose(Engine(network)(test_set.points), expected, rtol=1e-5, atol=1e-5)
+    predicted = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(model_file), shapes_dir,
+                                "--out", str(tmp_path / "predictions.csv")], capture_output=True, text=True,
+                               timeout=120)
+    assert predicted.returncode == 0, predicted.stderr
+    accuracy = np.mean(expected.argmax(1) == test_set.labels)
+    assert f"overall accuracy {accuracy:.4f}" in predicted.stderr
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert len(rows) == len(test_set) + 1
+
+
+@pytest.mark.skipif("avx512" not in COMPILED, reason="this CPU has no AVX-512 VPOPCNTDQ")
+def test_the_environment_variable_forces_the_scalar_fallback(monkeypatch):
+    network = export_student(random_student("lsr", "ema"))
+    assert Engine(network).kernel == "avx512"
+    monkeypatch.setenv(KERNEL_ENV, "scalar")
+    assert Engine(network).kernel == "scalar"
+    monkeypatch.setenv(KERNEL_ENV, "fastest")
+    with pytest.raises(ValueError, match=KERNEL_ENV):
+        Engine(network)
+
+
+def test_odd_widths_and_point_counts_pad_correctly():
+    checkpoint = random_student("bnn", "ema", seed=3, point_widths=(5, 7, 130), head_widths=(65,))
+    model, network = checkpoint.build_model(), export_student(checkpoint)
+    for n in (1, 3, 64, 65):
+        clouds = np.random.default_rng(n).standard_normal((2, n, 3)).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(clouds)).logits.numpy()
+        for kernel in ["numpy", *COMPILED]:
+            np.testing.assert_allclose(Engine(network, kernel)(clouds), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_xnor_students_are_refused_with_the_reason():
+    with pytest.raises(ExportError, match="xnor.*plain signs"):
+        export_student(random_student("xnor", "max"))
+
+
+@pytest.fixture()
+def model_file(tmp_path):
+    path = tmp_path / "model.pdbn"
+    save_network(path, export_student(random_student("lsr", "ema")))
+    return path
+
+
+def test_bad_model_files_give_clear_errors(model_file, tmp_path):
+    blob = model_file.read_bytes()
+    assert load_network(model_file).num_classes == 10
+
+    def written(name, data):
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_network(written("truncated.pdbn", blob[: len(blob) - 100]))
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_network(written("header-cut.pdbn", blob[:40]))
+    with pytest.raises(ModelFileError, match="version 2; this pointdistill reads version 1"):
+        load_network(written("v2.pdbn", blob[:4] + struct.pack("<I", 2) + blob[8:]))
+    with pytest.raises(ModelFileError, match="not a pointdistill binary network"):
+        load_network(written("other.pdbn", b"PK\x03\x04" + blob[4:]))
+    damaged = bytearray(blob)
+    damaged[-10] ^= 0xFF
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_network(written("damaged.pdbn", bytes(damaged)))
+    # A header whose shapes disagree with the layer sizes: same length, so offsets stay valid.
+    header_length = struct.unpack_from("<Q", blob, 8)[0]
+    header = json.loads(blob[16:16 + header_length])
+    header["layers"][2]["in"] = 65
+    patched = json.dumps(header).encode()
+    patched += b" " * (header_length - len(patched))
+    with pytest.raises(ModelFileError, match=r"layer 2 \(binary\) takes 65 inputs but layer 1 gives 64"):
+        load_network(written("shape.pdbn", blob[:16] + patched + blob[16 + header_length:]))
+    with pytest.raises(ModelFileError, match="cannot read"):
+        load_network(tmp_path / "missing.pdbn")
+
+
+def test_cli_names_a_bad_model_file_and_exits_2(tmp_path):
+    bad = tmp_path / "bad.pdbn"
+    bad.write_bytes(b"PDBN\x01\x00\x00\x00")
+    clouds = tmp_path / "clouds.npy"
+    np.save(clouds, np.zeros((1, 16, 3), dtype=np.float32))
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(bad), str(clouds)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and f"{bad}: " in run.stderr
