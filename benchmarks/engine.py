@@ -88,6 +88,12 @@ def main() -> None:
     else:
         clouds = np.random.default_rng(0).standard_normal((32, args.num_points, 3)).astype(np.float32)
 
+    with torch.no_grad():
+        expected = student(torch.from_numpy(clouds)).logits.numpy()
+    for kernel in available_kernels():
+        difference = np.abs(Engine(network, kernel)(clouds) - expected).max()
+        print(f"check: {kernel} engine vs PyTorch student on the {len(clouds)} clouds: "
+              f"max |logit difference| {difference:.2e}")
     compiled = None if args.no_compile else torch.compile(float_model)
     engines = {kernel: Engine(network, kernel) for kernel in available_kernels() if kernel != "numpy"}
     print(f"CPU kernels available: {available_kernels()}; torch {torch.__version__}, {torch.get_num_threads()} thread")
