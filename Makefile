@@ -26,6 +26,8 @@ demo: venv
 	$(BIN)/pointdistill train-student --store $(DEMO_DIR)/records.zarr --dataset $(DEMO_DIR)/shapes \
 		--out $(DEMO_DIR)/student --quantizer lsr --aggregation ema \
 		--kd-weight 0.5 --reg-weight 0.01 --regularizer matrix-1 --epochs 20 --lr 0.01 --device cpu
+	$(BIN)/pointdistill export $(DEMO_DIR)/student/student.pt -o $(DEMO_DIR)/student.pdbn
+	$(BIN)/pointdistill predict $(DEMO_DIR)/student.pdbn $(DEMO_DIR)/shapes --out $(DEMO_DIR)/predictions.csv
 
 test: venv
 	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(BIN)/python -m pytest -q

@@ -102,26 +102,14 @@ def _serve(args) -> int:
 
 
 def _export(args) -> None:
-    import os
+    from pointdistill.engine.export import export_file
 
-    import numpy as np
-    import torch
-
-    from pointdistill.engine import Engine, export_student, save_network
-    from pointdistill.models import load_checkpoint
-
-    checkpoint = load_checkpoint(args.student)
-    network = export_student(checkpoint)
-    size = save_network(args.out, network)
-    model = checkpoint.build_model()
-    clouds = torch.randn(4, network.source.get("num_points") or 1024, 3, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = model(clouds).logits.numpy()
-    difference = float(np.abs(Engine(network)(clouds.numpy()) - expected).max())
-    float_bytes = sum(t.numel() * 4 for t in checkpoint.state_dict.values() if t.is_floating_point())
-    print(f"exported {args.student} -> {args.out}: {size:,} bytes; float32 weights {float_bytes:,} bytes "
-          f"({float_bytes / size:.1f}x), checkpoint file {os.path.getsize(args.student):,} bytes")
-    print(f"checked  engine vs PyTorch eval forward on 4 random clouds: max |logit difference| {difference:.2e}")
+    report = export_file(args.student, args.out)
+    print(f"exported {args.student} -> {args.out}: {report['bytes']:,} bytes; float32 weights "
+          f"{report['float_weight_bytes']:,} bytes ({report['float_weight_bytes'] / report['bytes']:.1f}x), "
+          f"checkpoint file {report['checkpoint_bytes']:,} bytes")
+    print(f"checked  engine vs PyTorch eval forward on 4 random clouds: max |logit difference| "
+          f"{report['max_abs_difference']:.2e}")
 
 
 def _predict(args) -> None:

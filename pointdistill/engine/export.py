@@ -93,6 +93,23 @@ def _binary_point_layers(module: nn.Sequential) -> list[tuple[BinaryLinear, nn.B
     return pairs
 
 
+def _binary_stack(pairs: list[tuple[BinaryLinear, nn.BatchNorm1d]], last_kind: str) -> list[Layer]:
+    """Threshold layers ("binary"), then the stack's last layer as ``last_kind`` ("binary_pool"
+    or "binary_float"), which keeps its folded scale and offset instead of a threshold."""
+    layers = []
+    for index, (layer, bn) in enumerate(pairs):
+        bits, s, c = _folded(layer, bn)
+        k, m = layer.weight.shape[1], layer.weight.shape[0]
+        if index < len(pairs) - 1:
+            layers.append(Layer("binary", k, m, {"bits": bits, "threshold": popcount_thresholds(s, c, k)}))
+            continue
+        if last_kind == "binary_pool" and not (s > 0).all():
+            raise ExportError("a pooled channel has scale 0 (BatchNorm weight 0); cannot export")
+        layers.append(Layer(last_kind, k, m, {"bits": bits, "scale": s.astype(np.float32),
+                                              "offset": c.astype(np.float32)}))
+    return layers
+
+
 def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
     """Fold a ``binary_pointnet`` student checkpoint into a BinaryNetwork."""
     if checkpoint.spec.get("name") != "binary_pointnet":
@@ -107,26 +124,9 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
         layers = [Layer("stem", 3, conv.out_channels, {
             "weight": conv.weight[:, :, 0].double().numpy().astype(np.float32),
             "scale": a0.astype(np.float32), "offset": b0.astype(np.float32)})]
-        trunk = _binary_point_layers(model.trunk)
-        for index, (layer, bn) in enumerate(trunk):
-            bits, s, c = _folded(layer, bn)
-            k, m = layer.weight.shape[1], layer.weight.shape[0]
-            if index < len(trunk) - 1:
-                layers.append(Layer("binary", k, m, {"bits": bits, "threshold": popcount_thresholds(s, c, k)}))
-            else:
-                if not (s > 0).all():
-                    raise ExportError("a pooled channel has scale 0 (BatchNorm weight 0); cannot export")
-                layers.append(Layer("binary_pool", k, m, {"bits": bits, "scale": s.astype(np.float32),
-                                                         "offset": c.astype(np.float32)}))
-        head = _binary_point_layers(nn.Sequential(*[m for m in model.head if not isinstance(m, nn.Dropout)]))
-        for index, (layer, bn) in enumerate(head):
-            bits, s, c = _folded(layer, bn)
-            k, m = layer.weight.shape[1], layer.weight.shape[0]
-            if index < len(head) - 1:
-                layers.append(Layer("binary", k, m, {"bits": bits, "threshold": popcount_thresholds(s, c, k)}))
-            else:
-                layers.append(Layer("binary_float", k, m, {"bits": bits, "scale": s.astype(np.float32),
-                                                          "offset": c.astype(np.float32)}))
+        layers += _binary_stack(_binary_point_layers(model.trunk), "binary_pool")
+        head = nn.Sequential(*[m for m in model.head if not isinstance(m, nn.Dropout)])
+        layers += _binary_stack(_binary_point_layers(head), "binary_float")
         fc = model.head[-1]
         layers.append(Layer("linear", fc.in_features, fc.out_features, {
             "weight": fc.weight.numpy().astype(np.float32), "bias": fc.bias.numpy().astype(np.float32)}))
@@ -136,6 +136,31 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
                              "dataset_fingerprint": checkpoint.dataset.get("fingerprint")})
     network.validate("exported student")
     return network
+
+
+def export_file(student: str, out: str, check_clouds: int = 4) -> dict:
+    """Export the student checkpoint at ``student`` to the model file ``out``, then run the
+    engine and the PyTorch student on ``check_clouds`` random clouds. Returns {bytes,
+    float_weight_bytes, checkpoint_bytes, max_abs_difference (of the logits)}."""
+    from pointdistill.engine.model_file import save_network
+    from pointdistill.engine.runtime import Engine
+    from pointdistill.models import load_checkpoint
+    from pointdistill.storage import filesystem
+
+    checkpoint = load_checkpoint(student)
+    network = export_student(checkpoint)
+    size = save_network(out, network)
+    generator = torch.Generator().manual_seed(0)
+    clouds = torch.randn(check_clouds, network.source.get("num_points") or 1024, 3, generator=generator)
+    with torch.no_grad():
+        expected = checkpoint.build_model()(clouds).logits.numpy()
+    fs, path = filesystem(student)
+    return {
+        "bytes": size,
+        "float_weight_bytes": sum(t.numel() * 4 for t in checkpoint.state_dict.values() if t.is_floating_point()),
+        "checkpoint_bytes": int(fs.size(path)),
+        "max_abs_difference": float(np.abs(Engine(network)(clouds.numpy()) - expected).max()),
+    }
 
 
 def pool_thresholds(layer: Layer, aggregation: str, num_points: int) -> np.ndarray:
