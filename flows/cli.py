@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset directory; its train split is recorded")
     p.add_argument("--store", required=True, help="record store path or fsspec URL (created or resumed)")
     p.add_argument("--augmentations", type=int, default=10, help="augmentations per shape (A)")
-    p.add_argument("--chunk-shapes", type=int, default=64, help="shapes per chunk = per unit of work")
+    p.add_argument("--chunk-shapes", type=int, default=256, help="shapes per chunk = per unit of work (coarse)")
     p.add_argument("--seed", type=int, default=0, help="seed of the augmentation parameters")
     p.add_argument("--num-points", type=int, default=None, help="default: the teacher's training value")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")

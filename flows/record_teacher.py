@@ -31,7 +31,7 @@ def record_teacher(
     dataset: str,
     store: str,
     augmentations: Count = 10,
-    chunk_shapes: Count = 64,
+    chunk_shapes: Count = 256,
     seed: int = 0,
     num_points: int | None = None,
     device: str = "cpu",

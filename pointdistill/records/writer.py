@@ -39,7 +39,7 @@ class RecordingJob:
     dataset: str
     store: str
     augmentations: int = 10
-    chunk_shapes: int = 64
+    chunk_shapes: int = 256
     seed: int = 0
     num_points: int | None = None
     device: str = "cpu"
