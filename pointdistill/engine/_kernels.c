@@ -285,7 +285,7 @@ static PyObject *py_stem(PyObject *self, PyObject *args) {
     int kernel;
     if (!PyArg_ParseTuple(args, "y*y*y*y*nnnw*i", &p, &w, &s, &c, &rows, &m16, &out_words, &out, &kernel)) return NULL;
     PyObject *result = NULL;
-    if (m16 % 16 == 0 && m16 <= out_words * 64 + 63 && check_kernel(kernel) && check_size(&p, rows * 3, 4, "points")
+    if (m16 % 16 == 0 && check_kernel(kernel) && check_size(&p, rows * 3, 4, "points")
         && check_size(&w, 3 * m16, 4, "weight") && check_size(&s, m16, 4, "scale") && check_size(&c, m16, 4, "offset")
         && check_size(&out, rows * out_words, 8, "out") && out_words * 64 >= m16) {
         Py_BEGIN_ALLOW_THREADS
@@ -394,6 +394,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "XNOR/popcount kernels", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "_kernels", .m_doc = "XNOR/popcount kernels", .m_size = -1, .m_methods = methods,
+};
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

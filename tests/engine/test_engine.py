@@ -171,3 +171,16 @@ def test_cli_names_a_bad_model_file_and_exits_2(tmp_path):
     run = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(bad), str(clouds)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and f"{bad}: " in run.stderr
+
+
+@pytest.mark.skipif(not COMPILED, reason="the C extension is not built")
+def test_kernels_check_buffer_sizes_instead_of_overrunning():
+    from pointdistill.engine import _kernels
+
+    x = np.zeros((4, 2), dtype=np.uint64)
+    weights, thresholds = np.zeros((2, 2, 8), dtype=np.uint64), np.zeros(16, dtype=np.int64)
+    out = np.zeros((4, 1), dtype=np.uint64)
+    with pytest.raises(ValueError, match="x: buffer of 64 bytes, needs 128"):
+        _kernels.binary(x, weights, thresholds, 8, 2, 2, 1, out, 0)
+    with pytest.raises(ValueError, match="out"):
+        _kernels.pool(x, weights, thresholds, 2, 2, 2, 2, 1, np.zeros(1, dtype=np.uint64), 0)

@@ -120,3 +120,11 @@ def test_deployments_record_then_train_a_student(served, teacher_path, shapes_di
                              epochs=1, kd_weight=0.5, reg_weight=0.01, device="cpu")
     assert trained.returncode == 0 and "Completed" in trained.stdout, trained.stdout[-3000:]
     assert (Path(student) / "student.pt").is_file() and (Path(student) / "metrics.parquet").is_file()
+
+
+def test_serve_without_a_server_says_how_to_start_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "empty-prefect-home")
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "serve"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "prefect server start" in run.stderr and "PREFECT_API_URL" in run.stderr

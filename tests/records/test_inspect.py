@@ -8,7 +8,7 @@ from pointdistill.records import inspect_store, open_store, store_summary
 def test_inspect_reports_sizes_and_teacher_statistics_of_the_records(recorded_store):
     report = inspect_store(recorded_store)
     group = open_store(recorded_store)
-    logits, labels = group["logits"][:].astype(np.float32), group["labels"][:]
+    logits = group["logits"][:].astype(np.float32)
     predicted = logits.argmax(axis=2)  # [N, A]
     majority = np.array([np.bincount(row).max() for row in predicted])
     stats = report["teacher_on_records"]
