@@ -2,8 +2,8 @@
  *
  * Two implementations of every kernel, chosen at run time per call (`kernel` argument):
  *   1: AVX-512 F/BW + VPOPCNTDQ (compiled with target attributes, run only where the CPU has them)
- *   0: scalar, 64-bit popcount per word (hardware POPCNT where the CPU has it)
- * so one build serves every x86-64 CPU. Both give identical bits.
+ *   0: scalar, 64-bit popcount per word (hardware POPCNT instruction)
+ * so one build serves every x86-64 CPU that has POPCNT. Both give identical bits.
  *
  * Layouts (all little-endian, C order):
  *   packed bits   uint64 [rows, words]: channel k at bit k % 64 of word k // 64, 1 = +1
@@ -28,6 +28,13 @@
 
 /* ---------------------------------------------------------------- scalar kernels */
 
+#if HAVE_X86
+/* Hardware POPCNT, present on every x86-64 CPU since 2008-2009 (Nehalem, K10); not checked at run time. */
+#define POPCNT_TARGET __attribute__((target("popcnt")))
+#else
+#define POPCNT_TARGET
+#endif
+
 static inline int64_t popcount_xor(const uint64_t *x, const uint64_t *w_group, Py_ssize_t words, int lane) {
     int64_t count = 0;
     for (Py_ssize_t j = 0; j < words; j++)
@@ -35,7 +42,7 @@ static inline int64_t popcount_xor(const uint64_t *x, const uint64_t *w_group, P
     return count;
 }
 
-static inline void stem_scalar_body(const float *points, const float *w, const float *scale, const float *offset,
+static POPCNT_TARGET void stem_scalar(const float *points, const float *w, const float *scale, const float *offset,
                                     Py_ssize_t rows, Py_ssize_t m16, Py_ssize_t out_words, uint64_t *out) {
     const float *wx = w, *wy = w + m16, *wz = w + 2 * m16;
     for (Py_ssize_t r = 0; r < rows; r++) {
@@ -51,7 +58,7 @@ static inline void stem_scalar_body(const float *points, const float *w, const f
     }
 }
 
-static inline void binary_scalar_body(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t rows,
+static POPCNT_TARGET void binary_scalar(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t rows,
                                       Py_ssize_t groups, Py_ssize_t words, Py_ssize_t out_words, uint64_t *out) {
     for (Py_ssize_t r = 0; r < rows; r++) {
         uint64_t *o = out + r * out_words;
@@ -65,7 +72,7 @@ static inline void binary_scalar_body(const uint64_t *x, const uint64_t *w, cons
     }
 }
 
-static inline void pool_scalar_body(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t clouds,
+static POPCNT_TARGET void pool_scalar(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t clouds,
                                     Py_ssize_t points, Py_ssize_t groups, Py_ssize_t words, Py_ssize_t out_words,
                                     uint64_t *out) {
     for (Py_ssize_t b = 0; b < clouds; b++) {
@@ -83,35 +90,11 @@ static inline void pool_scalar_body(const uint64_t *x, const uint64_t *w, const 
     }
 }
 
-static inline void counts_scalar_body(const uint64_t *x, const uint64_t *w, Py_ssize_t rows, Py_ssize_t groups,
+static POPCNT_TARGET void counts_scalar(const uint64_t *x, const uint64_t *w, Py_ssize_t rows, Py_ssize_t groups,
                                       Py_ssize_t words, Py_ssize_t outputs, int32_t *out) {
     for (Py_ssize_t r = 0; r < rows; r++)
         for (Py_ssize_t m = 0; m < outputs; m++)
             out[r * outputs + m] = (int32_t)popcount_xor(x + r * words, w + (m / 8) * words * 8, words, (int)(m % 8));
-}
-
-#if HAVE_X86
-#define POPCNT_TARGET __attribute__((target("popcnt")))
-#else
-#define POPCNT_TARGET
-#endif
-
-static POPCNT_TARGET void stem_scalar(const float *p, const float *w, const float *s, const float *c, Py_ssize_t rows,
-                                      Py_ssize_t m16, Py_ssize_t ow, uint64_t *out) {
-    stem_scalar_body(p, w, s, c, rows, m16, ow, out);
-}
-static POPCNT_TARGET void binary_scalar(const uint64_t *x, const uint64_t *w, const int64_t *t, Py_ssize_t rows,
-                                        Py_ssize_t groups, Py_ssize_t words, Py_ssize_t ow, uint64_t *out) {
-    binary_scalar_body(x, w, t, rows, groups, words, ow, out);
-}
-static POPCNT_TARGET void pool_scalar(const uint64_t *x, const uint64_t *w, const int64_t *t, Py_ssize_t clouds,
-                                      Py_ssize_t points, Py_ssize_t groups, Py_ssize_t words, Py_ssize_t ow,
-                                      uint64_t *out) {
-    pool_scalar_body(x, w, t, clouds, points, groups, words, ow, out);
-}
-static POPCNT_TARGET void counts_scalar(const uint64_t *x, const uint64_t *w, Py_ssize_t rows, Py_ssize_t groups,
-                                        Py_ssize_t words, Py_ssize_t outputs, int32_t *out) {
-    counts_scalar_body(x, w, rows, groups, words, outputs, out);
 }
 
 /* ---------------------------------------------------------------- AVX-512 kernels */

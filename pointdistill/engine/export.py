@@ -145,6 +145,7 @@ def export_file(student: str, out: str, check_clouds: int = 4) -> dict:
     from pointdistill.engine.model_file import save_network
     from pointdistill.engine.runtime import Engine
     from pointdistill.models import load_checkpoint
+    from pointdistill.report import model_size_bytes
     from pointdistill.storage import filesystem
 
     checkpoint = load_checkpoint(student)
@@ -152,12 +153,13 @@ def export_file(student: str, out: str, check_clouds: int = 4) -> dict:
     size = save_network(out, network)
     generator = torch.Generator().manual_seed(0)
     clouds = torch.randn(check_clouds, network.source.get("num_points") or 1024, 3, generator=generator)
+    model = checkpoint.build_model()
     with torch.no_grad():
-        expected = checkpoint.build_model()(clouds).logits.numpy()
+        expected = model(clouds).logits.numpy()
     fs, path = filesystem(student)
     return {
         "bytes": size,
-        "float_weight_bytes": sum(t.numel() * 4 for t in checkpoint.state_dict.values() if t.is_floating_point()),
+        "float_weight_bytes": model_size_bytes(model)["float_bytes"],
         "checkpoint_bytes": int(fs.size(path)),
         "max_abs_difference": float(np.abs(Engine(network)(clouds.numpy()) - expected).max()),
     }

@@ -43,40 +43,52 @@ def pool_bits(x: np.ndarray, bits: np.ndarray, threshold: np.ndarray) -> np.ndar
     return pack_bits(fired)
 
 
-def float_output(x: np.ndarray, layer: Layer) -> np.ndarray:
-    """uint64 [R, Kw] -> float32 [R, M]: Hardtanh(scale * dot + offset), dot = K - 2 popcount."""
-    dot = (layer.inputs - 2 * popcounts(x, layer.tensors["bits"])).astype(np.float32)
+def float_output(counts: np.ndarray, layer: Layer) -> np.ndarray:
+    """popcounts int32 [R, M] of a ``binary_float`` layer -> float32 [R, M]:
+    Hardtanh(scale * dot + offset), dot = K - 2 popcount."""
+    dot = (layer.inputs - 2 * counts).astype(np.float32)
     return np.clip(layer.tensors["scale"] * dot + layer.tensors["offset"], -1, 1)
+
+
+def classify(h: np.ndarray, layer: Layer) -> np.ndarray:
+    """float32 [B, M] -> logits float32 [B, C] through the ``linear`` layer."""
+    return h @ layer.tensors["weight"].T + layer.tensors["bias"]
+
+
+def checked_points(points: np.ndarray) -> np.ndarray:
+    """``points`` as contiguous float32 [B, N, 3] with N >= 1, else ValueError."""
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    if points.ndim != 3 or points.shape[2] != 3 or points.shape[1] < 1:
+        raise ValueError(f"points must be float32 [B, N, 3] with N >= 1, got shape {list(points.shape)}")
+    return points
 
 
 def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = None) -> np.ndarray:
     """float32 [B, N, 3] -> logits float32 [B, C]. ``trace`` (a list) receives every layer's output."""
-    points = np.asarray(points, dtype=np.float32)
-    if points.ndim != 3 or points.shape[2] != 3:
-        raise ValueError(f"points must be float32 [B, N, 3], got shape {list(points.shape)}")
+    points = checked_points(points)
     b, n, _ = points.shape
     layers = network.layers
     x = stem_bits(layers[0], points.reshape(b * n, 3))
-    _record(trace, x.reshape(b, n, -1))
+    record(trace, x.reshape(b, n, -1))
     index = 1
     while layers[index].kind == "binary":
         x = binary_bits(x, layers[index].tensors["bits"], layers[index].tensors["threshold"])
-        _record(trace, x.reshape(b, n, -1))
+        record(trace, x.reshape(b, n, -1))
         index += 1
     pool = layers[index]
     x = pool_bits(x.reshape(b, n, -1), pool.tensors["bits"], pool_thresholds(pool, network.aggregation, n))
-    _record(trace, x)
+    record(trace, x)
     index += 1
     while layers[index].kind == "binary":
         x = binary_bits(x, layers[index].tensors["bits"], layers[index].tensors["threshold"])
-        _record(trace, x)
+        record(trace, x)
         index += 1
-    h = float_output(x, layers[index])
-    _record(trace, h)
-    fc = layers[index + 1].tensors
-    return h @ fc["weight"].T + fc["bias"]
+    h = float_output(popcounts(x, layers[index].tensors["bits"]), layers[index])
+    record(trace, h)
+    return classify(h, layers[index + 1])
 
 
-def _record(trace: list | None, value: np.ndarray) -> None:
+def record(trace: list | None, value: np.ndarray) -> None:
+    """Append ``value`` to ``trace`` unless it is None."""
     if trace is not None:
         trace.append(value)

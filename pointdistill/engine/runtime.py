@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from pointdistill.engine import reference
+from pointdistill.engine.reference import record
 from pointdistill.engine.export import pool_thresholds
 from pointdistill.engine.model_file import BinaryNetwork, Layer, words
 
@@ -100,7 +101,6 @@ class Engine:
         self.pool = _PackedLayer(layers[pool])
         self.head_layers = [_PackedLayer(layer) for layer in layers[pool + 1:-2]]
         self.float_layer = _PackedLayer(layers[-2])
-        self.classifier = layers[-1].tensors
         self._pool_thresholds: dict[int, np.ndarray] = {}
 
     def pool_thresholds(self, num_points: int) -> np.ndarray:
@@ -114,41 +114,33 @@ class Engine:
         (packed bits [B, N, words] per point layer, [B, words] after pooling, float before the classifier)."""
         if self.kernel == "numpy":
             return reference.forward(self.network, points, trace)
-        points = np.ascontiguousarray(points, dtype=np.float32)
-        if points.ndim != 3 or points.shape[2] != 3 or points.shape[1] < 1:
-            raise ValueError(f"points must be float32 [B, N, 3] with N >= 1, got shape {list(points.shape)}")
+        points = reference.checked_points(points)
         b, n, _ = points.shape
         use_avx512 = int(self.kernel == "avx512")
         x = np.empty((b * n, self.stem_out_words), dtype=np.uint64)
         _kernels.stem(points, self.stem_weight, self.stem_scale, self.stem_offset, b * n, self.stem_weight.shape[1],
                       self.stem_out_words, x, use_avx512)
-        _record(trace, x.reshape(b, n, -1))
+        record(trace, x.reshape(b, n, -1))
         for layer in self.point_layers:
             y = np.empty((b * n, layer.out_words), dtype=np.uint64)
             _kernels.binary(x, layer.weights, layer.thresholds, b * n, layer.groups, layer.words, layer.out_words, y,
                             use_avx512)
             x = y
-            _record(trace, x.reshape(b, n, -1))
+            record(trace, x.reshape(b, n, -1))
         pooled = np.empty((b, self.pool.out_words), dtype=np.uint64)
         _kernels.pool(x, self.pool.weights, self.pool_thresholds(n), b, n, self.pool.groups, self.pool.words,
                       self.pool.out_words, pooled, use_avx512)
         x = pooled
-        _record(trace, x)
+        record(trace, x)
         for layer in self.head_layers:
             y = np.empty((b, layer.out_words), dtype=np.uint64)
             _kernels.binary(x, layer.weights, layer.thresholds, b, layer.groups, layer.words, layer.out_words, y,
                             use_avx512)
             x = y
-            _record(trace, x)
+            record(trace, x)
         last = self.float_layer
         counts = np.empty((b, last.layer.outputs), dtype=np.int32)
         _kernels.counts(x, last.weights, b, last.groups, last.words, last.layer.outputs, counts)
-        dot = (last.layer.inputs - 2 * counts).astype(np.float32)
-        h = np.clip(last.layer.tensors["scale"] * dot + last.layer.tensors["offset"], -1, 1)
-        _record(trace, h)
-        return h @ self.classifier["weight"].T + self.classifier["bias"]
-
-
-def _record(trace: list | None, value: np.ndarray) -> None:
-    if trace is not None:
-        trace.append(value)
+        h = reference.float_output(counts, last.layer)
+        record(trace, h)
+        return reference.classify(h, self.network.layers[-1])

@@ -8,14 +8,16 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pointdistill.records.schema import RECORD_ARRAYS, layout_of, open_store
+from pointdistill.records.schema import layout_of, open_store
+from pointdistill.records.summary import stored_bytes
 
 
 def _array_sizes(group) -> dict[str, dict]:
     sizes = {}
-    for name in (*RECORD_ARRAYS, "done"):
+    for name, stored in stored_bytes(group).items():
+        if name == "total":
+            continue
         array = group[name]
-        stored = int(array.nbytes_stored())
         sizes[name] = {"shape": list(array.shape), "chunks": list(array.chunks), "dtype": str(array.dtype),
                        "bytes": int(array.nbytes), "bytes_stored": stored,
                        "compression_ratio": array.nbytes / stored if stored else float("nan")}
@@ -38,11 +40,11 @@ def inspect_store(uri: str, storage_options: dict | None = None) -> dict:
     predicted = logits.argmax(axis=2)  # [n, A]
     votes = (predicted[:, :, None] == da.arange(layout.num_classes)[None, None, :]).sum(axis=1)  # [n, C]
     majority = votes.max(axis=1)  # [n]: records of each shape agreeing with its most frequent class
-    records = int(done_shapes.sum()) * layout.augmentations
+    shapes = int(done_shapes.sum())
+    records = shapes * layout.augmentations
     correct, agreeing, unanimous = dask.compute(
         (predicted == labels[:, None]).sum(), majority.sum(), (majority == layout.augmentations).sum(),
         scheduler="threads")
-    shapes = int(done_shapes.sum())
     sizes = _array_sizes(group)
     return {
         "uri": uri,
