@@ -1,9 +1,13 @@
-"""The compiled part of pointdistill: the engine's XNOR/popcount kernels (everything else is in
-pyproject.toml). -ffp-contract=off keeps float rounding identical to the NumPy reference."""
+"""The compiled parts of pointdistill (everything else is in pyproject.toml): the engine's
+XNOR/popcount kernels and the binary point layer's training kernels. -ffp-contract=off keeps
+float rounding identical to the NumPy reference."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension(
-    "pointdistill.engine._kernels", ["pointdistill/engine/_kernels.c"],
-    extra_compile_args=["-O3", "-ffp-contract=off", "-std=c11"],
-)])
+FLAGS = ["-O3", "-ffp-contract=off", "-std=c11"]
+
+setup(ext_modules=[
+    Extension("pointdistill.engine._kernels", ["pointdistill/engine/_kernels.c"], extra_compile_args=FLAGS),
+    Extension("pointdistill.binary._point_kernels", ["pointdistill/binary/_point_kernels.c"],
+              extra_compile_args=FLAGS),
+])

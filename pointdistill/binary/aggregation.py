@@ -34,15 +34,28 @@ def ema_offset(num_points: int) -> float:
     return -float(torch.special.ndtri(quantile))
 
 
-@register_aggregation("max")
-class MaxAggregation(nn.Module):
+class _Aggregation(nn.Module):
+    """max over points plus an offset that depends only on the number of points N."""
+
+    def offset(self, num_points: int) -> float:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, N] -> [B, C]: max over points."""
-        return x.amax(dim=2)
+        """x [B, C, N] -> [B, C]."""
+        return x.amax(dim=2) + self.offset(x.shape[2])
+
+
+@register_aggregation("max")
+class MaxAggregation(_Aggregation):
+    """Plain max pooling."""
+
+    def offset(self, num_points: int) -> float:
+        return 0.0
 
 
 @register_aggregation("ema")
-class EntropyMaximizingAggregation(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, N] (batch-normalised) -> [B, C]: max over points + delta_N for the actual N."""
-        return x.amax(dim=2) + ema_offset(x.shape[2])
+class EntropyMaximizingAggregation(_Aggregation):
+    """max over batch-normalised points + delta_N for the actual N."""
+
+    def offset(self, num_points: int) -> float:
+        return ema_offset(num_points)

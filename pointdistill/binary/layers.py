@@ -12,7 +12,8 @@ from pointdistill.binary.quantizers import Quantizer, create_quantizer
 
 
 class BinaryLinear(nn.Module):
-    """y = q.output_scale(q.activation(x) @ q.weight(W)^T), no bias (BatchNorm follows).
+    """y = q.output_scale(q.activation(x) @ q.weight(W)^T), no bias (BatchNorm follows),
+    computed as the exact product of the +-1 patterns times the magnitudes.
 
     x: [B, in] (a linear layer) or [B, in, N] (a shared MLP over N points, i.e. a 1x1 conv).
     The latent weight W [out, in] stays float for training; only its binarised form is used.
@@ -25,13 +26,28 @@ class BinaryLinear(nn.Module):
         self.quantizer = create_quantizer(quantizer) if isinstance(quantizer, str) else quantizer
         self.initialize_on_next_forward = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _initialize_if_asked(self, x: torch.Tensor) -> None:
         if self.initialize_on_next_forward:
             self.quantizer.initialize_scale(x.detach(), self.weight.detach())
             self.initialize_on_next_forward = False
-        xq = self.quantizer.activation(x)
-        wq = self.quantizer.weight(self.weight)
-        y = F.conv1d(xq, wq.unsqueeze(-1)) if x.ndim == 3 else F.linear(xq, wq)
+
+    def quantized_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(activation(x), weight(W)): the binary-valued operands, shaped like x and [out, in],
+        for a caller that forms the product itself (the fused point layer)."""
+        self._initialize_if_asked(x)
+        return self.quantizer.activation(x), self.quantizer.weight(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._initialize_if_asked(x)
+        x_sign, x_scale = self.quantizer.activation_factors(x)
+        w_sign, w_scale = self.quantizer.weight_factors(self.weight)
+        if x.ndim == 3:
+            y = F.conv1d(x_sign, w_sign.unsqueeze(-1))
+            y = y if w_scale is None else y * w_scale  # [out, 1] over [B, out, N]
+        else:
+            y = F.linear(x_sign, w_sign)
+            y = y if w_scale is None else y * w_scale.T
+        y = y if x_scale is None else y * x_scale
         return self.quantizer.output_scale(y)
 
     def extra_repr(self) -> str:

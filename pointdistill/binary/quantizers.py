@@ -87,20 +87,41 @@ def _features_axes(x: torch.Tensor) -> tuple[int, ...]:
 
 
 class Quantizer(nn.Module):
-    """Base: subclasses override ``weight`` and ``activation``; the rest are no-ops."""
+    """Base: subclasses override ``weight_factors`` and ``activation_factors``.
+
+    A binary operand is a +-1 pattern (with the method's straight-through gradient) times an
+    optional detached magnitude: one per weight row, one per activation sample. Layers multiply
+    the +-1 patterns (an exact integer product) and apply the magnitudes after, so equal integer
+    products stay exactly equal (ties in a max are real ties, not rounding)."""
 
     name = "base"
 
+    def weight_factors(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(+-1 pattern [out, in], magnitude per row [out, 1] or None) of the latent weight."""
+        raise NotImplementedError
+
+    def activation_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(+-1 pattern shaped like x [B, C] or [B, C, N], magnitude per sample [B, 1(, 1)] or None)."""
+        raise NotImplementedError
+
     def weight(self, w: torch.Tensor) -> torch.Tensor:
         """Binary(-valued, maybe scaled) weight [out, in] from the latent float weight."""
-        raise NotImplementedError
+        pattern, magnitude = self.weight_factors(w)
+        return pattern if magnitude is None else pattern * magnitude
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
-        """Binary(-valued, maybe scaled) input, x [B, C] or [B, C, N]."""
-        raise NotImplementedError
+        """Binary(-valued, maybe scaled) input, x [B, C] or [B, C, N]: +-s with one magnitude s
+        per sample (the fused point layer relies on it, as on one magnitude per weight row)."""
+        pattern, magnitude = self.activation_factors(x)
+        return pattern if magnitude is None else pattern * magnitude
+
+    def output_factor(self) -> torch.Tensor | None:
+        """The learnable scalar the layer's output is multiplied by (LSR), or None."""
+        return None
 
     def output_scale(self, y: torch.Tensor) -> torch.Tensor:
-        return y
+        factor = self.output_factor()
+        return y if factor is None else y * factor
 
     def set_progress(self, epoch: int, total_epochs: int) -> None:
         """Called at the start of every training epoch (0-based)."""
@@ -113,24 +134,22 @@ class Quantizer(nn.Module):
 class BNN(Quantizer):
     """sign(W), sign(a); clipped STE."""
 
-    def weight(self, w):
-        return sign_ste(w)
+    def weight_factors(self, w):
+        return sign_ste(w), None
 
-    def activation(self, x):
-        return sign_ste(x)
+    def activation_factors(self, x):
+        return sign_ste(x), None
 
 
 @register_quantizer("xnor")
 class XNOR(Quantizer):
     """sign(W - rowmean W) * mean|W_row| ; sign(a) * mean|a| per sample (scales detached); clipped STE."""
 
-    def weight(self, w):
-        alpha = w.abs().mean(dim=1, keepdim=True).detach()
-        return sign_ste(w - w.mean(dim=1, keepdim=True)) * alpha
+    def weight_factors(self, w):
+        return sign_ste(w - w.mean(dim=1, keepdim=True)), w.abs().mean(dim=1, keepdim=True).detach()
 
-    def activation(self, x):
-        beta = x.abs().mean(dim=_features_axes(x), keepdim=True).detach()
-        return sign_ste(x) * beta
+    def activation_factors(self, x):
+        return sign_ste(x), x.abs().mean(dim=_features_axes(x), keepdim=True).detach()
 
 
 @register_quantizer("irnet")
@@ -147,13 +166,13 @@ class IRNet(Quantizer):
         self.t = 10 ** (-3 + 4 * epoch / total_epochs)
         self.k = max(1 / self.t, 1.0)
 
-    def weight(self, w):
+    def weight_factors(self, w):
         standardised = (w - w.mean(dim=1, keepdim=True)) / w.std(dim=1, keepdim=True).clamp_min(1e-12)
         scale = torch.pow(2.0, torch.round(torch.log2(standardised.abs().mean(dim=1, keepdim=True))))
-        return _SignEDE.apply(standardised, self.t, self.k) * scale.detach()
+        return _SignEDE.apply(standardised, self.t, self.k), scale.detach()
 
-    def activation(self, x):
-        return _SignEDE.apply(x, self.t, self.k)
+    def activation_factors(self, x):
+        return _SignEDE.apply(x, self.t, self.k), None
 
 
 @register_quantizer("lsr")
@@ -166,14 +185,14 @@ class LSR(Quantizer):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(()))
 
-    def weight(self, w):
-        return sign_ste(w - w.mean())
+    def weight_factors(self, w):
+        return sign_ste(w - w.mean()), None
 
-    def activation(self, x):
-        return sign_ste(x)
+    def activation_factors(self, x):
+        return sign_ste(x), None
 
-    def output_scale(self, y):
-        return y * self.alpha
+    def output_factor(self):
+        return self.alpha
 
     @torch.no_grad()
     def initialize_scale(self, x: torch.Tensor, w: torch.Tensor) -> None:
@@ -189,8 +208,8 @@ class LSR(Quantizer):
 class BiReal(Quantizer):
     """mean|W_row| * sign(W) (clipped STE on W) ; sign(a) with the ApproxSign backward."""
 
-    def weight(self, w):
-        return sign_ste(w) * w.abs().mean(dim=1, keepdim=True).detach()
+    def weight_factors(self, w):
+        return sign_ste(w), w.abs().mean(dim=1, keepdim=True).detach()
 
-    def activation(self, x):
-        return _SignApprox.apply(x)
+    def activation_factors(self, x):
+        return _SignApprox.apply(x), None

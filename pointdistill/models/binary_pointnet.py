@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pointdistill.binary import AGGREGATIONS, QUANTIZERS, BinaryLinear, create_aggregation
+from pointdistill.binary.point_pool import fused_pooling_applies, point_pool
 from pointdistill.models.registry import ModelOutput, register_model
 
 
@@ -37,9 +38,13 @@ class BinaryPointNetConfig:
 
 
 class BinaryPointNet(nn.Module):
+    """``training_kernel``: "reference" (autograd) or "fast" (the last point layer, its BatchNorm
+    and the aggregation fused on the CPU with XNOR-popcount kernels, pointdistill.binary.point_pool)."""
+
     def __init__(self, config: BinaryPointNetConfig):
         super().__init__()
         self.config = config
+        self.training_kernel = "reference"
         w = list(config.point_widths)
         self.stem = nn.Sequential(nn.Conv1d(3, w[0], 1, bias=False), nn.BatchNorm1d(w[0]), nn.Hardtanh())
         trunk = []
@@ -60,7 +65,14 @@ class BinaryPointNet(nn.Module):
 
     def forward(self, points: torch.Tensor) -> ModelOutput:
         """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D])."""
-        pooled = self.aggregate(self.trunk(self.stem(points.transpose(1, 2))))
+        last, bn = self.trunk[-2:]
+        x = self.trunk[:-2](self.stem(points.transpose(1, 2)))
+        if fused_pooling_applies(self.training_kernel, x, bn):
+            a, wq = last.quantized_operands(x)
+            pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn, binary=True)
+                      + self.aggregate.offset(x.shape[2]))
+        else:
+            pooled = self.aggregate(bn(last(x)))
         return ModelOutput(self.head(pooled), pooled)
 
 

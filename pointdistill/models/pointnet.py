@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pointdistill.binary.point_pool import fused_pooling_applies, point_pool
 from pointdistill.models.registry import ModelOutput, register_model
 
 
@@ -66,9 +67,13 @@ class TNet(nn.Module):
 
 
 class PointNet(nn.Module):
+    """``training_kernel``: "reference" (autograd) or "fast" (the last point layer, its BatchNorm
+    and the max fused on the CPU, pointdistill.binary.point_pool); the T-Nets always take autograd."""
+
     def __init__(self, config: PointNetConfig):
         super().__init__()
         self.config = config
+        self.training_kernel = "reference"
         w = list(config.point_widths)
         tnet_widths = (w[0], w[-2], w[-1])
         self.input_tnet = TNet(3, tnet_widths) if config.input_transform else None
@@ -85,7 +90,12 @@ class PointNet(nn.Module):
         x = self.stem(x)
         if self.feature_tnet is not None:
             x = torch.bmm(self.feature_tnet(x).transpose(1, 2), x)
-        pooled = self.trunk(x).amax(dim=2)
+        conv, bn, relu = self.trunk[-3:]
+        x = self.trunk[:-3](x)
+        if fused_pooling_applies(self.training_kernel, x, bn):
+            pooled = relu(point_pool(x, conv.weight.squeeze(-1), None, bn, binary=False))
+        else:
+            pooled = relu(bn(conv(x))).amax(dim=2)
         return ModelOutput(self.head(pooled), pooled)
 
 

@@ -1,0 +1,252 @@
+"""The last point layer, its BatchNorm and the max over points, fused for CPU training.
+
+PointNet's widest layer (128 -> 1024 per point) feeds a training-mode BatchNorm and a max over
+the N points of each cloud. The autograd path forms the dense [B, C, N] product three times
+(forward, weight gradient, input gradient) and a dense mask for the max's backward. This module
+computes the same loss and the same gradients without the dense backward products:
+
+* BatchNorm is monotone per channel, so max_n BN(y) is BN at the max (or, where the slope
+  gamma * scale is negative, the min) of the raw product r = a . w_c. Binary layers find it with
+  XNOR-popcount kernels (``_point_kernels.c``) on sign bits; float layers (the teacher) with one
+  matmul per cloud that is reduced at once.
+* The batch statistics come from the input mean and the K x K Gram matrix of the centred input:
+  mean_c = w_c . abar, var_c = w_c^T G w_c / M (M = B N points).
+* Only tied maxima receive the max's gradient (split evenly among ties, as torch does). The
+  BatchNorm backward adds a term that is affine in y, so the weight gradient needs G w_c and
+  the input gradient (a - abar) @ (W^T diag(beta0) W): K x K products, never K x C x M ones.
+
+Everything small is computed in float64. ``pointdistill.binary.point_pool`` is exact against
+the autograd path within float32 rounding (tests/binary/test_point_pool.py); a binary layer's
+argmax and ties are identical there, since its products are integers.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import nn
+
+try:
+    from pointdistill.binary import _point_kernels
+except ImportError:  # not built: the fused path is unavailable, the reference path still works
+    _point_kernels = None
+
+KERNEL_ENV = "POINTDISTILL_TRAIN_KERNEL"
+_PATH_CODES = {"avx512": 2, "popcnt": 1, "generic": 0}
+
+
+def available_paths() -> tuple[str, ...]:
+    """The popcount paths this CPU runs, fastest first (empty when the extension is not built)."""
+    return tuple(_point_kernels.paths()) if _point_kernels is not None else ()
+
+
+def resolve_path(path: str | None = None) -> str:
+    """``path`` or ``$POINTDISTILL_TRAIN_KERNEL`` (``auto``, ``avx512``, ``popcnt``, ``generic``)."""
+    path = path or os.environ.get(KERNEL_ENV, "auto")
+    available = available_paths()
+    if not available:
+        raise RuntimeError("pointdistill.binary._point_kernels is not built; reinstall the package "
+                           "(pip install -e .) or train with kernel='reference'")
+    if path == "auto":
+        return available[0]
+    if path not in _PATH_CODES:
+        raise ValueError(f"unknown training kernel path {path!r} (from ${KERNEL_ENV}); "
+                         f"one of {['auto', *_PATH_CODES]}")
+    if path not in available:
+        raise RuntimeError(f"training kernel path {path!r} cannot run on this CPU; available: {list(available)}")
+    return path
+
+
+class _SignBits:
+    """Sign bits of a binary layer's operands in the kernels' layout, and the work split."""
+
+    def __init__(self, a: torch.Tensor, weight: torch.Tensor, path: str):
+        self.batch, self.k, self.points = a.shape
+        self.channels = weight.shape[0]
+        self.words = -(-self.k // 64)
+        self.groups = -(-self.channels // 8)
+        self.path = _PATH_CODES[path]
+        self.a = np.empty((self.batch, self.points, self.words), np.uint64)
+        _point_kernels.pack_signs(a.detach().contiguous().numpy(), self.batch, self.k, self.points, self.words, self.a)
+        w_bits = np.zeros((self.groups * 8, 1, self.words), np.uint64)
+        _point_kernels.pack_signs(weight.detach().contiguous().numpy(), self.channels, self.k, 1, self.words,
+                                  w_bits[:self.channels])
+        self.w = np.ascontiguousarray(w_bits.reshape(self.groups, 8, self.words).transpose(0, 2, 1))
+        workers = max(1, min(torch.get_num_threads(), self.batch))
+        edges = np.linspace(0, self.batch, workers + 1).astype(int)
+        self.ranges = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+    def _run(self, call) -> list:
+        if len(self.ranges) == 1:
+            return [call(*self.ranges[0])]
+        with ThreadPoolExecutor(len(self.ranges)) as pool:
+            return list(pool.map(lambda r: call(*r), self.ranges))
+
+    def _int_out(self) -> np.ndarray:
+        return np.empty((self.batch, self.groups * 8), np.int32)
+
+    def extremes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """min and max over points of popcount(a XOR w), int32 [B, C] each."""
+        lo, hi = self._int_out(), self._int_out()
+        self._run(lambda b0, b1: _point_kernels.extremes(
+            self.a, self.w, b0, b1, self.batch, self.points, self.words, self.groups, lo, hi, self.path))
+        return torch.from_numpy(lo[:, :self.channels]), torch.from_numpy(hi[:, :self.channels])
+
+    def _padded(self, x: torch.Tensor, dtype) -> np.ndarray:
+        out = np.zeros((self.batch, self.groups * 8), dtype)
+        out[:, :self.channels] = x.numpy()
+        return out
+
+    def tie_counts(self, target: torch.Tensor) -> torch.Tensor:
+        """How many points have popcount == target (every point where target is -1), int32 [B, C]."""
+        counts, target = self._int_out(), self._padded(target, np.int32)
+        self._run(lambda b0, b1: _point_kernels.tie_counts(
+            self.a, self.w, target, b0, b1, self.batch, self.points, self.words, self.groups, counts, self.path))
+        return torch.from_numpy(counts[:, :self.channels])
+
+    def scatter_ties(self, target: torch.Tensor, coef_w: torch.Tensor, coef_a: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """sum over tied (b, c, n) of coef_w[b, c] * sign(a[b, n]) into [C, K] and of
+        coef_a[b, c] * sign(w[c]) into [B, N, K] (float32)."""
+        target = self._padded(target, np.int32)
+        coef_w, coef_a = self._padded(coef_w, np.float32), self._padded(coef_a, np.float32)
+        sparse_a = np.zeros((self.batch, self.points, self.k), np.float32)
+        sparse_w = [np.zeros((self.groups * 8, self.k), np.float32) for _ in self.ranges]
+        self._run(lambda b0, b1: _point_kernels.scatter_ties(
+            self.a, self.w, target, coef_w, coef_a, b0, b1, self.batch, self.points, self.words, self.groups,
+            self.k, sparse_w[self.ranges.index((b0, b1))], sparse_a, self.path))
+        return torch.from_numpy(sum(sparse_w)[:self.channels]), torch.from_numpy(sparse_a)
+
+
+class _FloatTies:
+    """Extremes and ties of a float layer's product, one matmul per cloud, reduced at once."""
+
+    def __init__(self, a: torch.Tensor, weight: torch.Tensor, slope: torch.Tensor):
+        """a [B, K, N], weight [C, K], slope [C]: the sign of d BN(y) / d r (0: every point ties)."""
+        tops, b_index, c_index, n_index = [], [], [], []
+        for b in range(a.shape[0]):
+            r = weight @ a[b]  # [C, N]
+            top = torch.where(slope >= 0, r.amax(dim=1), r.amin(dim=1))
+            c, n = ((r == top[:, None]) | (slope == 0)[:, None]).nonzero(as_tuple=True)
+            tops.append(top)
+            b_index.append(torch.full_like(c, b))
+            c_index.append(c)
+            n_index.append(n)
+        self.top = torch.stack(tops)  # [B, C]
+        self.b, self.c, self.n = torch.cat(b_index), torch.cat(c_index), torch.cat(n_index)
+        self.counts = torch.zeros_like(self.top, dtype=torch.int64).index_put_(
+            (self.b, self.c), torch.ones_like(self.b), accumulate=True)
+
+    def scatter(self, a: torch.Tensor, weight: torch.Tensor, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sum over tied (b, c, n) of coef[b, c] * a[b, :, n] into [C, K] and of coef[b, c] * w[c] into [B, N, K]."""
+        c = coef[self.b, self.c].to(a.dtype)[:, None]
+        sparse_w = torch.zeros_like(weight).index_add_(0, self.c, c * a[self.b, :, self.n])
+        sparse_a = a.new_zeros(a.shape[0], a.shape[2], a.shape[1]).index_put_(
+            (self.b, self.n), c * weight[self.c], accumulate=True)
+        return sparse_w, sparse_a
+
+
+def _update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+    """What nn.BatchNorm1d does to its buffers in a training step (unbiased running variance)."""
+    if not bn.track_running_stats:
+        return
+    bn.num_batches_tracked.add_(1)
+    factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    bn.running_mean.mul_(1 - factor).add_(factor * mean.to(bn.running_mean.dtype))
+    bn.running_var.mul_(1 - factor).add_(factor * (var * count / max(count - 1, 1)).to(bn.running_var.dtype))
+
+
+class _PointPool(torch.autograd.Function):
+    """z_top[b, c] = max_n BN(scale * (a[b, :, n] . weight[c]))[b, c, n] for a training-mode BatchNorm."""
+
+    @staticmethod
+    def forward(ctx, a, weight, scale, gamma, beta, bn, binary, path):
+        batch, k, points = a.shape
+        m = batch * points
+        s = float(scale) if scale is not None else 1.0
+        a_sum = a.sum(dim=(0, 2), dtype=torch.float64)  # [K]
+        a_mean = a_sum / m
+        centred = a - a_mean.to(a.dtype)[None, :, None]
+        gram = torch.bmm(centred, centred.transpose(1, 2)).sum(0).double()  # [K, K], centred
+        del centred
+        w64, g64 = weight.detach().double(), gamma.detach().double()
+        r_mean = w64 @ a_mean  # [C]
+        r_var = ((w64 @ gram) * w64).sum(1).div(m).clamp_min(0)  # [C]
+        mean, var = s * r_mean, s * s * r_var
+        invstd = (var + bn.eps).rsqrt()
+        if binary:
+            bits = _SignBits(a, weight, path)
+            a_scale = a.detach().abs().amax(dim=(1, 2)).double()  # [B]: |a| is constant per cloud
+            w_scale = weight.detach().abs().amax(dim=1).double()  # [C]: |w| is constant per row
+            slope = g64[None, :] * s * a_scale[:, None] * w_scale[None, :]  # [B, C]
+            p_min, p_max = bits.extremes()
+            target = torch.where(slope > 0, p_min, p_max)
+            target = torch.where(slope == 0, torch.full_like(target, -1), target)
+            counts = bits.tie_counts(target)
+            dot = k - 2 * torch.where(target < 0, p_min, target).double()
+            r_top = a_scale[:, None] * w_scale[None, :] * dot  # [B, C]
+            ctx.ties = (bits, target, a_scale, w_scale)
+        else:
+            ties = _FloatTies(a.detach(), weight.detach(), torch.sign(g64 * s))
+            counts, r_top = ties.counts, ties.top.double()
+            ctx.ties = ties
+        z_top = g64 * (s * r_top - mean) * invstd + beta.detach().double()
+        _update_running_stats(bn, mean, var, m)
+        ctx.binary, ctx.s, ctx.m, ctx.has_scale = binary, s, m, scale is not None
+        ctx.save_for_backward(a, weight, gamma)
+        ctx.stats = (a_sum, a_mean, gram, r_mean, r_var, invstd, r_top, counts.double(), mean)
+        return z_top.to(a.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, weight, gamma = ctx.saved_tensors
+        a_sum, a_mean, gram, r_mean, r_var, invstd, r_top, counts, mean = ctx.stats
+        s, m = ctx.s, ctx.m
+        g = grad.double()  # [B, C]
+        w64 = weight.double()
+        p = gamma.double() * invstd  # BN slope per channel [C]
+        dbeta = g.sum(0)
+        dgamma = (g * (s * r_top - mean) * invstd).sum(0)
+        lin = -p * dgamma * invstd / m  # d y gets lin_c * (y - mean_c)
+        const = -p * dbeta / m  # ... and const_c
+        point_coef = s * p * g / counts  # d r at each tied point, [B, C]
+        if ctx.binary:
+            bits, target, a_scale, w_scale = ctx.ties
+            sparse_w, sparse_a = bits.scatter_ties(target, point_coef * a_scale[:, None], point_coef * w_scale[None, :])
+        else:
+            sparse_w, sparse_a = ctx.ties.scatter(a, weight, point_coef)
+        grad_weight = (sparse_w.double() + s * const[:, None] * a_sum[None, :]
+                       + s * s * lin[:, None] * (w64 @ gram)).to(weight.dtype)
+        kmat = s * s * (w64.T * lin) @ w64  # [K, K]
+        row = s * (w64.T @ const) - kmat @ a_mean  # [K]
+        grad_a = torch.matmul(a.transpose(1, 2), kmat.to(a.dtype))  # [B, N, K]
+        grad_a += sparse_a
+        grad_a += row.to(a.dtype)
+        grad_scale = None
+        if ctx.has_scale:
+            grad_scale = ((p * (g * (r_top - r_mean)).sum(0)).sum() + (lin * s * m * r_var).sum()).to(a.dtype)
+        return (grad_a.transpose(1, 2), grad_weight, grad_scale, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype),
+                None, None, None)
+
+
+def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
+               binary: bool, path: str | None = None) -> torch.Tensor:
+    """max over points of bn(scale * conv1x1(a, weight)) for a BatchNorm in training mode.
+
+    a: float32 [B, K, N], the layer input (for a binary layer: +-s_b, one magnitude per cloud);
+    weight: float32 [C, K] (binary: +-r_c, one magnitude per row); scale: a 0-d output scale
+    (LSR) or None; bn: BatchNorm1d(C), whose running statistics are updated as in its forward.
+    Returns float32 [B, C]: the pooled BatchNorm output, before any offset or activation.
+    """
+    path = resolve_path(path) if binary else None
+    return _PointPool.apply(a, weight, scale, bn.weight, bn.bias, bn, binary, path)
+
+
+def fused_pooling_applies(kernel: str, x: torch.Tensor, bn: nn.BatchNorm1d) -> bool:
+    """Whether the fused path runs: asked for, training-mode BatchNorm with batch statistics,
+    float32 on the CPU. Everything else takes the autograd path."""
+    return (kernel == "fast" and bn.training and bn.affine and x.device.type == "cpu"
+            and x.dtype == torch.float32 and x.shape[0] * x.shape[2] > 1)
