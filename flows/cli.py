@@ -31,7 +31,7 @@ def _train_teacher(args) -> None:
             dataset=args.dataset, out=args.out, num_points=args.num_points, point_widths=args.point_widths,
             head_widths=args.head_widths, input_transform=args.input_transform,
             feature_transform=args.feature_transform, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, seed=args.seed, device=args.device, progress=True)
+            lr=args.lr, seed=args.seed, device=args.device, kernel=args.kernel, progress=True)
     print(f"teacher {args.out}: test overall accuracy {metrics['test_overall_accuracy']:.4f}, "
           f"mean-class accuracy {metrics['test_mean_class_accuracy']:.4f}")
 
@@ -61,7 +61,8 @@ def _train_student(args) -> None:
             aggregation=args.aggregation, point_widths=args.point_widths, head_widths=args.head_widths,
             kd_weight=args.kd_weight, temperature=args.temperature, reg_weight=args.reg_weight,
             regularizer=args.regularizer, self_weight=args.self_weight, epochs=args.epochs, lr=args.lr,
-            batch_size=args.batch_size, device=args.device, seed=args.seed, online_teacher=args.online_teacher,
+            batch_size=args.batch_size, device=args.device, seed=args.seed, kernel=args.kernel,
+            online_teacher=args.online_teacher,
             use_completed_part=args.use_completed_part, progress=True)
     sizes = summary["student_bytes"]
     teacher = summary["teacher_test_overall_accuracy"]
@@ -197,6 +198,14 @@ def _store_verify(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def kernel_argument(p: argparse.ArgumentParser) -> None:
+    from pointdistill.binary.point_pool import TRAINING_KERNELS
+
+    p.add_argument("--kernel", default="fast", choices=TRAINING_KERNELS,
+                   help="fast: the last point layer, BatchNorm and max fused on the CPU (default); "
+                        "reference: plain autograd, to re-check a result (CUDA always runs it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pointdistill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    kernel_argument(p)
     p.set_defaults(run=_train_teacher)
 
     p = commands.add_parser("record-teacher", help="record a teacher into a Zarr store (flow record-teacher)")
@@ -268,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0)
+    kernel_argument(p)
     p.add_argument("--online-teacher", default=None, help="baseline: run this teacher live instead of replaying")
     p.add_argument("--use-completed-part", action="store_true", help="train on an incomplete store's done chunks")
     p.set_defaults(run=_train_student)

@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from pointdistill.binary import AGGREGATIONS, QUANTIZERS
+from pointdistill.binary.point_pool import TRAINING_KERNELS
 from pointdistill.losses import POOLING_NORMS
 
 Quantizer = Literal[tuple(QUANTIZERS)]  # type: ignore[valid-type]
 Aggregation = Literal[tuple(AGGREGATIONS)]  # type: ignore[valid-type]
 PoolingNorm = Literal[tuple(POOLING_NORMS)]  # type: ignore[valid-type]
+TrainingKernel = Literal[TRAINING_KERNELS]  # type: ignore[valid-type]
 Count = Annotated[int, Field(ge=1)]  # a number of things that must be at least one

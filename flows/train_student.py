@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer
+from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer, TrainingKernel
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.records import find_store
@@ -33,6 +33,7 @@ def train_student(
     batch_size: Count = 32,
     device: str = "auto",
     seed: int = 0,
+    kernel: TrainingKernel = "fast",
     online_teacher: str | None = None,
     use_completed_part: bool = False,
     progress: bool = False,
@@ -52,7 +53,8 @@ def train_student(
         head_widths=tuple(head_widths) if head_widths else None,
         loss=LossConfig(kd_weight=kd_weight, temperature=temperature, reg_weight=reg_weight,
                         regularizer=regularizer, self_weight=self_weight),
-        train=StudentTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed),
+        train=StudentTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed,
+                                 kernel=kernel),
         online_teacher=online_teacher, use_completed_part=use_completed_part,
     )
     summary = run_student_job(job, progress=progress)

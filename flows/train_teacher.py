@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.parameters import Count
+from flows.parameters import Count, TrainingKernel
 from pointdistill.data import load_dataset
 from pointdistill.models import PointNetConfig, model_spec, save_checkpoint
 from pointdistill.train import TrainConfig, train_classifier
@@ -25,6 +25,7 @@ def train_teacher(
     lr: float = 1e-3,
     seed: int = 0,
     device: str = "auto",
+    kernel: TrainingKernel = "fast",
     progress: bool = False,
 ) -> dict:
     """Train a PointNet teacher on ``dataset``'s train split, evaluate on its test split
@@ -34,7 +35,10 @@ def train_teacher(
     spec = model_spec("pointnet", PointNetConfig(
         num_classes=train_set.num_classes, point_widths=tuple(point_widths), head_widths=tuple(head_widths),
         input_transform=input_transform, feature_transform=feature_transform))
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, kernel=kernel)
+    if kernel == "fast" and (input_transform or feature_transform):
+        get_run_logger().info("kernel fast: the T-Nets take the reference (autograd) path; "
+                              "the last point layer is fused")
     checkpoint = train_classifier(spec, train_set, test_set, config, progress=progress)
     save_checkpoint(out, checkpoint)
     metrics = {k: v for k, v in checkpoint.metrics.items() if k != "history"}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pointdistill.binary import initialize_binary_scales, set_training_progress
+from pointdistill.binary.point_pool import check_training_kernel
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import (
@@ -24,7 +25,9 @@ from pointdistill.train import evaluate
 
 @dataclass(frozen=True)
 class StudentTrainConfig:
-    """Adam + cosine schedule over all steps; one recorded augmentation per shape per epoch."""
+    """Adam + cosine schedule over all steps; one recorded augmentation per shape per epoch.
+    kernel: "fast" (the last point layer, BatchNorm and aggregation fused with XNOR-popcount
+    kernels on the CPU) or "reference" (plain autograd); CUDA always runs the reference."""
 
     epochs: int = 20
     batch_size: int = 32
@@ -33,8 +36,10 @@ class StudentTrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 256
+    kernel: str = "fast"
 
     def __post_init__(self):
+        check_training_kernel(self.kernel)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StudentTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -82,6 +87,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
+    model.training_kernel = config.kernel
     if online_teacher is not None:
         online_teacher = online_teacher.to(device).eval()
     cuda = device.type == "cuda"

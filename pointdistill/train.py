@@ -10,13 +10,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pointdistill.augment import AugmentPolicy, apply, augmentation_params
+from pointdistill.binary.point_pool import check_training_kernel
 from pointdistill.data import PointCloudSet
 from pointdistill.models import Checkpoint, batched_forward, create_model, resolve_device
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Adam + cosine schedule; each epoch draws one fresh augmentation per shape."""
+    """Adam + cosine schedule; each epoch draws one fresh augmentation per shape. kernel: "fast"
+    (the last point layer, BatchNorm and max fused on the CPU) or "reference" (plain autograd);
+    both compute the same gradients within float32 rounding, CUDA always runs the reference."""
 
     epochs: int = 20
     batch_size: int = 32
@@ -26,8 +29,10 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 256
     policy: AugmentPolicy = field(default_factory=AugmentPolicy)
+    kernel: str = "fast"
 
     def __post_init__(self):
+        check_training_kernel(self.kernel)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -58,6 +63,7 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
+    model.training_kernel = config.kernel
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)

@@ -34,7 +34,8 @@ try:
 except ImportError:  # not built: the fused path is unavailable, the reference path still works
     _point_kernels = None
 
-KERNEL_ENV = "POINTDISTILL_TRAIN_KERNEL"
+TRAINING_KERNELS = ("fast", "reference")  # the model attribute `training_kernel`
+KERNEL_ENV = "POINTDISTILL_TRAIN_KERNEL"  # the popcount path under "fast"
 _PATH_CODES = {"avx512": 2, "popcnt": 1, "generic": 0}
 
 
@@ -100,25 +101,26 @@ class _SignBits:
         out[:, :self.channels] = x.numpy()
         return out
 
-    def tie_counts(self, target: torch.Tensor) -> torch.Tensor:
-        """How many points have popcount == target (every point where target is -1), int32 [B, C]."""
-        counts, target = self._int_out(), self._padded(target, np.int32)
+    def count_ties(self, target: torch.Tensor) -> torch.Tensor:
+        """Find the points whose popcount equals ``target`` (int32 [B, C]; -1: every point) and
+        return how many there are per (cloud, channel), int64 [B, C]. Kept for ``scatter``."""
+        self.target = self._padded(target, np.int32)
+        self.counts, self.first = self._int_out(), self._int_out()
         self._run(lambda b0, b1: _point_kernels.tie_counts(
-            self.a, self.w, target, b0, b1, self.batch, self.points, self.words, self.groups, counts, self.path))
-        return torch.from_numpy(counts[:, :self.channels])
+            self.a, self.w, self.target, b0, b1, self.batch, self.points, self.words, self.groups, self.counts,
+            self.first, self.path))
+        return torch.from_numpy(self.counts[:, :self.channels]).long()
 
-    def scatter_ties(self, target: torch.Tensor, coef_w: torch.Tensor, coef_a: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """sum over tied (b, c, n) of coef_w[b, c] * sign(a[b, n]) into [C, K] and of
-        coef_a[b, c] * sign(w[c]) into [B, N, K] (float32)."""
-        target = self._padded(target, np.int32)
+    def scatter(self, coef_w: torch.Tensor, coef_a: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
+        """Over the tied (b, c, n): add coef_a[b, c] * sign(w[c]) to grad_a[b, n] (float32
+        [B, N, K], in place) and return the sum of coef_w[b, c] * sign(a[b, n]), float32 [C, K]."""
         coef_w, coef_a = self._padded(coef_w, np.float32), self._padded(coef_a, np.float32)
-        sparse_a = np.zeros((self.batch, self.points, self.k), np.float32)
+        into = grad_a.numpy()
         sparse_w = [np.zeros((self.groups * 8, self.k), np.float32) for _ in self.ranges]
         self._run(lambda b0, b1: _point_kernels.scatter_ties(
-            self.a, self.w, target, coef_w, coef_a, b0, b1, self.batch, self.points, self.words, self.groups,
-            self.k, sparse_w[self.ranges.index((b0, b1))], sparse_a, self.path))
-        return torch.from_numpy(sum(sparse_w)[:self.channels]), torch.from_numpy(sparse_a)
+            self.a, self.w, self.target, self.counts, self.first, coef_w, coef_a, b0, b1, self.batch, self.points,
+            self.words, self.groups, self.k, sparse_w[self.ranges.index((b0, b1))], into, self.path))
+        return torch.from_numpy(sum(sparse_w)[:self.channels])
 
 
 class _FloatTies:
@@ -140,13 +142,12 @@ class _FloatTies:
         self.counts = torch.zeros_like(self.top, dtype=torch.int64).index_put_(
             (self.b, self.c), torch.ones_like(self.b), accumulate=True)
 
-    def scatter(self, a: torch.Tensor, weight: torch.Tensor, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sum over tied (b, c, n) of coef[b, c] * a[b, :, n] into [C, K] and of coef[b, c] * w[c] into [B, N, K]."""
+    def scatter(self, a: torch.Tensor, weight: torch.Tensor, coef: torch.Tensor, grad_a: torch.Tensor) -> torch.Tensor:
+        """Over the tied (b, c, n): add coef[b, c] * w[c] to grad_a[b, n] ([B, N, K], in place)
+        and return the sum of coef[b, c] * a[b, :, n], [C, K]."""
         c = coef[self.b, self.c].to(a.dtype)[:, None]
-        sparse_w = torch.zeros_like(weight).index_add_(0, self.c, c * a[self.b, :, self.n])
-        sparse_a = a.new_zeros(a.shape[0], a.shape[2], a.shape[1]).index_put_(
-            (self.b, self.n), c * weight[self.c], accumulate=True)
-        return sparse_w, sparse_a
+        grad_a.index_put_((self.b, self.n), c * weight[self.c], accumulate=True)
+        return torch.zeros_like(weight).index_add_(0, self.c, c * a[self.b, :, self.n])
 
 
 def _update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
@@ -185,10 +186,10 @@ class _PointPool(torch.autograd.Function):
             p_min, p_max = bits.extremes()
             target = torch.where(slope > 0, p_min, p_max)
             target = torch.where(slope == 0, torch.full_like(target, -1), target)
-            counts = bits.tie_counts(target)
+            counts = bits.count_ties(target)
             dot = k - 2 * torch.where(target < 0, p_min, target).double()
             r_top = a_scale[:, None] * w_scale[None, :] * dot  # [B, C]
-            ctx.ties = (bits, target, a_scale, w_scale)
+            ctx.ties = (bits, a_scale, w_scale)
         else:
             ties = _FloatTies(a.detach(), weight.detach(), torch.sign(g64 * s))
             counts, r_top = ties.counts, ties.top.double()
@@ -212,19 +213,18 @@ class _PointPool(torch.autograd.Function):
         dgamma = (g * (s * r_top - mean) * invstd).sum(0)
         lin = -p * dgamma * invstd / m  # d y gets lin_c * (y - mean_c)
         const = -p * dbeta / m  # ... and const_c
-        point_coef = s * p * g / counts  # d r at each tied point, [B, C]
-        if ctx.binary:
-            bits, target, a_scale, w_scale = ctx.ties
-            sparse_w, sparse_a = bits.scatter_ties(target, point_coef * a_scale[:, None], point_coef * w_scale[None, :])
-        else:
-            sparse_w, sparse_a = ctx.ties.scatter(a, weight, point_coef)
-        grad_weight = (sparse_w.double() + s * const[:, None] * a_sum[None, :]
-                       + s * s * lin[:, None] * (w64 @ gram)).to(weight.dtype)
         kmat = s * s * (w64.T * lin) @ w64  # [K, K]
         row = s * (w64.T @ const) - kmat @ a_mean  # [K]
         grad_a = torch.matmul(a.transpose(1, 2), kmat.to(a.dtype))  # [B, N, K]
-        grad_a += sparse_a
         grad_a += row.to(a.dtype)
+        point_coef = s * p * g / counts  # d r at each tied point, [B, C]
+        if ctx.binary:
+            bits, a_scale, w_scale = ctx.ties
+            sparse_w = bits.scatter(point_coef * a_scale[:, None], point_coef * w_scale[None, :], grad_a)
+        else:
+            sparse_w = ctx.ties.scatter(a, weight, point_coef, grad_a)
+        grad_weight = (sparse_w.double() + s * const[:, None] * a_sum[None, :]
+                       + s * s * lin[:, None] * (w64 @ gram)).to(weight.dtype)
         grad_scale = None
         if ctx.has_scale:
             grad_scale = ((p * (g * (r_top - r_mean)).sum(0)).sum() + (lin * s * m * r_var).sum()).to(a.dtype)
@@ -243,6 +243,11 @@ def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
     """
     path = resolve_path(path) if binary else None
     return _PointPool.apply(a, weight, scale, bn.weight, bn.bias, bn, binary, path)
+
+
+def check_training_kernel(kernel: str) -> None:
+    if kernel not in TRAINING_KERNELS:
+        raise ValueError(f"training kernel {kernel!r} unknown; one of {list(TRAINING_KERNELS)}")
 
 
 def fused_pooling_applies(kernel: str, x: torch.Tensor, bn: nn.BatchNorm1d) -> bool:
