@@ -174,7 +174,7 @@ class _PointPool(torch.autograd.Function):
         gram = torch.bmm(centred, centred.transpose(1, 2)).sum(0).double()  # [K, K], centred
         del centred
         w64, g64 = weight.detach().double(), gamma.detach().double()
-        r_mean = w64 @ a_mean  # [C]
+        r_mean = (w64 @ a_sum) / m  # [C]; exact where the product is constant over the batch
         r_var = ((w64 @ gram) * w64).sum(1).div(m).clamp_min(0)  # [C]
         mean, var = s * r_mean, s * s * r_var
         invstd = (var + bn.eps).rsqrt()
@@ -189,28 +189,34 @@ class _PointPool(torch.autograd.Function):
             counts = bits.count_ties(target)
             dot = k - 2 * torch.where(target < 0, p_min, target).double()
             r_top = a_scale[:, None] * w_scale[None, :] * dot  # [B, C]
+            every = target < 0
             ctx.ties = (bits, a_scale, w_scale)
         else:
             ties = _FloatTies(a.detach(), weight.detach(), torch.sign(g64 * s))
             counts, r_top = ties.counts, ties.top.double()
+            every = (g64 * s == 0)[None, :].expand_as(r_top)
             ctx.ties = ties
         z_top = g64 * (s * r_top - mean) * invstd + beta.detach().double()
+        # The max's gradient goes to the tied points; their mean product is r_top, or the cloud's
+        # mean product where every point ties (a zero slope: BN(y) is constant over the points).
+        cloud_mean = (a.sum(dim=2, dtype=torch.float64) @ w64.T) / points  # [B, C]
+        r_tied = torch.where(every, cloud_mean, r_top)
         _update_running_stats(bn, mean, var, m)
-        ctx.binary, ctx.s, ctx.m, ctx.has_scale = binary, s, m, scale is not None
+        ctx.binary, ctx.s, ctx.m, ctx.eps, ctx.has_scale = binary, s, m, bn.eps, scale is not None
         ctx.save_for_backward(a, weight, gamma)
-        ctx.stats = (a_sum, a_mean, gram, r_mean, r_var, invstd, r_top, counts.double(), mean)
+        ctx.stats = (a_sum, a_mean, gram, r_mean, invstd, r_tied, counts.double(), mean)
         return z_top.to(a.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         a, weight, gamma = ctx.saved_tensors
-        a_sum, a_mean, gram, r_mean, r_var, invstd, r_top, counts, mean = ctx.stats
-        s, m = ctx.s, ctx.m
+        a_sum, a_mean, gram, r_mean, invstd, r_tied, counts, mean = ctx.stats
+        s, m, bn_eps = ctx.s, ctx.m, ctx.eps
         g = grad.double()  # [B, C]
         w64 = weight.double()
         p = gamma.double() * invstd  # BN slope per channel [C]
         dbeta = g.sum(0)
-        dgamma = (g * (s * r_top - mean) * invstd).sum(0)
+        dgamma = (g * (s * r_tied - mean) * invstd).sum(0)
         lin = -p * dgamma * invstd / m  # d y gets lin_c * (y - mean_c)
         const = -p * dbeta / m  # ... and const_c
         kmat = s * s * (w64.T * lin) @ w64  # [K, K]
@@ -227,7 +233,10 @@ class _PointPool(torch.autograd.Function):
                        + s * s * lin[:, None] * (w64 @ gram)).to(weight.dtype)
         grad_scale = None
         if ctx.has_scale:
-            grad_scale = ((p * (g * (r_top - r_mean)).sum(0)).sum() + (lin * s * m * r_var).sum()).to(a.dtype)
+            # BatchNorm is invariant to the scale but for eps: the two terms of sum(dy * r) cancel
+            # to eps * sum_c p_c q_c invstd_c^2, q_c = sum_b g (r_tied - r_mean), computed directly.
+            q = (g * (r_tied - r_mean)).sum(0)
+            grad_scale = (bn_eps * (p * q * invstd ** 2).sum()).to(a.dtype)
         return (grad_a.transpose(1, 2), grad_weight, grad_scale, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype),
                 None, None, None)
 

@@ -1,0 +1,172 @@
+"""The fused point layer (kernel "fast") against the autograd reference: same loss, same gradient
+for every parameter, same BatchNorm buffers, same optimiser step; ties, negative and zero
+BatchNorm slopes; every popcount path this CPU runs."""
+
+import copy
+
+import pytest
+import torch
+
+from pointdistill.binary import initialize_binary_scales
+from pointdistill.binary.point_pool import _SignBits, available_paths
+from pointdistill.distill import student_spec
+from pointdistill.models import create_model
+
+# odd sizes: K = 72 (two words, padded), D = 203 (not a multiple of 8), N = 77
+TEACHER = {"name": "pointnet", "num_classes": 7, "point_widths": [16, 24, 40, 72, 203], "head_widths": [48, 24],
+           "dropout": 0.0, "input_transform": False, "feature_transform": False}
+QUANTIZERS = ["bnn", "xnor", "irnet", "lsr", "bireal"]
+
+
+def _loss(out):
+    """Touches logits and pooled features, as the distillation loss does."""
+    weights = torch.linspace(-1, 1, out.pooled.shape[1], dtype=out.pooled.dtype)
+    return (out.logits ** 2).sum() * 0.1 + (out.pooled * weights).sum()
+
+
+def _step(model, points, kernel):
+    model = copy.deepcopy(model)
+    model.training_kernel = kernel
+    model.train()
+    loss = _loss(model(points))
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return model, loss.item(), grads
+
+
+def _assert_same_step(model, points, skip=()):
+    """Fast and reference: equal loss, gradients (relative to the largest gradient entry of the
+    model) and BatchNorm buffers, within float32 rounding."""
+    ref_model, ref_loss, ref = _step(model, points, "reference")
+    fast_model, fast_loss, fast = _step(model, points, "fast")
+    assert fast_loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-5)
+    assert ref.keys() == fast.keys()
+    scale = max(g.abs().max().item() for g in ref.values())
+    for name in ref:
+        if name not in skip:
+            torch.testing.assert_close(fast[name], ref[name], rtol=1e-4, atol=2e-5 * scale, msg=name)
+    for (name, a), b in zip(ref_model.named_buffers(), fast_model.buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=name)
+    return ref, fast
+
+
+def _student(quantizer, aggregation, points):
+    torch.manual_seed(3)
+    model = create_model(student_spec(TEACHER, quantizer, aggregation))
+    initialize_binary_scales(model, points)
+    return model
+
+
+def _clouds(batch=5, n=77, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, n, 3, generator=generator)
+
+
+@pytest.mark.parametrize("aggregation", ["max", "ema"])
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_student_step_matches_reference(quantizer, aggregation):
+    points = _clouds()
+    model = _student(quantizer, aggregation, points)
+    # LSR's output scale in front of the fused BatchNorm matters only through eps: its autograd
+    # gradient is two float32 sums over B * N * D products that cancel to noise (the fused path
+    # computes the eps term directly). It is compared where eps makes it well conditioned, below.
+    skip = ("trunk.9.quantizer.alpha",) if quantizer == "lsr" else ()
+    _assert_same_step(model, points, skip)
+
+
+@pytest.mark.parametrize("aggregation", ["max", "ema"])
+def test_lsr_output_scale_gradient_where_eps_matters(aggregation):
+    points = _clouds()
+    model = _student("lsr", aggregation, points)
+    model.trunk[-1].eps = 0.5
+    _assert_same_step(model, points)
+
+
+@pytest.mark.parametrize("transforms", [False, True])
+def test_teacher_step_matches_reference(transforms):
+    torch.manual_seed(3)
+    spec = {**TEACHER, "input_transform": transforms, "feature_transform": transforms}
+    _assert_same_step(create_model(spec), _clouds())
+
+
+@pytest.mark.parametrize("quantizer", ["bnn", "xnor"])
+def test_tied_maxima_split_the_gradient_as_torch_does(quantizer):
+    """Clouds of 9 points where every point appears several times: most maxima are tied."""
+    base = _clouds(batch=4, n=3, seed=1)
+    points = base.repeat_interleave(3, dim=1)
+    model = _student(quantizer, "max", points)
+    ref, fast = _assert_same_step(model, points)
+    assert fast["trunk.9.weight"].abs().sum() > 0
+
+
+def test_negative_and_zero_batchnorm_slopes():
+    """A negative slope pools the minimum of the product; a zero slope ties every point."""
+    points = _clouds()
+    model = _student("bnn", "ema", points)
+    with torch.no_grad():
+        model.trunk[-1].weight[:60] = -0.7
+        model.trunk[-1].weight[60:70] = 0.0
+    _assert_same_step(model, points)
+    torch.manual_seed(3)
+    teacher = create_model(TEACHER)
+    with torch.no_grad():
+        teacher.trunk[-2].weight[:60] = -0.7
+        teacher.trunk[-2].weight[60:70] = 0.0
+    _assert_same_step(teacher, points)
+
+
+def test_one_optimiser_step_gives_the_same_parameters():
+    points = _clouds()
+    model = _student("lsr", "ema", points)
+    model.trunk[-1].eps = 0.5  # Adam's first step is lr * sign(grad): keep the LSR scale's gradient out of the noise
+    after = {}
+    for kernel in ("reference", "fast"):
+        trained = copy.deepcopy(model)
+        trained.training_kernel = kernel
+        optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
+        _loss(trained(points)).backward()
+        optimizer.step()
+        after[kernel] = trained.state_dict()
+    for name, value in after["reference"].items():
+        torch.testing.assert_close(after["fast"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("path", available_paths())
+def test_every_path_finds_the_exact_extremes_and_ties(path):
+    """Kernels against the dense integer product: extremes, tie counts, first tie, and the
+    scatter of the tied points' signs."""
+    generator = torch.Generator().manual_seed(7)
+    a = torch.randn(3, 130, 41, generator=generator).sign()  # K = 130: three words
+    a[:, :, 20] = a[:, :, 4]  # duplicated points tie
+    w = torch.randn(21, 130, generator=generator).sign()
+    bits = _SignBits(a, w, path)
+    popcount = (130 - torch.einsum("bkn,ck->bcn", a, w)) / 2  # [B, C, N]
+    low, high = bits.extremes()
+    assert torch.equal(low, popcount.amin(2).int()) and torch.equal(high, popcount.amax(2).int())
+    target = torch.where(torch.arange(21) % 2 == 0, low, high)
+    target[:, 5] = -1  # every point
+    counts = bits.count_ties(target)
+    tied = (popcount == target[..., None]) | (target[..., None] < 0)
+    assert torch.equal(counts, tied.sum(2))
+    coef_w, coef_a = torch.randn(3, 21, generator=generator), torch.randn(3, 21, generator=generator)
+    grad_a = torch.zeros(3, 41, 130)
+    sparse_w = bits.scatter(coef_w, coef_a, grad_a)
+    mask = tied.float()
+    torch.testing.assert_close(sparse_w, torch.einsum("bc,bcn,bkn->ck", coef_w, mask, a))
+    torch.testing.assert_close(grad_a, torch.einsum("bc,bcn,ck->bnk", coef_a, mask, w))
+
+
+@pytest.mark.parametrize("path", available_paths())
+def test_training_step_on_every_path(path, monkeypatch):
+    monkeypatch.setenv("POINTDISTILL_TRAIN_KERNEL", path)
+    points = _clouds()
+    _assert_same_step(_student("xnor", "ema", points), points)
+
+
+def test_unknown_path_is_refused(monkeypatch):
+    monkeypatch.setenv("POINTDISTILL_TRAIN_KERNEL", "avx9000")
+    points = _clouds()
+    model = _student("bnn", "ema", points)
+    model.training_kernel = "fast"
+    with pytest.raises(ValueError, match="POINTDISTILL_TRAIN_KERNEL"):
+        model(points)
