@@ -128,15 +128,30 @@ class _FloatTies:
 
     def __init__(self, a: torch.Tensor, weight: torch.Tensor, slope: torch.Tensor):
         """a [B, K, N], weight [C, K], slope [C]: the sign of d BN(y) / d r (0: every point ties)."""
+        falling, flat = slope < 0, slope == 0
+        channels = torch.arange(weight.shape[0])
         tops, b_index, c_index, n_index = [], [], [], []
         for b in range(a.shape[0]):
             r = weight @ a[b]  # [C, N]
-            top = torch.where(slope >= 0, r.amax(dim=1), r.amin(dim=1))
-            c, n = ((r == top[:, None]) | (slope == 0)[:, None]).nonzero(as_tuple=True)
+            top, at = r.max(dim=1)  # the first maximum
+            if falling.any():
+                low, low_at = r.min(dim=1)
+                top, at = torch.where(falling, low, top), torch.where(falling, low_at, at)
+            tied = r == top[:, None]
+            if flat.any():
+                tied[flat] = True
+            tied[channels, at] = False  # the first tie is known: is there a second?
+            many = tied.any(dim=1)
+            c_single = (~many).nonzero()[:, 0]
+            c_many = n_many = c_single[:0]
+            if many.any():
+                tied[channels, at] = True
+                c_many, n_many = tied[many].nonzero(as_tuple=True)
+                c_many = many.nonzero()[:, 0][c_many]
             tops.append(top)
-            b_index.append(torch.full_like(c, b))
-            c_index.append(c)
-            n_index.append(n)
+            c_index += [c_single, c_many]
+            n_index += [at[c_single], n_many]
+            b_index.append(torch.full((len(c_single) + len(c_many),), b, dtype=torch.int64))
         self.top = torch.stack(tops)  # [B, C]
         self.b, self.c, self.n = torch.cat(b_index), torch.cat(c_index), torch.cat(n_index)
         self.counts = torch.zeros_like(self.top, dtype=torch.int64).index_put_(
@@ -147,7 +162,8 @@ class _FloatTies:
         and return the sum of coef[b, c] * a[b, :, n], [C, K]."""
         c = coef[self.b, self.c].to(a.dtype)[:, None]
         grad_a.index_put_((self.b, self.n), c * weight[self.c], accumulate=True)
-        return torch.zeros_like(weight).index_add_(0, self.c, c * a[self.b, :, self.n])
+        rows = a.transpose(1, 2).contiguous()[self.b, self.n]  # [T, K]
+        return torch.zeros_like(weight).index_add_(0, self.c, c * rows)
 
 
 def _update_running_stats(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
@@ -168,7 +184,8 @@ class _PointPool(torch.autograd.Function):
         batch, k, points = a.shape
         m = batch * points
         s = float(scale) if scale is not None else 1.0
-        a_sum = a.sum(dim=(0, 2), dtype=torch.float64)  # [K]
+        cloud_sum = a.sum(dim=2).double()  # [B, K] (exact for +-1 inputs)
+        a_sum = cloud_sum.sum(0)  # [K]
         a_mean = a_sum / m
         centred = a - a_mean.to(a.dtype)[None, :, None]
         gram = torch.bmm(centred, centred.transpose(1, 2)).sum(0).double()  # [K, K], centred
@@ -199,7 +216,7 @@ class _PointPool(torch.autograd.Function):
         z_top = g64 * (s * r_top - mean) * invstd + beta.detach().double()
         # The max's gradient goes to the tied points; their mean product is r_top, or the cloud's
         # mean product where every point ties (a zero slope: BN(y) is constant over the points).
-        cloud_mean = (a.sum(dim=2, dtype=torch.float64) @ w64.T) / points  # [B, C]
+        cloud_mean = (cloud_sum @ w64.T) / points  # [B, C]
         r_tied = torch.where(every, cloud_mean, r_top)
         _update_running_stats(bn, mean, var, m)
         ctx.binary, ctx.s, ctx.m, ctx.eps, ctx.has_scale = binary, s, m, bn.eps, scale is not None
