@@ -170,3 +170,15 @@ def test_unknown_path_is_refused(monkeypatch):
     model.training_kernel = "fast"
     with pytest.raises(ValueError, match="POINTDISTILL_TRAIN_KERNEL"):
         model(points)
+
+
+def test_fast_path_is_deterministic():
+    """Same model, same clouds: bit-identical gradients and buffers (threads split by samples)."""
+    points = _clouds(batch=8, n=200)
+    model = _student("lsr", "ema", points)
+    first, second = _step(model, points, "fast"), _step(model, points, "fast")
+    assert first[1] == second[1]
+    for name in first[2]:
+        assert torch.equal(first[2][name], second[2][name]), name
+    for a, b in zip(first[0].buffers(), second[0].buffers()):
+        assert torch.equal(a, b)
