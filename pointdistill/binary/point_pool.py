@@ -259,15 +259,16 @@ class _PointPool(torch.autograd.Function):
 
 
 def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
-               binary: bool, path: str | None = None) -> torch.Tensor:
+               binary: bool) -> torch.Tensor:
     """max over points of bn(scale * conv1x1(a, weight)) for a BatchNorm in training mode.
 
     a: float32 [B, K, N], the layer input (for a binary layer: +-s_b, one magnitude per cloud);
     weight: float32 [C, K] (binary: +-r_c, one magnitude per row); scale: a 0-d output scale
     (LSR) or None; bn: BatchNorm1d(C), whose running statistics are updated as in its forward.
     Returns float32 [B, C]: the pooled BatchNorm output, before any offset or activation.
+    A binary layer runs the popcount path of ``$POINTDISTILL_TRAIN_KERNEL`` (default: the fastest).
     """
-    path = resolve_path(path) if binary else None
+    path = resolve_path() if binary else None
     return _PointPool.apply(a, weight, scale, bn.weight, bn.bias, bn, binary, path)
 
 
