@@ -21,12 +21,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
+#include "../cpu_features.h"
 
 typedef Py_ssize_t ssize;
 
@@ -281,25 +276,6 @@ static AVX512_TARGET void scatter_avx512(const uint64_t *a, const uint64_t *w, c
 #endif
 
 /* ------------------------------------------------------------------ Python bindings */
-
-static int cpu_has_avx512(void) {
-#if HAVE_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vpopcntdq");
-#else
-    return 0;
-#endif
-}
-
-static int cpu_has_popcnt(void) {
-#if HAVE_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("popcnt");
-#else
-    return 0;
-#endif
-}
 
 static int check_path(int path) {
     if ((path == 2 && cpu_has_avx512()) || (path == 1 && cpu_has_popcnt()) || path == 0) return 1;

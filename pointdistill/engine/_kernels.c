@@ -19,12 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
+#include "../cpu_features.h"
 
 /* ---------------------------------------------------------------- scalar kernels */
 
@@ -233,16 +228,6 @@ static AVX512 uint64_t popcount_peak_avx512(Py_ssize_t iterations) {
     return (uint64_t)_mm512_reduce_add_epi64(s);
 }
 #endif
-
-static int cpu_has_avx512(void) {
-#if HAVE_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vpopcntdq");
-#else
-    return 0;
-#endif
-}
 
 /* ---------------------------------------------------------------- Python bindings */
 
