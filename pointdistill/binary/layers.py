@@ -31,11 +31,18 @@ class BinaryLinear(nn.Module):
             self.quantizer.initialize_scale(x.detach(), self.weight.detach())
             self.initialize_on_next_forward = False
 
-    def quantized_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(activation(x), weight(W)): the binary-valued operands, shaped like x and [out, in],
-        for a caller that forms the product itself (the fused point layer)."""
+    def quantized_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                          torch.Tensor | None]:
+        """For a caller that forms the product itself (the fused point layer): activation(x)
+        shaped like x, weight(W) [out, in], and their magnitudes, per sample [B] and per row
+        [out] (None: 1)."""
         self._initialize_if_asked(x)
-        return self.quantizer.activation(x), self.quantizer.weight(self.weight)
+        x_sign, x_scale = self.quantizer.activation_factors(x)
+        w_sign, w_scale = self.quantizer.weight_factors(self.weight)
+        x_q = x_sign if x_scale is None else x_sign * x_scale
+        w_q = w_sign if w_scale is None else w_sign * w_scale
+        return (x_q, w_q, None if x_scale is None else x_scale.reshape(-1),
+                None if w_scale is None else w_scale.reshape(-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._initialize_if_asked(x)

@@ -180,7 +180,7 @@ class _PointPool(torch.autograd.Function):
     """z_top[b, c] = max_n BN(scale * (a[b, :, n] . weight[c]))[b, c, n] for a training-mode BatchNorm."""
 
     @staticmethod
-    def forward(ctx, a, weight, scale, gamma, beta, bn, binary, path):
+    def forward(ctx, a, weight, scale, gamma, beta, bn, magnitudes, path):
         batch, k, points = a.shape
         m = batch * points
         s = float(scale) if scale is not None else 1.0
@@ -195,10 +195,11 @@ class _PointPool(torch.autograd.Function):
         r_var = ((w64 @ gram) * w64).sum(1).div(m).clamp_min(0)  # [C]
         mean, var = s * r_mean, s * s * r_var
         invstd = (var + bn.eps).rsqrt()
+        binary = magnitudes is not None
         if binary:
             bits = _SignBits(a, weight, path)
-            a_scale = a.detach().abs().amax(dim=(1, 2)).double()  # [B]: |a| is constant per cloud
-            w_scale = weight.detach().abs().amax(dim=1).double()  # [C]: |w| is constant per row
+            a_scale, w_scale = (torch.ones(n, dtype=torch.float64) if v is None else v.detach().double()
+                                for v, n in zip(magnitudes, (batch, weight.shape[0])))
             slope = g64[None, :] * s * a_scale[:, None] * w_scale[None, :]  # [B, C]
             p_min, p_max = bits.extremes()
             target = torch.where(slope > 0, p_min, p_max)
@@ -259,17 +260,19 @@ class _PointPool(torch.autograd.Function):
 
 
 def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
-               binary: bool) -> torch.Tensor:
+               magnitudes: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> torch.Tensor:
     """max over points of bn(scale * conv1x1(a, weight)) for a BatchNorm in training mode.
 
-    a: float32 [B, K, N], the layer input (for a binary layer: +-s_b, one magnitude per cloud);
-    weight: float32 [C, K] (binary: +-r_c, one magnitude per row); scale: a 0-d output scale
+    a: float32 [B, K, N], the layer input; weight: float32 [C, K]; scale: a 0-d output scale
     (LSR) or None; bn: BatchNorm1d(C), whose running statistics are updated as in its forward.
+    magnitudes: for a binary layer, (s [B] or None, r [C] or None) with a = +-s_b per cloud and
+    weight = +-r_c per row (None: 1), as BinaryLinear.quantized_operands gives them; None for a
+    float layer.
     Returns float32 [B, C]: the pooled BatchNorm output, before any offset or activation.
     A binary layer runs the popcount path of ``$POINTDISTILL_TRAIN_KERNEL`` (default: the fastest).
     """
-    path = resolve_path() if binary else None
-    return _PointPool.apply(a, weight, scale, bn.weight, bn.bias, bn, binary, path)
+    path = resolve_path() if magnitudes is not None else None
+    return _PointPool.apply(a, weight, scale, bn.weight, bn.bias, bn, magnitudes, path)
 
 
 def check_training_kernel(kernel: str) -> None:

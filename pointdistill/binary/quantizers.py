@@ -126,8 +126,7 @@ class Quantizer(nn.Module):
         return pattern if magnitude is None else pattern * magnitude
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
-        """Binary(-valued, maybe scaled) input, x [B, C] or [B, C, N]: +-s with one magnitude s
-        per sample (the fused point layer relies on it, as on one magnitude per weight row)."""
+        """Binary(-valued, maybe scaled) input, x [B, C] or [B, C, N]."""
         pattern, magnitude = self.activation_factors(x)
         return pattern if magnitude is None else pattern * magnitude
 

@@ -68,8 +68,8 @@ class BinaryPointNet(nn.Module):
         last, bn = self.trunk[-2:]
         x = self.trunk[:-2](self.stem(points.transpose(1, 2)))
         if fused_pooling_applies(self.training_kernel, x, bn):
-            a, wq = last.quantized_operands(x)
-            pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn, binary=True)
+            a, wq, a_scale, w_scale = last.quantized_operands(x)
+            pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn, magnitudes=(a_scale, w_scale))
                       + self.aggregate.offset(x.shape[2]))
         else:
             pooled = self.aggregate(bn(last(x)))

@@ -93,7 +93,7 @@ class PointNet(nn.Module):
         conv, bn, relu = self.trunk[-3:]
         x = self.trunk[:-3](x)
         if fused_pooling_applies(self.training_kernel, x, bn):
-            pooled = relu(point_pool(x, conv.weight.squeeze(-1), None, bn, binary=False))
+            pooled = relu(point_pool(x, conv.weight.squeeze(-1), None, bn))
         else:
             pooled = relu(bn(conv(x))).amax(dim=2)
         return ModelOutput(self.head(pooled), pooled)
