@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-demo: venv
+demo: venv clean-demo
 	$(BIN)/pointdistill make-dataset --out $(DEMO_DIR)/shapes --train-per-class 80
 	$(BIN)/pointdistill train-teacher --dataset $(DEMO_DIR)/shapes --num-points 512 \
 		--point-widths 64,64,64,128,256 --head-widths 128,64 --epochs 15 --out $(DEMO_DIR)/teacher.pt

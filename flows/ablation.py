@@ -8,7 +8,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer
+from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer, existing_mode
 from flows.runtime import dask_task_runner
 from pointdistill.ablation import AblationConfig, ablation_runs, write_ablation
 from pointdistill.distill import StudentJob, run_student_job
@@ -39,15 +39,19 @@ def ablation(
     aggregations: list[Aggregation] = ["max", "ema"],  # noqa: B006
     dask_address: str | None = None,
     workers: int = 2,
+    resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
     """Train every ablation student from the records at ``store`` (runs fanned out over Dask:
     ``dask_address``, else a LocalCluster of ``workers`` processes, 0 = in this process) and
-    write ablation.md / ablation.parquet / ablation.png under ``out``."""
+    write ablation.md / ablation.parquet / ablation.png under ``out``. ``resume`` continues
+    interrupted runs and keeps finished ones; ``overwrite`` replaces them."""
     config = AblationConfig(store=store, dataset=dataset, out=out, epochs=epochs, lr=lr, batch_size=batch_size,
                             seed=seed, device="cpu", kd_weight=kd_weight, temperature=temperature,
                             reg_weight=reg_weight, regularizer=regularizer, self_weight=self_weight,
-                            quantizers=tuple(quantizers), aggregations=tuple(aggregations))
+                            quantizers=tuple(quantizers), aggregations=tuple(aggregations),
+                            existing=existing_mode(resume, overwrite))
     runs = ablation_runs(config)
     get_run_logger().info("ablation: %d student runs from %s", len(runs), store)
     with dask_task_runner(dask_address, workers) as runner:

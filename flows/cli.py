@@ -31,7 +31,8 @@ def _train_teacher(args) -> None:
             dataset=args.dataset, out=args.out, num_points=args.num_points, point_widths=args.point_widths,
             head_widths=args.head_widths, input_transform=args.input_transform,
             feature_transform=args.feature_transform, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, seed=args.seed, device=args.device, kernel=args.kernel, progress=True)
+            lr=args.lr, seed=args.seed, device=args.device, kernel=args.kernel, resume=args.resume,
+            overwrite=args.overwrite, progress=True)
     print(f"teacher {args.out}: test overall accuracy {metrics['test_overall_accuracy']:.4f}, "
           f"mean-class accuracy {metrics['test_mean_class_accuracy']:.4f}")
 
@@ -62,8 +63,8 @@ def _train_student(args) -> None:
             kd_weight=args.kd_weight, temperature=args.temperature, reg_weight=args.reg_weight,
             regularizer=args.regularizer, self_weight=args.self_weight, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, device=args.device, seed=args.seed, kernel=args.kernel,
-            online_teacher=args.online_teacher,
-            use_completed_part=args.use_completed_part, progress=True)
+            online_teacher=args.online_teacher, use_completed_part=args.use_completed_part,
+            resume=args.resume, overwrite=args.overwrite, progress=True)
     sizes = summary["student_bytes"]
     teacher = summary["teacher_test_overall_accuracy"]
     best = summary["best_epoch_test_overall_accuracy (model selection on test, for comparison only)"]
@@ -86,7 +87,7 @@ def _ablation(args) -> None:
             batch_size=args.batch_size, seed=args.seed, kd_weight=args.kd_weight, temperature=args.temperature,
             reg_weight=args.reg_weight, regularizer=args.regularizer, self_weight=args.self_weight,
             quantizers=args.quantizers, aggregations=args.aggregations, dask_address=args.dask_address,
-            workers=args.workers, progress=True)
+            workers=args.workers, resume=args.resume, overwrite=args.overwrite, progress=True)
     print(result["markdown"])
     print(f"written: {', '.join(result['paths'].values())}")
 
@@ -206,6 +207,14 @@ def kernel_argument(p: argparse.ArgumentParser) -> None:
                         "reference: plain autograd, to re-check a result (CUDA always runs it)")
 
 
+def existing_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help=f"continue the interrupted run at --out from its last finished epoch (bit-identical "
+                            f"to an uninterrupted run on the CPU); a finished {what} is reported, not retrained")
+    group.add_argument("--overwrite", action="store_true", help=f"replace an existing {what} at --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pointdistill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     kernel_argument(p)
+    existing_arguments(p, "teacher")
     p.set_defaults(run=_train_teacher)
 
     p = commands.add_parser("record-teacher", help="record a teacher into a Zarr store (flow record-teacher)")
@@ -281,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     kernel_argument(p)
     p.add_argument("--online-teacher", default=None, help="baseline: run this teacher live instead of replaying")
     p.add_argument("--use-completed-part", action="store_true", help="train on an incomplete store's done chunks")
+    existing_arguments(p, "student run")
     p.set_defaults(run=_train_student)
 
     p = commands.add_parser("ablation", help="the paper's ablation grid from one store (flow ablation)")
@@ -296,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregations", type=lambda t: t.split(","), default=["max", "ema"])
     p.add_argument("--dask-address", default=None)
     p.add_argument("--workers", type=int, default=2, help="parallel runs on a local Dask cluster; 0 = in-process")
+    existing_arguments(p, "student run")
     p.set_defaults(run=_ablation)
 
     p = commands.add_parser("serve", help="serve the flows as deployments <flow>/local on the Prefect server "
@@ -354,11 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     from pointdistill.models import CheckpointError
     from pointdistill.records import RecordStoreError
     from pointdistill.engine import ExportError, ModelFileError
+    from pointdistill.run_directory import DiskFullError, RunDirectoryError
     from pointdistill.storage import StorageConfigError
+    from pointdistill.train import TrainingDiverged
 
     try:
         status = args.run(args)
-    except (DatasetError, CheckpointError, RecordStoreError, StorageConfigError, ExportError, ModelFileError) as error:
+    except (DatasetError, CheckpointError, RecordStoreError, StorageConfigError, ExportError, ModelFileError,
+            RunDirectoryError, DiskFullError, TrainingDiverged) as error:
         print(f"pointdistill: error: {error}", file=sys.stderr)
         return 2
     return status or 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer, TrainingKernel
+from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer, TrainingKernel, existing_mode
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.records import find_store
@@ -36,12 +36,16 @@ def train_student(
     kernel: TrainingKernel = "fast",
     online_teacher: str | None = None,
     use_completed_part: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
     """Train a binary PointNet from the records at ``store`` — or the newest complete store in the
     catalog of teacher ``teacher_sha`` on ``dataset_fingerprint`` (prefixes allowed) — never
     loading the teacher, unless ``online_teacher`` asks for the live-teacher baseline. Writes
-    checkpoint, metrics.parquet, curves.png and summary.json under ``out``; returns the summary."""
+    checkpoint, metrics.parquet, curves.png and summary.json under ``out``, together; returns the
+    summary. An existing ``out`` is refused unless ``resume`` (continue an interrupted run from
+    its last finished epoch) or ``overwrite``."""
     if store is None:
         if not (teacher_sha and dataset_fingerprint):
             raise ValueError("give a store URI, or teacher_sha and dataset_fingerprint to find one in the catalog")
@@ -56,6 +60,7 @@ def train_student(
         train=StudentTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed,
                                  kernel=kernel),
         online_teacher=online_teacher, use_completed_part=use_completed_part,
+        existing=existing_mode(resume, overwrite),
     )
     summary = run_student_job(job, progress=progress)
     get_run_logger().info("student %s: final test OA %.4f (teacher %.4f), %d -> %d bytes", out,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.parameters import Count, TrainingKernel
-from pointdistill.data import load_dataset
-from pointdistill.models import PointNetConfig, model_spec, save_checkpoint
-from pointdistill.train import TrainConfig, train_classifier
+from flows.parameters import Count, TrainingKernel, existing_mode
+from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
 
 
 @flow(name="train-teacher")
@@ -26,22 +24,23 @@ def train_teacher(
     seed: int = 0,
     device: str = "auto",
     kernel: TrainingKernel = "fast",
+    resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
     """Train a PointNet teacher on ``dataset``'s train split, evaluate on its test split
-    (overall and mean-class accuracy) and save the checkpoint at ``out``. Returns the metrics."""
-    train_set = load_dataset(dataset, "train", num_points)
-    test_set = load_dataset(dataset, "test", num_points)
-    spec = model_spec("pointnet", PointNetConfig(
-        num_classes=train_set.num_classes, point_widths=tuple(point_widths), head_widths=tuple(head_widths),
-        input_transform=input_transform, feature_transform=feature_transform))
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, kernel=kernel)
+    (overall and mean-class accuracy) and save the checkpoint at ``out``. Returns the metrics.
+    An existing ``out`` is refused unless ``resume`` (continue an interrupted run from its last
+    finished epoch) or ``overwrite``."""
+    job = TeacherJob(
+        dataset=dataset, out=out, num_points=num_points, point_widths=tuple(point_widths),
+        head_widths=tuple(head_widths), input_transform=input_transform, feature_transform=feature_transform,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, kernel=kernel),
+        existing=existing_mode(resume, overwrite))
     if kernel == "fast" and (input_transform or feature_transform):
         get_run_logger().info("kernel fast: the T-Nets take the reference (autograd) path; "
                               "the last point layer is fused")
-    checkpoint = train_classifier(spec, train_set, test_set, config, progress=progress)
-    save_checkpoint(out, checkpoint)
-    metrics = {k: v for k, v in checkpoint.metrics.items() if k != "history"}
+    metrics = {k: v for k, v in run_teacher_job(job, progress=progress).items() if k not in ("history", "settings")}
     get_run_logger().info("teacher saved to %s: test OA %.4f, mean-class %.4f", out,
                           metrics["test_overall_accuracy"], metrics["test_mean_class_accuracy"])
     create_table_artifact(key="teacher-accuracy", table=[{"checkpoint": out, "epochs": epochs, **metrics}])

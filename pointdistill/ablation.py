@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from pointdistill.distill import StudentJob, StudentTrainConfig
 from pointdistill.losses import POOLING_NORMS, LossConfig
+from pointdistill.run_directory import Existing
 
 LOSS_COLUMNS = ("original", "+KD", "+reg", "+KD+reg")
 # The paper's regulariser comparison pairs each quantizer with these aggregations.
@@ -39,6 +40,7 @@ class AblationConfig:
     self_weight: float = 0.1
     quantizers: tuple[str, ...] = ("bnn", "irnet", "xnor", "lsr")
     aggregations: tuple[str, ...] = ("max", "ema")
+    existing: Existing = "refuse"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def ablation_runs(config: AblationConfig) -> list[AblationRun]:
 
     def job(name: str, quantizer: str, aggregation: str, loss: LossConfig) -> StudentJob:
         return StudentJob(store=config.store, dataset=config.dataset, out=str(Path(config.out) / "runs" / name),
-                          quantizer=quantizer, aggregation=aggregation, loss=loss, train=train)
+                          quantizer=quantizer, aggregation=aggregation, loss=loss, train=train,
+                          existing=config.existing)
 
     runs = []
     for quantizer in config.quantizers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,8 +20,12 @@ from pointdistill.models import (
     BinaryPointNetConfig, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device,
 )
 from pointdistill.records import ReplayLoader, open_store
-from pointdistill.report import model_size_bytes, write_run
-from pointdistill.train import evaluate
+from pointdistill.report import model_size_bytes, run_files, write_run
+from pointdistill.run_directory import Existing, RunDirectory
+from pointdistill.train import (
+    check_finite, check_finite_loss, check_positive_finite, evaluate, restore_rng_states, resume_settings,
+    rng_states,
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,8 @@ class StudentTrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StudentTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"StudentTrainConfig.lr must be > 0, got {self.lr}")
+        check_positive_finite("StudentTrainConfig", lr=self.lr)
+        check_finite("StudentTrainConfig", weight_decay=self.weight_decay)
 
 
 @dataclass
@@ -75,12 +80,14 @@ class _SelfRecord:
 
 def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, loss: LossConfig,
                   config: StudentTrainConfig, online_teacher: torch.nn.Module | None = None,
-                  progress: bool = True) -> StudentRun:
+                  progress: bool = True, run_dir: RunDirectory | None = None) -> StudentRun:
     """Train the student described by ``spec`` on the records served by ``loader``.
 
     With ``online_teacher`` the teacher is run live on each rebuilt batch instead of using the
     recorded outputs (same inputs, same seeds): a baseline for checking and benchmarking.
     On CUDA: pinned host memory, non-blocking copies and bfloat16 autocast for the forward.
+    With ``run_dir``, the resume state is saved after every epoch and training continues from
+    ``run_dir.state`` when there is one: bit-identical to an uninterrupted run on the CPU.
     """
     if len(loader) == 0:
         raise ValueError(f"{loader.uri}: {loader.shapes.size} shapes make no full batch of {loader.batch_size}")
@@ -105,7 +112,18 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
     self_record = (_SelfRecord(layout.num_shapes, layout.augmentations, layout.num_classes, device)
                    if loss.self_weight > 0 else None)
     run = StudentRun(checkpoint=None)
-    for epoch in range(config.epochs):
+    state = run_dir.state if run_dir is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        restore_rng_states(state["rng"], device)
+        run.history, run.first_step_terms = list(state["history"]), dict(state["first_step_terms"])
+        if self_record is not None:
+            self_record.p.copy_(state["self_record_p"])
+            self_record.seen.copy_(state["self_record_seen"])
+    steps = len(loader)
+    for epoch in range(len(run.history), config.epochs):
         started = time.perf_counter()
         set_training_progress(model, epoch, config.epochs)
         model.train()
@@ -113,7 +131,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         correct = seen_samples = 0
         bar = tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
-        for batch in bar:
+        for step, batch in enumerate(bar):
             b = to_device(batch)
             if online_teacher is not None and loss.needs_teacher:
                 with torch.no_grad():
@@ -126,6 +144,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                 out = model(b["points"])
             targets = LossTargets(b["labels"], b["teacher_logits"], b["teacher_pooled"], previous_p, seen)
             total, terms = total_loss(loss, out.logits, out.pooled, targets)
+            check_finite_loss(total, epoch + 1, config.epochs, step + 1, steps, terms,
+                              run_dir.state_path if run_dir else None)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -146,6 +166,13 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                **{f"test_{k}": v for k, v in test.items()},
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         run.history.append(row)
+        if run_dir is not None:
+            saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "schedule": schedule.state_dict(), "rng": rng_states(device), "history": run.history,
+                     "first_step_terms": run.first_step_terms}
+            if self_record is not None:
+                saved.update(self_record_p=self_record.p.cpu(), self_record_seen=self_record.seen.cpu())
+            run_dir.save_state(saved)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {row['loss_total']:.4f}  train acc "
                        f"{row['train_accuracy']:.3f}  test OA {row['test_overall_accuracy']:.4f}  "
@@ -171,7 +198,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
 @dataclass(frozen=True)
 class StudentJob:
     """One student run: where the records and data are, the student, the loss and the schedule.
-    point_widths / head_widths default to the recorded teacher's."""
+    point_widths / head_widths default to the recorded teacher's. existing: what to do when
+    ``out`` (or an interrupted run of it) is already there: refuse, resume or overwrite."""
 
     store: str
     dataset: str
@@ -185,6 +213,7 @@ class StudentJob:
     online_teacher: str | None = None
     use_completed_part: bool = False
     storage_options: dict | None = None
+    existing: Existing = "refuse"
 
 
 def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
@@ -199,8 +228,9 @@ def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
 
 
 def run_student_job(job: StudentJob, progress: bool = True) -> dict:
-    """Train one student by replay and write its outputs under ``job.out``; returns the summary
-    (final-epoch test accuracy, best epoch beside it, teacher accuracy, model sizes, paths)."""
+    """Train one student by replay (resuming an interrupted run when asked) and commit its
+    outputs under ``job.out`` together; returns the summary (final-epoch test accuracy, best
+    epoch beside it, teacher accuracy, model sizes, paths)."""
     train_set = load_dataset(job.dataset, "train", _recorded_points(job))
     test_set = load_dataset(job.dataset, "test", train_set.num_points)
     loader = ReplayLoader(job.store, train_set, job.train.batch_size, seed=job.train.seed,
@@ -210,13 +240,29 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
     if job.loss.reg_weight > 0 and spec["point_widths"][-1] != loader.layout.pooled_dim:
         raise ValueError(f"the pooling regulariser needs the student's pooled width "
                          f"{spec['point_widths'][-1]} to equal the teacher's {loader.layout.pooled_dim}")
-    online = load_checkpoint(job.online_teacher).build_model() if job.online_teacher else None
-    run = train_student(spec, loader, test_set, job.loss, job.train, online_teacher=online, progress=progress)
+    settings = resume_settings(job, train_set.fingerprint())
+    settings.pop("storage_options")  # credentials are not settings, and never written
+    settings["teacher_sha256"] = loader.attrs["teacher"]["weights_sha256"]
+    with RunDirectory(job.out, job.existing, settings) as run_dir:
+        if run_dir.finished:
+            summary = json.loads((run_dir.out / "summary.json").read_text())
+            run_dir.check_finished(summary.get("settings", {}))
+            return summary
+        online = load_checkpoint(job.online_teacher).build_model() if job.online_teacher else None
+        run = train_student(spec, loader, test_set, job.loss, job.train, online_teacher=online,
+                            progress=progress, run_dir=run_dir)
+        summary = {**_summary(job, spec, teacher_spec, loader, run), "settings": settings,
+                   "outputs": {kind: str(run_dir.out / file) for kind, file in run_files("student").items()}}
+        write_run(run_dir.result, run.checkpoint, run.history, summary, name="student")
+        run_dir.commit()
+    return summary
+
+
+def _summary(job: StudentJob, spec: dict, teacher_spec: dict, loader: ReplayLoader, run: StudentRun) -> dict:
     student = create_model(spec)
     student.load_state_dict(run.checkpoint.state_dict)
-    teacher_sizes = model_size_bytes(create_model(teacher_spec))
     metrics = run.checkpoint.metrics
-    summary = {
+    return {
         "student": {k: spec[k] for k in ("quantizer", "aggregation", "point_widths", "head_widths")},
         "loss": dataclasses.asdict(job.loss), "epochs": job.train.epochs, "seed": job.train.seed,
         "final_test_overall_accuracy": metrics["test_overall_accuracy"],
@@ -225,12 +271,11 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
         "best_epoch_test_overall_accuracy (model selection on test, for comparison only)":
             metrics["best_epoch_test_overall_accuracy"],
         "teacher_test_overall_accuracy": loader.attrs["teacher"]["metrics"].get("test_overall_accuracy"),
-        "student_bytes": model_size_bytes(student), "teacher_float_bytes": teacher_sizes["float_bytes"],
+        "student_bytes": model_size_bytes(student),
+        "teacher_float_bytes": model_size_bytes(create_model(teacher_spec))["float_bytes"],
         "records": metrics["records"], "online_teacher": job.online_teacher,
         "first_step_terms": run.first_step_terms,
     }
-    summary["outputs"] = write_run(job.out, run.checkpoint, run.history, summary, name="student")
-    return summary
 
 
 def _recorded_points(job: StudentJob) -> int:

@@ -47,14 +47,18 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_run(out_dir: str | Path, checkpoint, history: list[dict], summary: dict, name: str) -> dict[str, str]:
+def run_files(name: str) -> dict[str, str]:
+    """The file names of a run directory, by kind."""
+    return {"checkpoint": f"{name}.pt", "metrics": "metrics.parquet", "curves": "curves.png",
+            "summary": "summary.json"}
+
+
+def write_run(out_dir: str | Path, checkpoint, history: list[dict], summary: dict, name: str) -> None:
     """Write ``{name}.pt``, ``metrics.parquet``, ``curves.png`` and ``summary.json`` under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"checkpoint": out / f"{name}.pt", "metrics": out / "metrics.parquet",
-             "curves": out / "curves.png", "summary": out / "summary.json"}
+    paths = {kind: out / file for kind, file in run_files(name).items()}
     save_checkpoint(paths["checkpoint"], checkpoint)
     pq.write_table(pa.Table.from_pylist(history), paths["metrics"])
     plot_curves(history, paths["curves"], title=name)
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
-    return {k: str(v) for k, v in paths.items()}

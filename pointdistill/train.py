@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,8 +14,16 @@ from tqdm.auto import tqdm
 
 from pointdistill.augment import AugmentPolicy, apply, augmentation_params
 from pointdistill.binary.point_pool import check_training_kernel
-from pointdistill.data import PointCloudSet
-from pointdistill.models import Checkpoint, batched_forward, create_model, resolve_device
+from pointdistill.data import PointCloudSet, load_dataset
+from pointdistill.models import (
+    Checkpoint, PointNetConfig, batched_forward, create_model, load_checkpoint, model_spec, resolve_device,
+    save_checkpoint,
+)
+from pointdistill.run_directory import Existing, RunDirectory
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good resume state is kept."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,57 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        check_positive_finite("TrainConfig", lr=self.lr)
+        check_finite("TrainConfig", weight_decay=self.weight_decay)
+
+
+def check_finite(owner: str, **values: float) -> None:
+    """Refuse NaN and infinite settings by name (``owner.name``)."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{owner}.{name} must be a finite number, got {value}")
+
+
+def check_positive_finite(owner: str, **values: float) -> None:
+    check_finite(owner, **values)
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{owner}.{name} must be > 0, got {value}")
+
+
+def check_finite_loss(loss: torch.Tensor, epoch: int, epochs: int, step: int, steps: int,
+                      terms: dict[str, float], state_path=None) -> None:
+    """Stop with TrainingDiverged naming epoch and step (1-based) when ``loss`` is not finite."""
+    if bool(torch.isfinite(loss)):
+        return
+    kept = (f"; the resume state after epoch {epoch - 1} is kept at {state_path}" if state_path and epoch > 1
+            else "")
+    detail = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
+    raise TrainingDiverged(f"epoch {epoch}/{epochs}, step {step}/{steps}: the loss is {float(loss.detach())}"
+                           f"{' (' + detail + ')' if detail else ''}; training stopped{kept}. Lower the "
+                           f"learning rate or the loss weights")
+
+
+def rng_states(device: torch.device) -> dict:
+    """The global RNG states a training step draws from (dropout), for resuming exactly, and the
+    torch thread count (CPU float reductions, so the exact bits, depend on it)."""
+    states = {"torch": torch.get_rng_state(), "threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(states: dict, device: torch.device) -> None:
+    """Restore ``rng_states``; warn when the run continues with another thread count or device
+    (it continues correctly, but not bit-identical to an uninterrupted run)."""
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    now = {"threads": torch.get_num_threads(), "device": str(device)}
+    changed = [f"{k} {states.get(k)} -> {v}" for k, v in now.items() if states.get(k) != v]
+    if changed:
+        warnings.warn(f"resuming with {', '.join(changed)}: the run continues, but its bits will differ "
+                      f"from an uninterrupted run's", stacklevel=2)
 
 
 def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -55,9 +115,11 @@ def evaluate(model: torch.nn.Module, dataset: PointCloudSet, batch_size: int = 2
 
 
 def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudSet,
-                     config: TrainConfig, progress: bool = True) -> Checkpoint:
+                     config: TrainConfig, progress: bool = True, run: RunDirectory | None = None) -> Checkpoint:
     """Train the model described by ``spec`` on ``train_set``; return its checkpoint with
-    per-epoch history and final test accuracy in ``metrics``."""
+    per-epoch history and final test accuracy in ``metrics``. With ``run``, the resume state
+    is saved after every epoch and training continues from ``run.state`` when there is one:
+    the result is bit-identical to an uninterrupted run on the CPU."""
     if list(test_set.class_names) != list(train_set.class_names):
         raise ValueError(f"test split {test_set.source} has other class names than {train_set.source}")
     device = resolve_device(config.device)
@@ -71,7 +133,14 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
     labels = torch.from_numpy(train_set.labels)
     order_rng = torch.Generator().manual_seed(config.seed)
     history = []
-    for epoch in range(config.epochs):
+    if run is not None and run.state is not None:
+        model.load_state_dict(run.state["model"])
+        optimizer.load_state_dict(run.state["optimizer"])
+        schedule.load_state_dict(run.state["schedule"])
+        order_rng.set_state(run.state["order_rng"])
+        restore_rng_states(run.state["rng"], device)
+        history = list(run.state["history"])
+    for epoch in range(len(history), config.epochs):
         model.train()
         order = torch.randperm(len(train_set), generator=order_rng)
         # One augmentation per shape per epoch, drawn by the same counter-based generator as records.
@@ -88,6 +157,8 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
             target = labels[index].to(device)
             logits = model(batch).logits
             loss = F.cross_entropy(logits, target)
+            check_finite_loss(loss, epoch + 1, config.epochs, step + 1, steps_per_epoch, {},
+                              run.state_path if run else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -98,6 +169,10 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         test = evaluate(model, test_set, config.eval_batch_size, device)
         history.append({"epoch": epoch + 1, "train_loss": total_loss / len(train_set),
                         "train_accuracy": total_correct / len(train_set), **{f"test_{k}": v for k, v in test.items()}})
+        if run is not None:
+            run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "order_rng": order_rng.get_state(),
+                            "rng": rng_states(device), "history": history})
         if progress:
             last = history[-1]
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {last['train_loss']:.4f}  "
@@ -110,3 +185,50 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         dataset={"name": train_set.name, "fingerprint": train_set.fingerprint(), "num_points": train_set.num_points},
         metrics={"history": history, **{k: v for k, v in history[-1].items() if k.startswith("test_")}},
     )
+
+
+@dataclass(frozen=True)
+class TeacherJob:
+    """One teacher run: the dataset directory, the checkpoint to write, the PointNet and the schedule.
+    existing: what to do when ``out`` (or an interrupted run of it) is already there."""
+
+    dataset: str
+    out: str
+    num_points: int = 1024
+    point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
+    head_widths: tuple[int, ...] = (512, 256)
+    input_transform: bool = False
+    feature_transform: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    existing: Existing = "refuse"
+
+
+def run_teacher_job(job: TeacherJob, progress: bool = True) -> dict:
+    """Train the teacher (resuming an interrupted run when asked) and commit its checkpoint at
+    ``job.out``; returns the final metrics (test accuracies and the per-epoch history)."""
+    train_set = load_dataset(job.dataset, "train", job.num_points)
+    test_set = load_dataset(job.dataset, "test", job.num_points)
+    spec = model_spec("pointnet", PointNetConfig(
+        num_classes=train_set.num_classes, point_widths=tuple(job.point_widths), head_widths=tuple(job.head_widths),
+        input_transform=job.input_transform, feature_transform=job.feature_transform))
+    with RunDirectory(job.out, job.existing, resume_settings(job, train_set.fingerprint())) as run:
+        if run.finished:
+            metrics = load_checkpoint(job.out).metrics
+            run.check_finished(metrics.get("settings", {}))
+            return metrics
+        checkpoint = train_classifier(spec, train_set, test_set, job.train, progress=progress, run=run)
+        checkpoint.metrics["settings"] = run.settings
+        save_checkpoint(run.result, checkpoint)
+        run.commit()
+    return checkpoint.metrics
+
+
+def resume_settings(job, dataset_fingerprint: str) -> dict:
+    """What must not change between a run and its resumption: the job without its output, its
+    ``existing`` mode and its device (a run may continue on another device), plus the data."""
+    settings = dataclasses.asdict(job)
+    for name in ("out", "existing"):
+        settings.pop(name)
+    settings["train"].pop("device")
+    settings["dataset_fingerprint"] = dataset_fingerprint
+    return settings

@@ -7,7 +7,6 @@ reads them: no pickled code ever runs.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from pointdistill.models.registry import create_model
+from pointdistill.run_directory import torch_bytes, write_bytes_atomically
 from pointdistill.storage import open_file
 
 CHECKPOINT_FORMAT = "pointdistill.checkpoint"
@@ -57,7 +57,8 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
-    """Write atomically: a partial file never stands at ``path``."""
+    """Write atomically: a partial file never stands at ``path``; a full disk raises
+    DiskFullError and leaves no partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -69,9 +70,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         "dataset": checkpoint.dataset,
         "metrics": checkpoint.metrics,
     }
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    write_bytes_atomically(path, torch_bytes(payload))
 
 
 def load_checkpoint(path: str) -> Checkpoint:

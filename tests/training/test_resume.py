@@ -1,0 +1,246 @@
+"""Runs that survive: a killed, diverged or out-of-space training run resumes to the same
+bits as an uninterrupted one; outputs are never mixed or silently replaced."""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import pointdistill.distill
+import pointdistill.run_directory
+from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
+from pointdistill.losses import LossConfig
+from pointdistill.models import load_checkpoint
+from pointdistill.run_directory import DiskFullError, RunDirectory, RunDirectoryError
+from pointdistill.train import TeacherJob, TrainConfig, TrainingDiverged, run_teacher_job
+
+REPO = Path(__file__).resolve().parents[2]
+KD_REG_SELF = LossConfig(kd_weight=0.5, reg_weight=0.01, self_weight=0.1)
+
+
+def student_job(store, dataset, out, **changes):
+    job = StudentJob(store=store, dataset=dataset, out=str(out), quantizer="lsr", aggregation="ema",
+                     loss=KD_REG_SELF, train=StudentTrainConfig(epochs=3, batch_size=16, device="cpu", seed=3))
+    return replace(job, **changes)
+
+
+def teacher_job(dataset, out, **changes):
+    job = TeacherJob(dataset=dataset, out=str(out), num_points=128, point_widths=(16, 16, 32, 32, 64),
+                     head_widths=(32, 16), feature_transform=True,
+                     train=TrainConfig(epochs=3, batch_size=16, device="cpu", seed=1))
+    return replace(job, **changes)
+
+
+def same_threads_env() -> dict:
+    """The environment for a child run with this process's torch thread count: float reductions
+    (and so the bits) depend on it, and a Dask LocalCluster started by an earlier test leaves
+    OMP_NUM_THREADS=1 (and MKL_, OPENBLAS_) in os.environ."""
+    threads = str(torch.get_num_threads())
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+
+
+def assert_same_student(a: Path, b: Path):
+    """Bit-identical weights and metrics (all but wall-clock seconds)."""
+    wa, wb = load_checkpoint(a / "student.pt").state_dict, load_checkpoint(b / "student.pt").state_dict
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    ha, hb = (pq.read_table(p / "metrics.parquet").to_pylist() for p in (a, b))
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in ha] == \
+           [{k: v for k, v in r.items() if k != "seconds"} for r in hb]
+    sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    assert {k: v for k, v in sa.items() if k != "outputs"} == {k: v for k, v in sb.items() if k != "outputs"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(recorded_store, shapes_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "student"
+    run_student_job(student_job(recorded_store, shapes_dir, out), progress=False)
+    return out
+
+
+KILL_SCRIPT = """
+import sys
+from dataclasses import replace
+sys.path.insert(0, {tests!r})
+from test_resume import student_job
+from pointdistill.distill import run_student_job
+run_student_job(replace(student_job({store!r}, {dataset!r}, {out!r}, existing={existing!r}),
+                        train=replace(student_job('', '', '').train, epochs={epochs})), progress=False)
+"""
+
+
+def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(recorded_store, shapes_dir, tmp_path):
+    epochs = 6
+    reference = tmp_path / "reference"
+    run_student_job(replace(student_job(recorded_store, shapes_dir, reference),
+                            train=replace(student_job("", "", "").train, epochs=epochs)), progress=False)
+    out = tmp_path / "killed"
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), store=recorded_store, dataset=shapes_dir,
+                                out=str(out), existing="refuse", epochs=epochs)
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=same_threads_env())
+    state = Path(f"{out}.incomplete") / "state.pt"
+    while not state.exists() and child.poll() is None:
+        time.sleep(0.01)
+    delay = random.uniform(0.0, 1.0)  # past the first epoch: anywhere in the rest of the run
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    finished = (out / "student.pt").exists()
+    print(f"killed {delay:.2f} s after the first checkpoint; finished before the kill: {finished}")
+    with pytest.raises(RunDirectoryError, match="--resume"):  # never silently restarted or replaced
+        run_student_job(replace(student_job(recorded_store, shapes_dir, out),
+                                train=replace(student_job("", "", "").train, epochs=epochs)), progress=False)
+    run_student_job(replace(student_job(recorded_store, shapes_dir, out, existing="resume"),
+                            train=replace(student_job("", "", "").train, epochs=epochs)), progress=False)
+    assert_same_student(reference, out)
+    assert not Path(f"{out}.incomplete").exists()
+
+
+def test_a_diverged_run_keeps_its_last_good_epoch_and_resumes_bit_identical(
+        recorded_store, shapes_dir, uninterrupted, tmp_path, monkeypatch):
+    real_total_loss = pointdistill.distill.total_loss
+    calls = []
+
+    def nan_at_epoch_2_step_2(*args):
+        calls.append(1)
+        total, terms = real_total_loss(*args)
+        return (total * float("nan") if len(calls) == 6 else total), terms  # 4 steps per epoch
+
+    monkeypatch.setattr(pointdistill.distill, "total_loss", nan_at_epoch_2_step_2)
+    out = tmp_path / "student"
+    with pytest.raises(TrainingDiverged, match=r"epoch 2/3, step 2/4: the loss is nan .*state after epoch 1"):
+        run_student_job(student_job(recorded_store, shapes_dir, out), progress=False)
+    assert not out.exists()
+    monkeypatch.setattr(pointdistill.distill, "total_loss", real_total_loss)
+    run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume"), progress=False)
+    assert_same_student(uninterrupted, out)
+
+
+def test_resuming_with_other_settings_is_refused_naming_the_fields(recorded_store, shapes_dir, tmp_path):
+    out = tmp_path / "student"
+    one_epoch = student_job(recorded_store, shapes_dir, out, existing="resume")
+    with RunDirectory(out, "refuse", {"placeholder": 1}) as run:  # an interrupted run's state ...
+        run.save_state({})
+    with pytest.raises(RunDirectoryError, match=r"settings differ .*placeholder: 1 in the interrupted run"):
+        run_student_job(one_epoch, progress=False)
+    run_student_job(replace(one_epoch, existing="overwrite"), progress=False)
+    changed = replace(one_epoch, loss=LossConfig(kd_weight=0.9), train=replace(one_epoch.train, lr=0.01))
+    with pytest.raises(RunDirectoryError, match=r"loss.kd_weight: 0.5 in that run, 0.9 now.*train.lr: 0.001"):
+        run_student_job(changed, progress=False)  # a finished run is not reported as another's
+
+
+def test_an_existing_output_is_never_silently_replaced(recorded_store, shapes_dir, tmp_path):
+    out = tmp_path / "student"
+    job = student_job(recorded_store, shapes_dir, out, train=replace(student_job("", "", "").train, epochs=1))
+    first = run_student_job(job, progress=False)
+    before = (out / "student.pt").read_bytes()
+    with pytest.raises(RunDirectoryError, match="already exists.*--overwrite"):
+        run_student_job(replace(job, train=replace(job.train, seed=4)), progress=False)
+    assert (out / "student.pt").read_bytes() == before
+    assert not Path(f"{out}.incomplete").exists()  # a refused run leaves nothing behind
+    assert run_student_job(replace(job, existing="resume"), progress=False) == first  # finished: reported
+    second = run_student_job(replace(job, train=replace(job.train, seed=4), existing="overwrite"), progress=False)
+    assert (out / "student.pt").read_bytes() != before
+    assert json.loads((out / "summary.json").read_text())["seed"] == second["seed"] == 4
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "metrics.parquet", "student.pt", "summary.json"]
+
+
+def test_one_run_at_a_time_per_output_and_a_dead_holder_never_blocks(tmp_path):
+    out = tmp_path / "run"
+    with RunDirectory(out, "refuse", {}) as first:
+        first.save_state({"epoch": 1})
+        with pytest.raises(RunDirectoryError, match=rf"another run \(pid {os.getpid()}\) is writing it now"):
+            RunDirectory(out, "resume", {}).__enter__()
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from pointdistill.run_directory import RunDirectory
+run = RunDirectory({str(out)!r}, "resume", {{}}).__enter__()
+print("locked", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunDirectoryError, match=rf"pid {holder.pid}"):
+        RunDirectory(out, "resume", {}).__enter__()
+    holder.kill()
+    holder.wait()
+    with RunDirectory(out, "resume", {}) as run:  # the kernel dropped the killed holder's lock
+        assert run.state["epoch"] == 1
+
+
+def test_a_full_disk_while_saving_names_the_file_and_keeps_the_last_good_state(
+        recorded_store, shapes_dir, uninterrupted, tmp_path, monkeypatch):
+    real_open = open
+    saves = []
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data):
+            self.file.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    def open_filling_the_disk_on_the_second_state(path, mode="r", *args, **kwargs):
+        file = real_open(path, mode, *args, **kwargs)
+        if "state.pt" in str(path):
+            saves.append(path)
+            if len(saves) == 2:
+                return FullDisk(file)
+        return file
+
+    monkeypatch.setattr(pointdistill.run_directory, "open", open_filling_the_disk_on_the_second_state, raising=False)
+    out = tmp_path / "student"
+    with pytest.raises(DiskFullError, match=r"disk full while writing .*student.incomplete/state.pt"):
+        run_student_job(student_job(recorded_store, shapes_dir, out), progress=False)
+    work = Path(f"{out}.incomplete")
+    assert sorted(p.name for p in work.iterdir()) == ["lock", "state.pt"]  # no partial file left
+    monkeypatch.undo()
+    run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume"), progress=False)
+    assert_same_student(uninterrupted, out)
+
+
+def test_a_killed_teacher_run_resumes_bit_identical(shapes_dir, tmp_path):
+    reference = tmp_path / "reference.pt"
+    run_teacher_job(teacher_job(shapes_dir, reference), progress=False)
+    out = tmp_path / "teacher.pt"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_resume import teacher_job
+from pointdistill.run_directory import RunDirectory
+import pointdistill.train as train
+save_state = RunDirectory.save_state
+def save_then_die(self, state):
+    save_state(self, state)
+    if len(state["history"]) == 2:
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+RunDirectory.save_state = save_then_die
+train.run_teacher_job(teacher_job({shapes_dir!r}, {str(out)!r}), progress=False)
+"""], cwd=REPO, env=same_threads_env())
+    assert child.wait() == -signal.SIGKILL
+    assert not out.exists()
+    metrics = run_teacher_job(teacher_job(shapes_dir, out, existing="resume"), progress=False)
+    a, b = load_checkpoint(reference), load_checkpoint(out)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert a.metrics == b.metrics == metrics
