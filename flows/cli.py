@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 
@@ -360,8 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    """SIGTERM stops a command like Ctrl-C does: cleanly, through the same ``finally`` blocks."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from flows.runtime import ServerGone
     from pointdistill.data import DatasetError
     from pointdistill.models import CheckpointError
     from pointdistill.records import RecordStoreError
@@ -370,12 +377,18 @@ def main(argv: list[str] | None = None) -> int:
     from pointdistill.storage import StorageConfigError
     from pointdistill.train import TrainingDiverged
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         status = args.run(args)
     except (DatasetError, CheckpointError, RecordStoreError, StorageConfigError, ExportError, ModelFileError,
-            RunDirectoryError, DiskFullError, TrainingDiverged) as error:
+            RunDirectoryError, DiskFullError, TrainingDiverged, ServerGone) as error:
         print(f"pointdistill: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        name = str(interrupt) or "SIGINT"
+        print(f"pointdistill: stopped by {name}. Training runs continue from their last finished epoch "
+              f"with --resume; record-teacher continues its store when run again", file=sys.stderr)
+        return 128 + signal.Signals[name].value
     return status or 0
 
 

@@ -4,11 +4,58 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner, TaskRunner
 from prefect_dask import DaskTaskRunner
+
+
+class ServerGone(RuntimeError):
+    """The temporary Prefect server exited while a command was using it."""
+
+
+def _embedded_server_class():
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class EmbeddedServer(SubprocessASGIServer):
+        """Prefect's temporary server, started so that it outlives nothing: in its own session
+        (a terminal's Ctrl-C reaches the command, which then stops the server after reporting
+        to it) and through ``flows.die_with_parent`` (gone when this process dies, kill -9
+        included)."""
+
+        _instances: dict = {}  # not shared with SubprocessASGIServer's own singletons
+
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            import prefect
+            from prefect.settings import get_current_settings
+
+            return subprocess.Popen(
+                [sys.executable, "-m", "flows.die_with_parent", str(os.getpid()),
+                 "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"],
+                env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                     "PREFECT__SERVER_FINAL": "1",
+                     **get_current_settings().to_environment_variables(exclude_unset=True)},
+                start_new_session=True)
+
+    return EmbeddedServer
+
+
+def _watch(server, stopped: threading.Event, gone: list) -> None:
+    """Interrupt the main thread when the server process exits before ``stopped`` is set, so a
+    command never waits on a server that is gone."""
+    while not stopped.wait(0.5):
+        process = server.server_process
+        if process is not None and process.poll() is not None:
+            gone.append(process.returncode)
+            os.kill(os.getpid(), signal.SIGINT)  # wakes a main thread blocked in a call, unlike interrupt_main
+            return
 
 
 @contextlib.contextmanager
@@ -16,7 +63,8 @@ def embedded_api() -> Iterator[str]:
     """Use the configured Prefect API, or start ONE temporary local server for this process.
 
     The URL is exported to the environment, so Dask worker processes started inside the block
-    report to the same server instead of each starting their own (about 10 s apiece).
+    report to the same server instead of each starting their own (about 10 s apiece). If that
+    server exits early, the block is interrupted with ServerGone.
     """
     configured = PREFECT_API_URL.value()
     if configured:
@@ -24,20 +72,31 @@ def embedded_api() -> Iterator[str]:
         return
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.server.api.server import SubprocessASGIServer
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    server = SubprocessASGIServer()
+    server = _embedded_server_class()()
     server.start()
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
+    stopped, gone = threading.Event(), []
+    threading.Thread(target=_watch, args=(server, stopped, gone), daemon=True).start()
+    completed = False
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        # Few client retries: the server is local, and a command must not wait minutes on one that is gone.
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_CLIENT_MAX_RETRIES: 1}):
             yield server.api_url
+        completed = True
+    except BaseException:
+        if gone:  # whatever the interrupted flow engine raised while reporting to it
+            raise ServerGone(f"the temporary Prefect server exited (code {gone[0]}) during the run; "
+                             f"training runs continue from their last finished epoch with --resume") from None
+        raise
     finally:
-        # Deliver queued logs and events while the server still listens.
-        APILogWorker.drain_all(timeout=10)
-        EventsWorker.drain_all(timeout=10)
+        stopped.set()
+        # Deliver queued logs and events while the server still listens (briefly when interrupted).
+        if not gone:
+            APILogWorker.drain_all(timeout=10 if completed else 2)
+            EventsWorker.drain_all(timeout=10 if completed else 2)
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:

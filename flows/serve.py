@@ -36,4 +36,5 @@ def serve_deployments(name: str = DEPLOYMENT_NAME, limit: int | None = None) -> 
         raise NoPrefectServer(
             "no Prefect server configured: start one (`prefect server start`) and set PREFECT_API_URL "
             "(e.g. `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`), then serve again")
-    serve(*deployments(name), limit=limit)
+    # No schedules to pause on shutdown; pausing would wait on a server that may be gone.
+    serve(*deployments(name), limit=limit, pause_on_shutdown=False)

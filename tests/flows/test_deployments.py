@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -49,10 +50,17 @@ def stop(process: subprocess.Popen) -> None:
             continue
 
 
+@dataclass
+class Served:
+    env: dict  # the environment that reaches the server
+    server: subprocess.Popen
+    serve: subprocess.Popen
+
+
 @pytest.fixture()
 def served(tmp_path):
     """A Prefect server on a free loopback port (temporary PREFECT_HOME, SQLite) and
-    `pointdistill serve` against it; yields the environment that reaches them."""
+    `pointdistill serve` against it."""
     port = free_port()
     env = {
         **os.environ,
@@ -84,7 +92,7 @@ def served(tmp_path):
                                  cwd=Path(__file__).resolve().parents[2])
         started.append(serve)
         wait_for(lambda: "being served" in serve_log.read_text(), 180, "pointdistill serve", [serve])
-        yield env
+        yield Served(env, server, serve)
     finally:
         for process in reversed(started):
             stop(process)
@@ -104,22 +112,30 @@ def deployment_run(env, deployment: str, watch: bool = True, **params) -> subpro
 
 def test_deployments_record_then_train_a_student(served, teacher_path, shapes_dir, tmp_path):
     store, student = str(tmp_path / "records.zarr"), str(tmp_path / "student")
+    env = served.env
 
-    rejected = deployment_run(served, "record-teacher/local", watch=False, teacher=teacher_path,
+    rejected = deployment_run(env, "record-teacher/local", watch=False, teacher=teacher_path,
                               dataset=shapes_dir, store=store, augmentations="many")
     assert rejected.returncode != 0 and "augmentations" in rejected.stdout + rejected.stderr
 
-    recorded = deployment_run(served, "record-teacher/local", teacher=teacher_path, dataset=shapes_dir,
+    recorded = deployment_run(env, "record-teacher/local", teacher=teacher_path, dataset=shapes_dir,
                               store=store, augmentations=2, chunk_shapes=24)
     assert recorded.returncode == 0 and "Completed" in recorded.stdout, recorded.stdout[-3000:]
     group = open_store(store)
     assert group.attrs["status"] == "complete" and group["done"][:].all()
     assert list((tmp_path / "catalog").glob("*.parquet")), "record-teacher did not catalogue the store"
 
-    trained = deployment_run(served, "train-student/local", store=store, dataset=shapes_dir, out=student,
+    trained = deployment_run(env, "train-student/local", store=store, dataset=shapes_dir, out=student,
                              epochs=1, kd_weight=0.5, reg_weight=0.01, device="cpu")
     assert trained.returncode == 0 and "Completed" in trained.stdout, trained.stdout[-3000:]
     assert (Path(student) / "student.pt").is_file() and (Path(student) / "metrics.parquet").is_file()
+
+    os.killpg(served.server.pid, signal.SIGKILL)  # the server goes away; serve still stops at once
+    served.server.wait()
+    started = time.monotonic()
+    os.killpg(served.serve.pid, signal.SIGINT)
+    assert served.serve.wait(timeout=60) == 0
+    assert time.monotonic() - started < 15
 
 
 def test_serve_without_a_server_says_how_to_start_one(tmp_path):
