@@ -40,7 +40,7 @@ def register_store(store_uri: str, catalog: str | None = None, storage_options: 
     """Add (or refresh) the catalog row of the store at ``store_uri``; returns the row."""
     group = open_store(store_uri, storage_options)
     attrs = group.attrs.asdict()
-    layout = layout_of(group)
+    layout = layout_of(group, store_uri)
     row = {
         "store_uri": store_uri, "status": attrs["status"], "format_version": attrs["format_version"],
         "teacher_model": attrs["teacher"]["model"]["name"], "teacher_sha256": attrs["teacher"]["weights_sha256"],

@@ -8,8 +8,20 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pointdistill.records.schema import layout_of, open_store
+from pointdistill.records.schema import check_chunks_present, layout_of, open_store, read_block
 from pointdistill.records.summary import stored_bytes
+
+
+def _done_chunks(group, uri: str, layout, done: np.ndarray, name: str) -> da.Array:
+    """The done chunks of one array, concatenated lazily; each is read (and checked: checksum,
+    finiteness) by read_block, so damage is named by array, chunk and shapes."""
+    shape, _, dtype = layout.array_specs()[name]
+    blocks = []
+    for chunk in done:
+        start, stop = layout.chunk_range(int(chunk))
+        read = dask.delayed(read_block)(group, uri, name, layout, int(chunk))
+        blocks.append(da.from_delayed(read, shape=(stop - start, *shape[1:]), dtype=dtype))
+    return da.concatenate(blocks) if blocks else da.zeros((0, *shape[1:]), dtype=dtype)
 
 
 def _array_sizes(group) -> dict[str, dict]:
@@ -33,14 +45,15 @@ def inspect_store(uri: str, storage_options: dict | None = None) -> dict:
     augmentations all get the same argmax); all in [0, 1], NaN for a store with no done chunk.
     """
     group = open_store(uri, storage_options)
-    layout = layout_of(group)
-    done_shapes = np.repeat(group["done"][:].astype(bool), layout.chunk_shapes)[: layout.num_shapes]
-    logits = da.from_zarr(group["logits"])[done_shapes]  # [n, A, C], read lazily
-    labels = da.from_zarr(group["labels"])[done_shapes]  # [n]
+    layout = layout_of(group, uri)
+    done = np.flatnonzero(group["done"][:])
+    check_chunks_present(group, uri, layout, done)
+    logits = _done_chunks(group, uri, layout, done, "logits")  # [n, A, C], read lazily
+    labels = _done_chunks(group, uri, layout, done, "labels")  # [n]
     predicted = logits.argmax(axis=2)  # [n, A]
     votes = (predicted[:, :, None] == da.arange(layout.num_classes)[None, None, :]).sum(axis=1)  # [n, C]
     majority = votes.max(axis=1)  # [n]: records of each shape agreeing with its most frequent class
-    shapes = int(done_shapes.sum())
+    shapes = int(labels.shape[0])
     records = shapes * layout.augmentations
     correct, agreeing, unanimous = dask.compute(
         (predicted == labels[:, None]).sum(), majority.sum(), (majority == layout.augmentations).sum(),

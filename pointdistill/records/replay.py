@@ -19,7 +19,11 @@ import torch
 
 from pointdistill.augment import apply
 from pointdistill.data import PointCloudSet
-from pointdistill.records.schema import RecordStoreError, StoreLayout, layout_of, open_store
+from pointdistill.records.schema import (
+    RecordStoreError, StoreLayout, check_chunks_present, layout_of, open_store, read_block,
+)
+
+REPLAYED_ARRAYS = ("params", "logits", "pooled")
 
 
 @dataclass
@@ -73,7 +77,7 @@ class ReplayLoader:
         self.group = open_store(store, storage_options)
         self.attrs = self.group.attrs.asdict()
         check_store_matches(self.attrs, dataset, store)
-        self.layout: StoreLayout = layout_of(self.group)
+        self.layout: StoreLayout = layout_of(self.group, store)
         done = self.group["done"][:].astype(bool)
         if not done.all() and not use_completed_part:
             raise RecordStoreError(
@@ -82,6 +86,7 @@ class ReplayLoader:
         if not done.any():
             raise RecordStoreError(f"{store} has no completed chunk")
         self.chunks = np.flatnonzero(done)
+        check_chunks_present(self.group, store, self.layout, self.chunks)
         self.shapes = np.concatenate([np.arange(*self.layout.chunk_range(int(k))) for k in self.chunks])
         self.dataset = dataset
         self.points = torch.from_numpy(dataset.points)
@@ -93,8 +98,13 @@ class ReplayLoader:
         record_bytes = l.num_shapes * l.augmentations * (6 * 4 + (l.num_classes + l.pooled_dim) * 2)
         self.in_memory = record_bytes <= memory_limit_bytes if in_memory is None else in_memory
         self.arrays = None
-        if self.in_memory:
-            self.arrays = {name: self.group[name][:] for name in ("params", "logits", "pooled")}
+        if self.in_memory:  # read chunk by chunk, so that damage is named (and refused) where it is
+            self.arrays = {name: np.zeros(shape, dtype) for name, (shape, _, dtype) in l.array_specs().items()
+                           if name in REPLAYED_ARRAYS}
+            for chunk in self.chunks:
+                start, stop = l.chunk_range(int(chunk))
+                for name, array in self.arrays.items():
+                    array[start:stop] = read_block(self.group, store, name, l, int(chunk))
 
     def __len__(self) -> int:
         n = self.shapes.size
@@ -117,7 +127,7 @@ class ReplayLoader:
             if self.arrays is not None:
                 block = {k: v[start:stop] for k, v in self.arrays.items()}
             else:
-                block = {k: self.group[k][start:stop] for k in ("params", "logits", "pooled")}
+                block = {k: read_block(self.group, self.uri, k, self.layout, int(chunk)) for k in REPLAYED_ARRAYS}
             records = {k: v[local, choice[start:stop]] for k, v in block.items()}
             yield {**records, "shape": shapes, "augmentation": choice[start:stop]}
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import zarr
 import zarr.codecs
+from zarr.core.sync import sync
 
 from pointdistill.storage import is_url, local_path, storage_options_for
 
@@ -115,8 +117,86 @@ def open_store(uri: str, storage_options: dict | None = None) -> zarr.Group:
     return group
 
 
-def layout_of(group: zarr.Group) -> StoreLayout:
+def layout_of(group: zarr.Group, uri: str = "") -> StoreLayout:
+    """The store's layout, after checking that its attributes and every array's shape, chunking
+    and dtype agree (an edited attribute or array is refused, naming it)."""
     attrs = group.attrs.asdict()
-    n, a, c = group["logits"].shape
-    return StoreLayout(num_shapes=n, augmentations=a, num_classes=c,
-                       pooled_dim=group["pooled"].shape[2], chunk_shapes=attrs["chunk_shapes"])
+    where = uri or str(group.store_path)
+    try:
+        n, a, c = group["logits"].shape
+        layout = StoreLayout(num_shapes=n, augmentations=a, num_classes=c, pooled_dim=group["pooled"].shape[2],
+                             chunk_shapes=int(attrs["chunk_shapes"]))
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise RecordStoreError(f"{where}: damaged store metadata ({type(error).__name__}: {error})") from error
+    expected_attrs = {"dataset.num_shapes": n, "augmentations_per_shape": a, "num_chunks": layout.num_chunks}
+    for field, value in expected_attrs.items():
+        if get_field(attrs, field) != value:
+            raise RecordStoreError(f"{where}: attribute {field} is {get_field(attrs, field)!r} but the logits "
+                                   f"array [N={n}, A={a}, C={c}] implies {value}; the store is damaged")
+    if len(get_field(attrs, "dataset.class_names") or []) != c:
+        raise RecordStoreError(f"{where}: logits have {c} classes but dataset.class_names lists "
+                               f"{len(get_field(attrs, 'dataset.class_names') or [])}; the store is damaged")
+    if layout.chunk_shapes < 1:
+        raise RecordStoreError(f"{where}: attribute chunk_shapes is {layout.chunk_shapes}; the store is damaged")
+    for name, (shape, chunks, dtype) in layout.array_specs().items():
+        array = group[name]
+        actual = (tuple(array.shape), tuple(array.chunks), str(array.dtype))
+        if actual != (shape, chunks, dtype):
+            raise RecordStoreError(
+                f"{where}: array {name} is shape {list(actual[0])} chunks {list(actual[1])} {actual[2]}, but "
+                f"the attributes (chunk_shapes={layout.chunk_shapes}) and logits imply shape {list(shape)} "
+                f"chunks {list(chunks)} {dtype}; the store is damaged")
+    return layout
+
+
+def block_problem(group: zarr.Group, name: str, start: int, stop: int) -> tuple[np.ndarray | None, str | None]:
+    """Read ``name[start:stop]``; (block, None), or (block or None, what is wrong with it): a
+    failed checksum or codec, or NaN/inf in a float array."""
+    try:
+        block = group[name][start:stop]
+    except Exception as error:  # checksum or codec failure: the chunk's bytes are damaged
+        return None, f"unreadable ({type(error).__name__}: {error})"
+    if block.dtype.kind == "f":
+        bad = int(block.size - np.isfinite(block).sum())
+        if bad:
+            return block, f"{bad} non-finite values (NaN or inf)"
+    return block, None
+
+
+def read_block(group: zarr.Group, uri: str, name: str, layout: StoreLayout, chunk: int) -> np.ndarray:
+    """One chunk of one record array, or a RecordStoreError naming store, array, chunk and shapes."""
+    start, stop = layout.chunk_range(chunk)
+    block, problem = block_problem(group, name, start, stop)
+    if problem:
+        raise RecordStoreError(f"{uri}: array {name}, chunk {chunk} (shapes {start}..{stop - 1}): {problem}; "
+                               f"`pointdistill store verify` lists all damage")
+    return block
+
+
+async def _keys(iterator) -> set[str]:
+    return {key async for key in iterator}
+
+
+def missing_chunks(group: zarr.Group, layout: StoreLayout, chunks) -> list[tuple[str, int]]:
+    """(array, chunk) for every chunk in ``chunks`` (done ones) whose object is absent from
+    storage: Zarr would read it back as zeros. Record chunks are always written whole (even
+    when all zero), so absence is damage."""
+    missing = []
+    for name in RECORD_ARRAYS:
+        array = group[name]
+        stored = sync(_keys(array.store_path.store.list_prefix(array.path + "/")))
+        for chunk in chunks:
+            coords = (int(chunk),) + (0,) * (array.ndim - 1)
+            if f"{array.path}/{array.metadata.encode_chunk_key(coords)}" not in stored:
+                missing.append((name, int(chunk)))
+    return missing
+
+
+def check_chunks_present(group: zarr.Group, uri: str, layout: StoreLayout, chunks) -> None:
+    """Refuse a store in which a done chunk's data is missing (names the first few)."""
+    missing = missing_chunks(group, layout, chunks)
+    if missing:
+        listed = ", ".join(f"{name} chunk {chunk} (shapes {layout.chunk_range(chunk)[0]}.."
+                           f"{layout.chunk_range(chunk)[1] - 1})" for name, chunk in missing[:4])
+        raise RecordStoreError(f"{uri}: {len(missing)} chunk(s) marked done have no data in storage: {listed}"
+                               f"{' ...' if len(missing) > 4 else ''}; the store is damaged")

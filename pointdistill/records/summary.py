@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pointdistill.records.schema import RECORD_ARRAYS, layout_of, open_store
+from pointdistill.records.schema import RECORD_ARRAYS, check_chunks_present, layout_of, open_store, read_block
 
 
 def stored_bytes(group) -> dict[str, int]:
@@ -22,13 +22,13 @@ def store_summary(uri: str, storage_options: dict | None = None) -> dict:
     """
     group = open_store(uri, storage_options)
     attrs = group.attrs.asdict()
-    layout = layout_of(group)
+    layout = layout_of(group, uri)
     done = group["done"][:].astype(bool)
+    check_chunks_present(group, uri, layout, np.flatnonzero(done))
     correct = total = 0
     for chunk in np.flatnonzero(done):
-        start, stop = layout.chunk_range(int(chunk))
-        logits = group["logits"][start:stop]
-        labels = group["labels"][start:stop]
+        logits = read_block(group, uri, "logits", layout, int(chunk))
+        labels = read_block(group, uri, "labels", layout, int(chunk))
         correct += int((logits.argmax(axis=2) == labels[:, None]).sum())
         total += logits.shape[0] * logits.shape[1]
     sizes = stored_bytes(group)

@@ -10,32 +10,36 @@ from pointdistill.augment import AugmentPolicy, apply, params_for_shapes
 from pointdistill.data import load_dataset
 from pointdistill.models import batched_forward, load_checkpoint
 from pointdistill.records.replay import check_store_matches
-from pointdistill.records.schema import RECORD_ARRAYS, layout_of, open_store
+from pointdistill.records.schema import RECORD_ARRAYS, block_problem, layout_of, missing_chunks, open_store
 
 
 def verify_store(uri: str, teacher: str | None = None, dataset: str | None = None, sample: int = 32,
                  seed: int = 0, storage_options: dict | None = None) -> dict:
-    """Read every chunk of every record array (a damaged chunk fails its CRC32C or decompression)
-    and check that the stored augmentation parameters equal the generator's. With ``teacher``
-    and ``dataset``, re-run the teacher on ``sample`` random records of done chunks and compare.
+    """Read every chunk of every record array and report damage: a chunk that fails its CRC32C
+    or decompression, holds NaN/inf, or is marked done but has no data in storage (Zarr would
+    read zeros); and check that the stored augmentation parameters equal the generator's. With
+    ``teacher`` and ``dataset``, re-run the teacher on ``sample`` random records of done chunks.
 
     Returns {"damaged": [{"array", "chunk", "shapes": [start, stop), "error"}], "params_mismatch":
     [chunk, ...], "not_done": [chunk, ...], "teacher_check": {...} or None, "ok": bool}.
     """
     group = open_store(uri, storage_options)
     attrs = group.attrs.asdict()
-    layout = layout_of(group)
+    layout = layout_of(group, uri)
     policy = AugmentPolicy.from_dict(attrs["augmentation"])
     done = group["done"][:].astype(bool)
+    missing = set(missing_chunks(group, layout, np.flatnonzero(done)))
     damaged, params_mismatch = [], []
     for chunk in range(layout.num_chunks):
         start, stop = layout.chunk_range(chunk)
         for name in RECORD_ARRAYS:
-            try:
-                block = group[name][start:stop]
-            except Exception as error:  # checksum or codec failure: the chunk's bytes are damaged
+            if (name, chunk) in missing:
                 damaged.append({"array": name, "chunk": chunk, "shapes": [start, stop],
-                                "error": f"{type(error).__name__}: {error}"})
+                                "error": "marked done but its data is missing from storage (would read as zeros)"})
+                continue
+            block, problem = block_problem(group, name, start, stop)
+            if problem:
+                damaged.append({"array": name, "chunk": chunk, "shapes": [start, stop], "error": problem})
                 continue
             if name == "params" and done[chunk]:
                 expected = params_for_shapes(policy, attrs["seed"], start, stop, layout.augmentations)

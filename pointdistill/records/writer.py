@@ -208,12 +208,21 @@ def record_chunk(plan: RecordingPlan, chunk_index: int) -> dict:
                           resolve_device(job.device))
     count = stop - start
     labels = dataset.labels[start:stop]
-    group = open_group(job.store, "r+", job.storage_options)
-    group["params"][start:stop] = params
-    group["logits"][start:stop] = out.logits.reshape(count, job.augmentations, -1).numpy().astype(np.float16)
-    group["pooled"][start:stop] = out.pooled.reshape(count, job.augmentations, -1).numpy().astype(np.float16)
-    group["labels"][start:stop] = labels.astype(np.int32)
-    group["done"][chunk_index] = 1
+    logits = out.logits.reshape(count, job.augmentations, -1).numpy().astype(np.float16)
+    pooled = out.pooled.reshape(count, job.augmentations, -1).numpy().astype(np.float16)
+    for name, values in (("logits", logits), ("pooled", pooled)):
+        if not np.isfinite(values).all():
+            raise RecordStoreError(
+                f"{job.store}: teacher {job.teacher} gave non-finite {name} (NaN, inf, or beyond float16's "
+                f"+-65504) on shapes {start}..{stop - 1}; chunk {chunk_index} was not written")
+    # Every chunk is stored, even an all-zero one, so that a missing chunk object always means damage.
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        group = open_group(job.store, "r+", job.storage_options)
+        group["params"][start:stop] = params
+        group["logits"][start:stop] = logits
+        group["pooled"][start:stop] = pooled
+        group["labels"][start:stop] = labels.astype(np.int32)
+        group["done"][chunk_index] = 1
     correct = (out.logits.argmax(1).numpy() == np.repeat(labels, job.augmentations)).sum()
     return {"chunk": chunk_index, "start": start, "stop": stop, "records": count * job.augmentations,
             "correct": int(correct), "seconds": time.perf_counter() - started}
