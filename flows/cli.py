@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = args.run(args)
     except (DatasetError, CheckpointError, RecordStoreError, StorageConfigError, ExportError, ModelFileError,
-            RunDirectoryError, DiskFullError, TrainingDiverged, ServerGone) as error:
+            RunDirectoryError, DiskFullError, TrainingDiverged, ServerGone, ValueError) as error:
+        # ValueError: the configs' own checks (e.g. LossConfig.reg_weight must be a finite number)
         print(f"pointdistill: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

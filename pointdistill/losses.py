@@ -10,6 +10,7 @@ the student's own softened predictions for the same record slot in an earlier ep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +67,9 @@ class LossConfig:
     self_weight: float = 0.0
 
     def __post_init__(self):
+        for name in ("kd_weight", "temperature", "reg_weight", "self_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"LossConfig.{name} must be a finite number, got {getattr(self, name)}")
         if not 0 <= self.kd_weight <= 1:
             raise ValueError(f"LossConfig.kd_weight (lambda) must be in [0, 1], got {self.kd_weight}")
         if self.temperature <= 0:

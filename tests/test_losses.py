@@ -3,7 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pointdistill.distill import StudentTrainConfig
 from pointdistill.losses import LossConfig, LossTargets, pooling_regularizer, total_loss
+from pointdistill.train import TrainConfig
 
 H = np.array([[1.0, -2.0, 0.5], [-3.0, 0.25, 4.0]])
 DEFINITIONS = {
@@ -73,3 +75,17 @@ def test_bad_loss_settings_are_named():
         LossConfig(kd_weight=1.5)
     with pytest.raises(ValueError, match="regularizer 'l3'"):
         LossConfig(regularizer="l3")
+
+
+@pytest.mark.parametrize("field", ["kd_weight", "temperature", "reg_weight", "self_weight"])
+def test_non_finite_loss_weights_are_refused_by_name(field):
+    with pytest.raises(ValueError, match=f"LossConfig.{field} must be a finite number"):
+        LossConfig(**{field: float("inf")})
+
+
+@pytest.mark.parametrize("config", [StudentTrainConfig, TrainConfig])
+def test_non_finite_learning_rates_are_refused_by_name(config):
+    with pytest.raises(ValueError, match=r"\.lr must be a finite number, got inf"):
+        config(lr=float("inf"))
+    with pytest.raises(ValueError, match=r"\.lr must be a finite number, got nan"):
+        config(lr=float("nan"))

@@ -114,6 +114,10 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
     """Fold a ``binary_pointnet`` student checkpoint into a BinaryNetwork."""
     if checkpoint.spec.get("name") != "binary_pointnet":
         raise ExportError(f"only binary_pointnet students export; this checkpoint is {checkpoint.spec.get('name')!r}")
+    bad = [k for k, v in checkpoint.state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ExportError(f"the checkpoint holds NaN or infinite values in {len(bad)} tensors ({', '.join(bad[:3])}"
+                          f"{', ...' if len(bad) > 3 else ''}): its training diverged; nothing to export")
     model = checkpoint.build_model()
     config = model.config
     if not config.head_widths:

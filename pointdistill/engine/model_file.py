@@ -117,6 +117,9 @@ class BinaryNetwork:
                 if tensor.shape != shape or tensor.dtype != np.dtype(LAYER_TENSORS[layer.kind][tensor_name]):
                     raise ModelFileError(f"{name}: {tensor_name} is {tensor.dtype} {list(tensor.shape)}, expected "
                                          f"{LAYER_TENSORS[layer.kind][tensor_name]} {list(shape)}")
+                if tensor.dtype.kind == "f" and not np.isfinite(tensor).all():
+                    raise ModelFileError(f"{name}: {tensor_name} holds {int((~np.isfinite(tensor)).sum())} "
+                                         f"non-finite values (NaN or inf)")
             if "bits" in layer.tensors and layer.inputs % 64:
                 padding = np.uint64(~((1 << (layer.inputs % 64)) - 1) & 0xFFFFFFFFFFFFFFFF)
                 if (layer.tensors["bits"][:, -1] & padding).any():

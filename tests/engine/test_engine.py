@@ -184,3 +184,29 @@ def test_kernels_check_buffer_sizes_instead_of_overrunning():
         _kernels.binary(x, weights, thresholds, 8, 2, 2, 1, out, 0)
     with pytest.raises(ValueError, match="out"):
         _kernels.pool(x, weights, thresholds, 2, 2, 2, 2, 1, np.zeros(1, dtype=np.uint64), 0)
+
+
+def test_non_finite_weights_are_refused_by_export_and_by_the_engine(tmp_path):
+    diverged = random_student("lsr", "ema")
+    diverged.state_dict["head.0.weight"] = diverged.state_dict["head.0.weight"].clone()
+    diverged.state_dict["head.0.weight"][0, 0] = float("nan")
+    with pytest.raises(ExportError, match=r"NaN or infinite values in 1 tensors \(head.0.weight\)"):
+        export_student(diverged)
+    network = export_student(random_student("lsr", "ema"))
+    network.layers[-1].tensors["bias"][3] = np.inf
+    path = tmp_path / "nan.pdbn"
+    save_network_unchecked(path, network)
+    with pytest.raises(ModelFileError, match=r"nan.pdbn: layer \d+ \(linear\): bias holds 1 non-finite values"):
+        load_network(path)
+
+
+def save_network_unchecked(path, network) -> None:
+    """Write a model file without save_network's validation (a file damaged or made elsewhere)."""
+    import pointdistill.engine.model_file as model_file
+
+    validate = model_file.BinaryNetwork.validate
+    model_file.BinaryNetwork.validate = lambda self, where="model": None
+    try:
+        save_network(path, network)
+    finally:
+        model_file.BinaryNetwork.validate = validate
