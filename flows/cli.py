@@ -9,6 +9,16 @@ import signal
 import sys
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part]
@@ -163,10 +173,16 @@ def _store_ls(args) -> None:
         print(json.dumps(rows, indent=2))
         return
     print(f"{'created':25s} {'status':9s} {'teacher':20s} {'dataset':28s} {'N':>6s} {'A':>3s} {'MB':>8s}  store")
-    for r in rows:
+    for r in ({k: _printable(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows):
         print(f"{r['created']:25s} {r['status']:9s} {r['teacher_model'] + ' ' + r['teacher_sha256'][:8]:20s} "
               f"{r['dataset_name'][:19] + ' ' + r['dataset_fingerprint'][:8]:28s} {r['num_shapes']:6d} "
               f"{r['augmentations']:3d} {r['bytes'] / 1e6:8.1f}  {r['store_uri']}")
+
+
+def _printable(text: str) -> str:
+    """Control and other non-printable characters escaped (``\\x1b``), so that a catalog row can
+    never drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _store_register(args) -> None:
@@ -224,14 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write train.npz, test.npz, classes.txt")
     p.add_argument("--train-per-class", type=int, default=40)
     p.add_argument("--test-per-class", type=int, default=10)
-    p.add_argument("--num-points", type=int, default=1024)
+    p.add_argument("--num-points", type=_positive_int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_make_dataset)
 
     p = commands.add_parser("train-teacher", help="train a full-precision PointNet teacher (flow train-teacher)")
     p.add_argument("--dataset", required=True, help="dataset directory (npz or ModelNet40 HDF5 layout)")
     p.add_argument("--out", required=True, help="checkpoint path to write")
-    p.add_argument("--num-points", type=int, default=1024, help="first points of each shape used")
+    p.add_argument("--num-points", type=_positive_int, default=1024, help="first points of each shape used")
     p.add_argument("--point-widths", type=_int_list, default=[64, 64, 64, 128, 1024])
     p.add_argument("--head-widths", type=_int_list, default=[512, 256])
     p.add_argument("--input-transform", action="store_true", help="add the input T-Net")
@@ -252,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmentations", type=int, default=10, help="augmentations per shape (A)")
     p.add_argument("--chunk-shapes", type=int, default=256, help="shapes per chunk = per unit of work (coarse)")
     p.add_argument("--seed", type=int, default=0, help="seed of the augmentation parameters")
-    p.add_argument("--num-points", type=int, default=None, help="default: the teacher's training value")
+    p.add_argument("--num-points", type=_positive_int, default=None, help="default: the teacher's training value")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--batch-size", type=int, default=256, help="clouds per teacher forward pass")
     p.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster")
@@ -326,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="exported model file (.pdbn)")
     p.add_argument("input", help="dataset directory, .npy ([B, N, 3] or [N, 3]) or .npz (points, labels)")
     p.add_argument("--split", default="test", help="with a dataset directory: the split to classify")
-    p.add_argument("--num-points", type=int, default=None, help="default: the student's training value")
+    p.add_argument("--num-points", type=_positive_int, default=None, help="default: the student's training value")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="CSV of predictions (default: print the first 20)")
     p.set_defaults(run=_predict)

@@ -8,6 +8,7 @@ import getpass
 import hashlib
 import os
 import socket
+import warnings
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pointdistill.records.schema import RecordStoreError, layout_of, open_store
 from pointdistill.records.summary import stored_bytes
-from pointdistill.storage import filesystem
+from pointdistill.storage import filesystem, is_url
 
 DEFAULT_CATALOG = "store/catalog"
 CATALOG_SCHEMA = pa.schema([
@@ -36,8 +37,18 @@ def _entry_path(root: str, store_uri: str) -> str:
     return root.rstrip("/") + "/" + hashlib.sha256(store_uri.encode()).hexdigest()[:24] + ".parquet"
 
 
+def absolute_uri(store_uri: str) -> str:
+    """The form a catalog row holds: URLs unchanged, local paths absolute (a relative path means
+    nothing to another process, machine or working directory)."""
+    return store_uri if is_url(store_uri) else os.path.abspath(store_uri)
+
+
 def register_store(store_uri: str, catalog: str | None = None, storage_options: dict | None = None) -> dict:
-    """Add (or refresh) the catalog row of the store at ``store_uri``; returns the row."""
+    """Add (or refresh) the catalog row of the store at ``store_uri`` (local paths made
+    absolute; ``memory://`` stores, which no other process can read, refused); returns the row."""
+    if store_uri.startswith("memory://"):
+        raise RecordStoreError(f"{store_uri}: an in-memory store cannot be catalogued (no other process can read it)")
+    store_uri = absolute_uri(store_uri)
     group = open_store(store_uri, storage_options)
     attrs = group.attrs.asdict()
     layout = layout_of(group, store_uri)
@@ -78,9 +89,35 @@ def list_catalog(catalog: str | None = None, teacher: str | None = None, dataset
 
 
 def find_store(teacher_sha256: str, dataset_fingerprint: str, catalog: str | None = None) -> str:
-    """The URI of the newest complete store of this teacher on this dataset (prefixes allowed)."""
+    """The URI of the newest complete store of this teacher on this dataset (prefixes allowed)
+    that opens from here and whose own attributes agree with its catalog row; rows that do not
+    are skipped with a warning naming why."""
     rows = [r for r in list_catalog(catalog, teacher_sha256, dataset_fingerprint) if r["status"] == "complete"]
-    if not rows:
-        raise RecordStoreError(f"no complete store in catalog {catalog_root(catalog)} for teacher "
-                               f"{teacher_sha256!r} and dataset {dataset_fingerprint!r}")
-    return rows[0]["store_uri"]
+    for row in rows:
+        problem = _row_problem(row)
+        if problem is None:
+            return row["store_uri"]
+        warnings.warn(f"catalog {catalog_root(catalog)}: skipping {row['store_uri']!r}: {problem}", stacklevel=2)
+    raise RecordStoreError(f"no usable complete store in catalog {catalog_root(catalog)} for teacher "
+                           f"{teacher_sha256!r} and dataset {dataset_fingerprint!r}"
+                           + (f" ({len(rows)} row(s) skipped, see the warnings)" if rows else ""))
+
+
+def _row_problem(row: dict) -> str | None:
+    """Why a catalog row cannot be used from here, or None: its store must open, be complete and
+    name the row's teacher and dataset in its own attributes."""
+    uri = row["store_uri"]
+    if uri.startswith("memory://"):
+        return "an in-memory store (no other process can read it)"
+    if not is_url(uri) and not os.path.isabs(uri):
+        return "a relative path (ambiguous from another working directory)"
+    try:
+        group = open_store(uri)
+        layout_of(group, uri)
+    except RecordStoreError as error:
+        return str(error)
+    attrs = group.attrs.asdict()
+    own = {"teacher_sha256": attrs["teacher"]["weights_sha256"], "dataset_fingerprint": attrs["dataset"]["fingerprint"],
+           "status": attrs.get("status")}
+    differ = [f"{k} {row[k]!r} in the catalog, {v!r} in the store" for k, v in own.items() if row[k] != v]
+    return "; ".join(differ) or None

@@ -8,6 +8,8 @@ interrupted run leaves only not-done chunks, which the rerun fills.
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +27,7 @@ from pointdistill.records.schema import (
     FORMAT_NAME, FORMAT_VERSION, IDENTITY_FIELDS, RecordStoreError, RecordStoreMismatch, StoreLayout,
     compressors, get_field, open_group,
 )
+from pointdistill.storage import filesystem
 
 
 @dataclass(frozen=True)
@@ -144,10 +147,6 @@ def _store_attributes(job: RecordingJob, checkpoint: Checkpoint, sha: str, datas
     }
 
 
-def _mismatched_fields(existing: dict, wanted: dict) -> list[str]:
-    return [name for name in IDENTITY_FIELDS if get_field(existing, name) != get_field(wanted, name)]
-
-
 def prepare_store(job: RecordingJob) -> RecordingPlan:
     """Create the store, or reopen an existing one of the same recording; list pending chunks.
 
@@ -167,16 +166,11 @@ def prepare_store(job: RecordingJob) -> RecordingPlan:
                          chunk_shapes=job.chunk_shapes)
     wanted = _store_attributes(job, checkpoint, sha, dataset, fingerprint, layout)
 
-    group = open_group(job.store, "a", job.storage_options)
+    claimed = _claim_recording(job, wanted)
+    group = _wait_for_attributes(job, claimed)
     existing = group.attrs.asdict()
     if existing.get("format") == FORMAT_NAME:
-        differ = _mismatched_fields(existing, wanted)
-        if differ:
-            details = "; ".join(f"{name}: store has {get_field(existing, name)!r}, this run "
-                                f"{get_field(wanted, name)!r}" for name in differ)
-            raise RecordStoreMismatch(
-                f"{job.store} already holds a different recording ({details}). "
-                f"Record into a new store URI instead; stores are never mixed.")
+        _refuse_other_recording(job.store, existing, wanted)
         done = group["done"][:]
     else:
         # New store, or a creation interrupted before its attributes were written (attributes
@@ -186,21 +180,80 @@ def prepare_store(job: RecordingJob) -> RecordingPlan:
                                compressors=compressors(), overwrite=True)
         group.attrs.update(wanted)
         done = np.zeros(layout.num_chunks, dtype=np.uint8)
-    pending = tuple(int(k) for k in np.flatnonzero(done == 0))
-    return RecordingPlan(job=job, layout=layout, pending=pending, teacher_sha256=sha,
-                         dataset_fingerprint=fingerprint, num_points=dataset.num_points)
+    pending = [int(k) for k in np.flatnonzero(done == 0)]
+    # The recorder that created the store starts at its first chunk, any other at a random later
+    # one: recorders sharing a store (equal settings) then work on different chunks, and each
+    # skips the chunks another has finished (record_chunk). The records do not depend on who
+    # writes them.
+    start = 0 if claimed or len(pending) < 2 else 1 + secrets.randbelow(len(pending) - 1)
+    return RecordingPlan(job=job, layout=layout, pending=tuple(pending[start:] + pending[:start]),
+                         teacher_sha256=sha, dataset_fingerprint=fingerprint, num_points=dataset.num_points)
+
+
+CLAIM_FILE = "recording.json"
+
+
+def _identity(attrs: dict) -> dict:
+    """The identity fields of a recording, as JSON would give them back."""
+    return json.loads(json.dumps({name: get_field(attrs, name) for name in IDENTITY_FIELDS}))
+
+
+def _claim_recording(job: RecordingJob, wanted: dict) -> bool:
+    """Create the store's claim object (its identity) if absent, atomically: O_EXCL on local
+    disk, a conditional put (If-None-Match) on object storage. Returns whether this call created
+    it; an existing claim of another recording is refused, naming the fields that differ."""
+    fs, root = filesystem(job.store, job.storage_options)
+    path = root.rstrip("/") + "/" + CLAIM_FILE
+    identity = _identity(wanted)
+    fs.makedirs(root, exist_ok=True)
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(json.dumps(identity, indent=1).encode())
+        return True
+    except FileExistsError:
+        with fs.open(path, "rb") as f:
+            claimed = json.loads(f.read())
+    _refuse_other_recording(job.store, claimed, wanted, identity_only=True)
+    return False
+
+
+def _wait_for_attributes(job: RecordingJob, claimed: bool, patience_s: float = 30.0) -> zarr.Group:
+    """The store's group; when another recorder with the same settings claimed it, first wait
+    (up to ``patience_s``) for it to create the arrays and attributes, so they are never made twice."""
+    group = open_group(job.store, "a", job.storage_options)
+    deadline = time.monotonic() + (0 if claimed else patience_s)
+    while group.attrs.get("format") != FORMAT_NAME and time.monotonic() < deadline:
+        time.sleep(0.2)
+        group = open_group(job.store, "a", job.storage_options)
+    return group
+
+
+def _refuse_other_recording(store: str, existing: dict, wanted: dict, identity_only: bool = False) -> None:
+    """RecordStoreMismatch unless ``existing`` (store attributes, or a claim's identity) is the
+    same recording as ``wanted``."""
+    mine = _identity(wanted)
+    theirs = existing if identity_only else _identity(existing)
+    differ = [name for name in IDENTITY_FIELDS if theirs.get(name) != mine[name]]
+    if differ:
+        details = "; ".join(f"{name}: store has {theirs.get(name)!r}, this run {mine[name]!r}" for name in differ)
+        raise RecordStoreMismatch(f"{store} already holds a different recording ({details}). "
+                                  f"Record into a new store URI instead; stores are never mixed.")
 
 
 def record_chunk(plan: RecordingPlan, chunk_index: int) -> dict:
     """Run the teacher over every augmentation of the shapes of one chunk and write it whole.
 
-    Returns {chunk, start, stop, records, correct, seconds}. Safe to run in any process that
-    can read the teacher, the dataset and the store; rewriting a done chunk gives the same bytes.
+    Returns {chunk, start, stop, records, correct, seconds, skipped}; a chunk already done (by
+    another recorder of the same store) is skipped. Safe to run in any process that can read
+    the teacher, the dataset and the store; rewriting a done chunk gives the same bytes.
     """
     started = time.perf_counter()
     job, layout = plan.job, plan.layout
-    dataset, _ = _train_split(job.dataset, plan.num_points, plan.dataset_fingerprint)
     start, stop = layout.chunk_range(chunk_index)
+    if open_group(job.store, "r", job.storage_options)["done"][chunk_index]:  # another recorder did it
+        return {"chunk": chunk_index, "start": start, "stop": stop, "records": 0, "correct": 0,
+                "seconds": time.perf_counter() - started, "skipped": True}
+    dataset, _ = _train_split(job.dataset, plan.num_points, plan.dataset_fingerprint)
     params = params_for_shapes(job.policy, job.seed, start, stop, job.augmentations)  # [S, A, 6]
     shapes = torch.from_numpy(dataset.points[start:stop]).repeat_interleave(job.augmentations, dim=0)
     clouds = apply(shapes, torch.from_numpy(params.reshape(-1, 6)))  # [S*A, P, 3]
@@ -225,7 +278,7 @@ def record_chunk(plan: RecordingPlan, chunk_index: int) -> dict:
         group["done"][chunk_index] = 1
     correct = (out.logits.argmax(1).numpy() == np.repeat(labels, job.augmentations)).sum()
     return {"chunk": chunk_index, "start": start, "stop": stop, "records": count * job.augmentations,
-            "correct": int(correct), "seconds": time.perf_counter() - started}
+            "correct": int(correct), "seconds": time.perf_counter() - started, "skipped": False}
 
 
 def finalize_store(job: RecordingJob) -> bool:

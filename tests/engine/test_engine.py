@@ -210,3 +210,11 @@ def save_network_unchecked(path, network) -> None:
         save_network(path, network)
     finally:
         model_file.BinaryNetwork.validate = validate
+
+
+def test_predict_refuses_a_point_count_below_one(model_file, capsys):
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(model_file), str(model_file), "--num-points", "-5"])
+    assert exit_.value.code == 2 and "--num-points: must be at least 1, got -5" in capsys.readouterr().err

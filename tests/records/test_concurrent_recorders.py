@@ -1,0 +1,71 @@
+"""Two recorders on one new store: the recording's identity is claimed atomically, so another
+teacher is refused (never a mixed store marked complete), and equal settings share the chunks."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pointdistill.models import load_checkpoint, save_checkpoint
+from pointdistill.records import open_store, verify_store
+
+REPO = Path(__file__).resolve().parents[2]
+RECORDER = """
+import json, sys, time
+from pathlib import Path
+from pointdistill.records import RecordingJob, RecordStoreMismatch, finalize_store, prepare_store, record_chunk
+teacher, dataset, store, go = sys.argv[1:5]
+job = RecordingJob(teacher=teacher, dataset=dataset, store=store, augmentations=2, chunk_shapes=6, seed=1)
+while not Path(go).exists():
+    time.sleep(0.005)
+try:
+    plan = prepare_store(job)
+except RecordStoreMismatch as error:
+    print(json.dumps({"refused": str(error)}))
+    sys.exit(0)
+recorded = [k for k in plan.pending if not record_chunk(plan, k)["skipped"]]
+print(json.dumps({"recorded": recorded, "complete": finalize_store(job)}))
+"""
+
+
+def race(teachers: list[str], dataset: str, store: Path, tmp_path: Path) -> list[dict]:
+    """Start one recorder per teacher, release them at the same instant, return their reports."""
+    go = tmp_path / "go"
+    processes = [subprocess.Popen([sys.executable, "-c", RECORDER, t, dataset, str(store), str(go)], cwd=REPO,
+                                  stdout=subprocess.PIPE, text=True) for t in teachers]
+    time.sleep(3)  # both imported and waiting
+    go.touch()
+    reports = []
+    for process in processes:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    return reports
+
+
+def test_a_recorder_with_another_teacher_is_refused_and_the_store_is_never_mixed(teacher_path, shapes_dir, tmp_path):
+    other = load_checkpoint(teacher_path)
+    other.state_dict = {k: v * 1.01 if v.is_floating_point() else v for k, v in other.state_dict.items()}
+    save_checkpoint(tmp_path / "other.pt", other)
+    store = tmp_path / "records.zarr"
+    reports = race([teacher_path, str(tmp_path / "other.pt")], shapes_dir, store, tmp_path)
+    refused = [r for r in reports if "refused" in r]
+    assert len(refused) == 1 and "teacher.weights_sha256" in refused[0]["refused"]
+    winner = reports[1 - reports.index(refused[0])]
+    assert winner["complete"]
+    winning_sha = load_checkpoint([teacher_path, str(tmp_path / "other.pt")][reports.index(winner)]).weights_sha256()
+    assert open_store(str(store)).attrs["teacher"]["weights_sha256"] == winning_sha
+    assert verify_store(str(store), teacher=[teacher_path, str(tmp_path / "other.pt")][reports.index(winner)],
+                        dataset=shapes_dir, sample=24)["ok"]
+
+
+def test_recorders_with_equal_settings_share_the_chunks(teacher_path, shapes_dir, tmp_path):
+    store = tmp_path / "records.zarr"
+    reports = race([teacher_path, teacher_path], shapes_dir, store, tmp_path)
+    assert all(r["complete"] for r in reports)
+    chunks = open_store(str(store)).attrs["num_chunks"]  # 12 chunks of 6 shapes
+    recorded = reports[0]["recorded"] + reports[1]["recorded"]
+    assert set(recorded) == set(range(chunks))
+    assert len(recorded) <= chunks + 3, reports  # only chunks in flight where they meet, not all twice
+    assert verify_store(str(store), teacher=teacher_path, dataset=shapes_dir, sample=24)["ok"]
