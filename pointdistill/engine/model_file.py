@@ -175,8 +175,10 @@ def load_network(path: str | os.PathLike) -> BinaryNetwork:
         raise ModelFileError(f"{path}: truncated ({len(blob)} bytes, header alone needs {16 + header_length})")
     try:
         header = json.loads(blob[16:16 + header_length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"{path}: damaged header ({error})") from error
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ModelFileError(f"{path}: damaged header ({type(error).__name__}: {error})") from error
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: damaged header (a JSON {type(header).__name__}, not an object)")
     start = 16 + header_length + (-(16 + header_length) % ALIGN)
     payload = blob[start:]
     if len(payload) != header.get("payload_bytes"):
@@ -201,7 +203,7 @@ def load_network(path: str | os.PathLike) -> BinaryNetwork:
                     spec["shape"]).astype(dtype.newbyteorder("="))
             layers.append(Layer(kind, int(entry["in"]), int(entry["out"]), tensors))
         network = BinaryNetwork(layers, list(header["class_names"]), header["aggregation"], header.get("source", {}))
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as error:
         if isinstance(error, ModelFileError):
             raise
         raise ModelFileError(f"{path}: malformed header ({type(error).__name__}: {error})") from error

@@ -218,3 +218,30 @@ def test_predict_refuses_a_point_count_below_one(model_file, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["predict", str(model_file), str(model_file), "--num-points", "-5"])
     assert exit_.value.code == 2 and "--num-points: must be at least 1, got -5" in capsys.readouterr().err
+
+
+def test_hostile_model_file_headers_give_clear_errors(model_file, tmp_path):
+    from pointdistill.engine.model_file import ALIGN
+
+    blob = model_file.read_bytes()
+    header_length = struct.unpack_from("<Q", blob, 8)[0]
+    header = json.loads(blob[16:16 + header_length])
+    payload = blob[16 + header_length + (-(16 + header_length) % ALIGN):]
+
+    def with_header(name: str, text: bytes):
+        path = tmp_path / name
+        path.write_bytes(blob[:8] + struct.pack("<Q", len(text)) + text + b"\0" * (-(16 + len(text)) % ALIGN) + payload)
+        return path
+
+    with pytest.raises(ModelFileError, match=r"damaged header \(a JSON list, not an object\)"):
+        load_network(with_header("list.pdbn", b"[1, 2]"))
+    with pytest.raises(ModelFileError, match=r"damaged header \(RecursionError"):
+        load_network(with_header("deep.pdbn", b"[" * 200_000 + b"]" * 200_000))
+    huge = json.loads(json.dumps(header))
+    huge["layers"][0]["tensors"]["weight"]["shape"] = [10**40, 3]
+    with pytest.raises(ModelFileError, match="malformed header"):
+        load_network(with_header("huge.pdbn", json.dumps(huge).encode()))
+    not_objects = json.loads(json.dumps(header))
+    not_objects["layers"][1] = "binary"
+    with pytest.raises(ModelFileError, match="malformed header"):
+        load_network(with_header("layer-string.pdbn", json.dumps(not_objects).encode()))
