@@ -79,6 +79,8 @@ def checked_point_cloud_set(
         raise DatasetError(
             f"{source}: {points.shape[0]} point clouds but {labels.shape[0]} labels (lengths must match)"
         )
+    if points.shape[0] == 0:
+        raise DatasetError(f"{source}: holds no shapes (an empty split cannot be trained or evaluated on)")
     if num_points < 1:
         raise DatasetError(f"num_points must be >= 1, got {num_points}")
     if points.shape[1] < num_points:

@@ -81,6 +81,7 @@ def _good_arrays():
     (lambda a: a.update(labels=np.array([0, 1, 0])), r"5 point clouds but 3 labels"),
     (lambda a: a.update(points=np.zeros((5, 8, 3), np.float32)), r"shapes have 8 points, fewer than the 16 asked"),
     (lambda a: a.pop("labels"), r"missing arrays \['labels'\]"),
+    (lambda a: a.update(points=np.zeros((0, 16, 3), np.float32), labels=np.zeros(0, np.int64)), r"holds no shapes"),
 ])
 def test_bad_input_names_file_sample_and_expectation(tmp_path, damage, message):
     arrays = _good_arrays()
