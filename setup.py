@@ -5,7 +5,7 @@ float rounding identical to the NumPy reference."""
 from setuptools import Extension, setup
 
 FLAGS = ["-O3", "-ffp-contract=off", "-std=c11"]
-HEADERS = ["pointdistill/cpu_features.h"]
+HEADERS = ["pointdistill/cpu_features.h", "pointdistill/size_checks.h"]
 
 setup(ext_modules=[
     Extension("pointdistill.engine._kernels", ["pointdistill/engine/_kernels.c"], depends=HEADERS,

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "../cpu_features.h"
+#include "../size_checks.h"
 
 typedef Py_ssize_t ssize;
 
@@ -281,23 +282,6 @@ static int check_path(int path) {
     if ((path == 2 && cpu_has_avx512()) || (path == 1 && cpu_has_popcnt()) || path == 0) return 1;
     PyErr_Format(PyExc_RuntimeError, "training kernel path %d cannot run on this CPU", path);
     return 0;
-}
-
-/* buffer holds at least count items of itemsize bytes, count computed without overflow */
-static int check_size(Py_buffer *buf, ssize count, ssize itemsize, const char *name) {
-    if (count < 0 || (itemsize && count > PY_SSIZE_T_MAX / itemsize) || buf->len < count * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes is too small", name, buf->len);
-        return 0;
-    }
-    return 1;
-}
-
-/* a * b * c without overflow, or -1 */
-static ssize mul3(ssize a, ssize b, ssize c) {
-    if (a < 0 || b < 0 || c < 0) return -1;
-    if (a && b > PY_SSIZE_T_MAX / a) return -1;
-    if (a != 0 && b != 0 && c > PY_SSIZE_T_MAX / (a * b)) return -1;
-    return a * b * c;
 }
 
 static int check_layout(ssize b0, ssize b1, ssize batch, ssize n_pts, ssize words, ssize groups) {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../cpu_features.h"
+#include "../size_checks.h"
 
 /* ---------------------------------------------------------------- scalar kernels */
 
@@ -231,14 +232,6 @@ static AVX512 uint64_t popcount_peak_avx512(Py_ssize_t iterations) {
 
 /* ---------------------------------------------------------------- Python bindings */
 
-static int check_size(Py_buffer *buffer, Py_ssize_t items, Py_ssize_t itemsize, const char *name) {
-    if (items < 0 || buffer->len < items * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes, needs %zd", name, buffer->len, items * itemsize);
-        return 0;
-    }
-    return 1;
-}
-
 static int check_kernel(int kernel) {
     if (kernel == 1 && !cpu_has_avx512()) {
         PyErr_SetString(PyExc_RuntimeError, "the AVX-512 VPOPCNTDQ kernel was asked for but this CPU lacks it");
@@ -253,9 +246,10 @@ static PyObject *py_stem(PyObject *self, PyObject *args) {
     int kernel;
     if (!PyArg_ParseTuple(args, "y*y*y*y*nnnw*i", &p, &w, &s, &c, &rows, &m16, &out_words, &out, &kernel)) return NULL;
     PyObject *result = NULL;
-    if (m16 % 16 == 0 && check_kernel(kernel) && check_size(&p, rows * 3, 4, "points")
-        && check_size(&w, 3 * m16, 4, "weight") && check_size(&s, m16, 4, "scale") && check_size(&c, m16, 4, "offset")
-        && check_size(&out, rows * out_words, 8, "out") && out_words * 64 >= m16) {
+    if (m16 >= 0 && m16 % 16 == 0 && out_words >= (m16 + 63) / 64 && check_kernel(kernel)
+        && check_size(&p, mul3(rows, 3, 1), 4, "points") && check_size(&w, mul3(3, m16, 1), 4, "weight")
+        && check_size(&s, m16, 4, "scale") && check_size(&c, m16, 4, "offset")
+        && check_size(&out, mul3(rows, out_words, 1), 8, "out")) {
         Py_BEGIN_ALLOW_THREADS
 #if HAVE_X86
         if (kernel == 1) stem_avx512(p.buf, w.buf, s.buf, c.buf, rows, m16, out_words, out.buf); else
@@ -277,9 +271,9 @@ static PyObject *py_binary(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*y*nnnnw*i", &x, &w, &t, &rows, &groups, &words, &out_words, &out, &kernel))
         return NULL;
     PyObject *result = NULL;
-    if (words >= 1 && out_words * 8 >= groups && check_kernel(kernel) && check_size(&x, rows * words, 8, "x")
-        && check_size(&w, groups * words * 8, 8, "weights") && check_size(&t, groups * 8, 8, "thresholds")
-        && check_size(&out, rows * out_words, 8, "out")) {
+    if (words >= 1 && groups >= 0 && out_words >= (groups + 7) / 8 && check_kernel(kernel)
+        && check_size(&x, mul3(rows, words, 1), 8, "x") && check_size(&w, mul3(groups, words, 8), 8, "weights")
+        && check_size(&t, mul3(groups, 8, 1), 8, "thresholds") && check_size(&out, mul3(rows, out_words, 1), 8, "out")) {
         Py_BEGIN_ALLOW_THREADS
 #if HAVE_X86
         if (kernel == 1) binary_avx512(x.buf, w.buf, t.buf, rows, groups, words, out_words, out.buf); else
@@ -302,9 +296,9 @@ static PyObject *py_pool(PyObject *self, PyObject *args) {
                           &kernel))
         return NULL;
     PyObject *result = NULL;
-    if (words >= 1 && points >= 1 && out_words * 8 >= groups && check_kernel(kernel)
-        && check_size(&x, clouds * points * words, 8, "x") && check_size(&w, groups * words * 8, 8, "weights")
-        && check_size(&t, groups * 8, 8, "thresholds") && check_size(&out, clouds * out_words, 8, "out")) {
+    if (words >= 1 && points >= 1 && groups >= 0 && out_words >= (groups + 7) / 8 && check_kernel(kernel)
+        && check_size(&x, mul3(clouds, points, words), 8, "x") && check_size(&w, mul3(groups, words, 8), 8, "weights")
+        && check_size(&t, mul3(groups, 8, 1), 8, "thresholds") && check_size(&out, mul3(clouds, out_words, 1), 8, "out")) {
         Py_BEGIN_ALLOW_THREADS
 #if HAVE_X86
         if (kernel == 1) pool_avx512(x.buf, w.buf, t.buf, clouds, points, groups, words, out_words, out.buf); else
@@ -324,8 +318,8 @@ static PyObject *py_counts(PyObject *self, PyObject *args) {
     Py_ssize_t rows, groups, words, outputs;
     if (!PyArg_ParseTuple(args, "y*y*nnnnw*", &x, &w, &rows, &groups, &words, &outputs, &out)) return NULL;
     PyObject *result = NULL;
-    if (words >= 1 && outputs <= groups * 8 && check_size(&x, rows * words, 8, "x")
-        && check_size(&w, groups * words * 8, 8, "weights") && check_size(&out, rows * outputs, 4, "out")) {
+    if (words >= 1 && groups >= 0 && outputs >= 0 && (outputs + 7) / 8 <= groups && check_size(&x, mul3(rows, words, 1), 8, "x")
+        && check_size(&w, mul3(groups, words, 8), 8, "weights") && check_size(&out, mul3(rows, outputs, 1), 4, "out")) {
         Py_BEGIN_ALLOW_THREADS
         counts_scalar(x.buf, w.buf, rows, groups, words, outputs, out.buf);
         Py_END_ALLOW_THREADS

@@ -180,10 +180,17 @@ def test_kernels_check_buffer_sizes_instead_of_overrunning():
     x = np.zeros((4, 2), dtype=np.uint64)
     weights, thresholds = np.zeros((2, 2, 8), dtype=np.uint64), np.zeros(16, dtype=np.int64)
     out = np.zeros((4, 1), dtype=np.uint64)
-    with pytest.raises(ValueError, match="x: buffer of 64 bytes, needs 128"):
+    with pytest.raises(ValueError, match="x: buffer of 64 bytes is too small"):
         _kernels.binary(x, weights, thresholds, 8, 2, 2, 1, out, 0)
     with pytest.raises(ValueError, match="out"):
         _kernels.pool(x, weights, thresholds, 2, 2, 2, 2, 1, np.zeros(1, dtype=np.uint64), 0)
+    # Sizes whose products wrap around 2**64 (rows * words = 2**64 -> 0) are refused, not run.
+    with pytest.raises(ValueError, match="x: buffer"):
+        _kernels.binary(x, weights, thresholds, 2**62, 2, 4, 1, out, 0)
+    with pytest.raises(ValueError, match="x: buffer"):
+        _kernels.pool(x, weights, thresholds, 2**31, 2**31, 2, 4, 1, out, 0)
+    with pytest.raises(ValueError, match="out: buffer"):
+        _kernels.binary(x, weights, thresholds, 4, 2, 2, 2**61, out, 0)
 
 
 def test_non_finite_weights_are_refused_by_export_and_by_the_engine(tmp_path):
