@@ -36,7 +36,20 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)
 
     def build_model(self) -> nn.Module:
-        """The model in eval mode with the stored weights."""
+        """The model in eval mode with the stored weights. The spec is first built without memory
+        (meta device) and its tensor shapes checked against the stored ones, so a spec edited to
+        enormous widths is refused instead of allocated."""
+        with torch.device("meta"):
+            skeleton = create_model(self.spec)
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in self.state_dict.items()}
+        if expected != stored:
+            differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+            raise CheckpointError(
+                f"checkpoint spec and weights disagree: " + "; ".join(
+                    f"{k}: spec {list(expected[k]) if k in expected else 'absent'}, weights "
+                    f"{list(stored[k]) if k in stored else 'absent'}" for k in differ[:3])
+                + (" ..." if len(differ) > 3 else ""))
         model = create_model(self.spec)
         model.load_state_dict(self.state_dict)
         return model.eval()

@@ -53,3 +53,13 @@ def test_checkpoint_never_unpickles_code_and_names_bad_files(tmp_path):
         load_checkpoint(str(other))
     with pytest.raises(CheckpointError, match=r"missing\.pt: checkpoint file not found"):
         load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_a_spec_edited_to_enormous_widths_is_refused_before_allocating(teacher_path, tmp_path):
+    from pointdistill.models import CheckpointError, load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(teacher_path)
+    checkpoint.spec = {**checkpoint.spec, "head_widths": [300000, 300000]}  # 360 GB if built
+    save_checkpoint(tmp_path / "edited.pt", checkpoint)
+    with pytest.raises(CheckpointError, match=r"spec and weights disagree: head\.0\.weight: spec \[300000, 64\]"):
+        load_checkpoint(tmp_path / "edited.pt").build_model()
