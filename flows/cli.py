@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 
 
 def _positive_int(text: str) -> int:
@@ -377,8 +379,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):
-    """SIGTERM stops a command like Ctrl-C does: cleanly, through the same ``finally`` blocks."""
+STOP_GRACE_S = 10.0  # after SIGINT/SIGTERM, the time a command has to clean up before it is ended
+
+
+def _stop(signum, frame):
+    """SIGINT and SIGTERM stop a command cleanly, through its ``finally`` blocks (the temporary
+    server is stopped, logs delivered); should cleanup hang (e.g. a client retrying a server
+    that is gone), the process ends after STOP_GRACE_S anyway: a run's state on disk is always
+    whole, and the temporary server dies with this process."""
+    from flows.runtime import SERVER_GONE
+
+    # The server watchdog interrupts with SIGINT too: then the flow engine's crash report needs
+    # its (few) client retries before the command can name the error.
+    timer = threading.Timer(3 * STOP_GRACE_S if SERVER_GONE.is_set() else STOP_GRACE_S, os._exit,
+                            args=(128 + signum,))
+    timer.daemon = True
+    timer.start()
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -393,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     from pointdistill.storage import StorageConfigError
     from pointdistill.train import TrainingDiverged
 
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+        signal.signal(signal.SIGINT, _stop)
     try:
         status = args.run(args)
     except (DatasetError, CheckpointError, RecordStoreError, StorageConfigError, ExportError, ModelFileError,

@@ -47,6 +47,9 @@ def _embedded_server_class():
     return EmbeddedServer
 
 
+SERVER_GONE = threading.Event()  # set when the temporary server exited during a command
+
+
 def _watch(server, stopped: threading.Event, gone: list) -> None:
     """Interrupt the main thread when the server process exits before ``stopped`` is set, so a
     command never waits on a server that is gone."""
@@ -54,6 +57,7 @@ def _watch(server, stopped: threading.Event, gone: list) -> None:
         process = server.server_process
         if process is not None and process.poll() is not None:
             gone.append(process.returncode)
+            SERVER_GONE.set()
             os.kill(os.getpid(), signal.SIGINT)  # wakes a main thread blocked in a call, unlike interrupt_main
             return
 
