@@ -9,7 +9,6 @@ interrupted run leaves only not-done chunks, which the rerun fills.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -181,12 +180,10 @@ def prepare_store(job: RecordingJob) -> RecordingPlan:
         group.attrs.update(wanted)
         done = np.zeros(layout.num_chunks, dtype=np.uint8)
     pending = [int(k) for k in np.flatnonzero(done == 0)]
-    # The recorder that created the store starts at its first chunk, any other at a random later
-    # one: recorders sharing a store (equal settings) then work on different chunks, and each
-    # skips the chunks another has finished (record_chunk). The records do not depend on who
-    # writes them.
-    start = 0 if claimed or len(pending) < 2 else 1 + secrets.randbelow(len(pending) - 1)
-    return RecordingPlan(job=job, layout=layout, pending=tuple(pending[start:] + pending[:start]),
+    # The recorder that created the store goes forward from its first chunk, any other backward
+    # from its last: recorders sharing a store (equal settings) meet once, and each skips the
+    # chunks another has finished (record_chunk). The records do not depend on who writes them.
+    return RecordingPlan(job=job, layout=layout, pending=tuple(pending if claimed else pending[::-1]),
                          teacher_sha256=sha, dataset_fingerprint=fingerprint, num_points=dataset.num_points)
 
 
