@@ -75,6 +75,14 @@ def torch_bytes(payload) -> bytes:
     return buffer.getvalue()
 
 
+def _remove(path: Path) -> None:
+    """Remove a file, link or directory tree; nothing if absent."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def settings_differences(saved: dict, current: dict, saved_by: str, prefix: str = "") -> list[str]:
     """'field: saved value in <saved_by>, current value now' for every leaf that differs."""
     differences = []
@@ -201,7 +209,7 @@ class RunDirectory:
         if self.existing == "resume" and interrupted:
             self.state = self._load_state()
             for leftover in (self.result, self.work / "replaced"):  # from a kill while committing
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+                _remove(leftover)
             return
         self.finished = self.existing == "resume" and self._out_holds_a_run()
         self._clear_work()
@@ -213,7 +221,7 @@ class RunDirectory:
     def _clear_work(self) -> None:
         for entry in self.work.iterdir():
             if entry.name != "lock":
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                _remove(entry)
 
     def _load_state(self) -> dict:
         try:
