@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 OPTIONS_ENV = "POINTDISTILL_STORAGE_OPTIONS"
 CONFIG_ENV = "POINTDISTILL_STORAGE_CONFIG"
@@ -91,3 +93,31 @@ def open_file(location: str, mode: str = "rb", explicit: dict | None = None):
     """Open one file at a local path or URL (a context manager, like ``open``)."""
     location = local_path(location)
     return fsspec.open(location, mode, **storage_options_for(location, explicit))
+
+
+def create_exclusively(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Create the file ``path`` holding ``data`` unless it exists; whether this call created it.
+
+    No reader ever sees the file empty or partial: on local disk the bytes are written to a
+    private file first and hard-linked into place (link fails if the name exists); elsewhere the
+    filesystem's exclusive create (a conditional put on object storage) sends them in one piece.
+    """
+    if isinstance(fs, LocalFileSystem):
+        private = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        try:
+            with open(private, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(private, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(private).unlink(missing_ok=True)
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(data)
+        return True
+    except FileExistsError:
+        return False

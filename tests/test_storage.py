@@ -1,10 +1,13 @@
-"""Storage options resolution: which fsspec options a URL gets from the configuration."""
+"""Storage: which fsspec options a URL gets from the configuration; exclusive creation."""
 
 import json
+import threading
+from pathlib import Path
 
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
-from pointdistill.storage import OPTIONS_ENV, StorageConfigError, storage_options_for
+from pointdistill.storage import OPTIONS_ENV, StorageConfigError, create_exclusively, storage_options_for
 
 
 @pytest.fixture()
@@ -37,3 +40,27 @@ def test_a_bad_configuration_names_its_source(config, monkeypatch):
     monkeypatch.setenv(OPTIONS_ENV, json.dumps({"s3://": "not an object"}))
     with pytest.raises(StorageConfigError, match=OPTIONS_ENV):
         storage_options_for("s3://b/x")
+
+
+def test_an_exclusive_create_is_won_once_and_readers_never_see_it_partial(tmp_path):
+    """Racing creators (recorders claiming a new store): one wins, and a loser reading the file
+    right after losing sees the winner's whole content, never an empty or partial file."""
+    fs, path = LocalFileSystem(), str(tmp_path / "claim.json")
+    payloads = [bytes([i]) * (4 << 20) for i in range(6)]
+    barrier = threading.Barrier(len(payloads))
+    results: dict[int, tuple[bool, bytes]] = {}
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        won = create_exclusively(fs, path, payloads[i])
+        results[i] = (won, Path(path).read_bytes())
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(payloads))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [i for i, (won, _) in results.items() if won]
+    assert len(winners) == 1
+    assert all(seen == payloads[winners[0]] for _, seen in results.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["claim.json"]  # no private files left

@@ -26,7 +26,7 @@ from pointdistill.records.schema import (
     FORMAT_NAME, FORMAT_VERSION, IDENTITY_FIELDS, RecordStoreError, RecordStoreMismatch, StoreLayout,
     compressors, get_field, open_group,
 )
-from pointdistill.storage import filesystem
+from pointdistill.storage import create_exclusively, filesystem
 
 
 @dataclass(frozen=True)
@@ -196,20 +196,25 @@ def _identity(attrs: dict) -> dict:
 
 
 def _claim_recording(job: RecordingJob, wanted: dict) -> bool:
-    """Create the store's claim object (its identity) if absent, atomically: O_EXCL on local
-    disk, a conditional put (If-None-Match) on object storage. Returns whether this call created
-    it; an existing claim of another recording is refused, naming the fields that differ."""
+    """Create the store's claim object (its identity) if absent, atomically and whole (see
+    storage.create_exclusively). Returns whether this call created it; an existing claim of
+    another recording is refused, naming the fields that differ, and a damaged one is an error."""
     fs, root = filesystem(job.store, job.storage_options)
     path = root.rstrip("/") + "/" + CLAIM_FILE
     identity = _identity(wanted)
     fs.makedirs(root, exist_ok=True)
-    try:
-        with fs.open(path, "xb") as f:
-            f.write(json.dumps(identity, indent=1).encode())
+    if create_exclusively(fs, path, json.dumps(identity, indent=1).encode()):
         return True
-    except FileExistsError:
-        with fs.open(path, "rb") as f:
-            claimed = json.loads(f.read())
+    with fs.open(path, "rb") as f:
+        text = f.read()
+    try:
+        claimed = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RecordStoreError(f"{job.store}: its claim {CLAIM_FILE} is damaged ({error}); "
+                                  f"record into a new store URI") from error
+    if not isinstance(claimed, dict):
+        raise RecordStoreError(f"{job.store}: its claim {CLAIM_FILE} is not a JSON object; "
+                                  f"record into a new store URI")
     _refuse_other_recording(job.store, claimed, wanted, identity_only=True)
     return False
 

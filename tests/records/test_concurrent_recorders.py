@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pointdistill.models import load_checkpoint, save_checkpoint
-from pointdistill.records import open_store, verify_store
+from pointdistill.records import RecordingJob, RecordStoreError, open_store, prepare_store, verify_store
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDER = """
@@ -69,3 +71,11 @@ def test_recorders_with_equal_settings_share_the_chunks(teacher_path, shapes_dir
     assert set(recorded) == set(range(chunks))
     assert len(recorded) <= chunks + 3, reports  # only chunks in flight where they meet, not all twice
     assert verify_store(str(store), teacher=teacher_path, dataset=shapes_dir, sample=24)["ok"]
+
+
+def test_a_damaged_claim_is_an_error_naming_it(teacher_path, shapes_dir, tmp_path):
+    store = tmp_path / "records.zarr"
+    store.mkdir()
+    (store / "recording.json").write_text("")  # e.g. a disk that filled up under another tool
+    with pytest.raises(RecordStoreError, match="recording.json is damaged"):
+        prepare_store(RecordingJob(teacher=teacher_path, dataset=shapes_dir, store=str(store), augmentations=2))
