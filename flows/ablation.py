@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer, existing_mode
+from flows.parameters import (
+    Aggregation, Count, DaskAddress, ExistingPath, Help, KdWeight, Overwrite, Positive, Progress, Quantizer,
+    Regularizer, RegWeight, Resume, SelfWeight, Temperature, Workers, existing_mode,
+)
 from flows.runtime import dask_task_runner
 from pointdistill.ablation import AblationConfig, ablation_runs, write_ablation
 from pointdistill.distill import StudentJob, run_student_job
@@ -23,25 +28,27 @@ def student_run_task(job: StudentJob) -> dict:
 
 @flow(name="ablation")
 def ablation(
-    store: str,
-    dataset: str,
-    out: str,
-    epochs: Count = 10,
-    lr: float = 1e-3,
-    batch_size: Count = 32,
-    seed: int = 0,
-    kd_weight: float = 0.5,
-    temperature: float = 2.0,
-    reg_weight: float = 0.01,
-    regularizer: PoolingNorm = "matrix-1",
-    self_weight: float = 0.1,
-    quantizers: list[Quantizer] = ["bnn", "irnet", "xnor", "lsr"],  # noqa: B006 (Prefect parameter default)
-    aggregations: list[Aggregation] = ["max", "ema"],  # noqa: B006
-    dask_address: str | None = None,
-    workers: int = 2,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
+    store: Annotated[ExistingPath, Help("record store path or URL (read, never written)")],
+    dataset: Annotated[ExistingPath, Help("the dataset directory the store was recorded on")],
+    out: Annotated[str, Help("output directory: ablation.md, ablation.parquet, ablation.png and one run each")],
+    epochs: Annotated[Count, Help("training epochs of every run")] = 10,
+    lr: Annotated[Positive, Help("Adam learning rate at the start of the cosine schedule")] = 1e-3,
+    batch_size: Annotated[Count, Help("records per training step")] = 32,
+    seed: Annotated[int, Help("seed of every run")] = 0,
+    kd_weight: KdWeight = 0.5,
+    temperature: Temperature = 2.0,
+    reg_weight: RegWeight = 0.01,
+    regularizer: Regularizer = "matrix-1",
+    self_weight: SelfWeight = 0.1,
+    quantizers: Annotated[list[Quantizer], Help("quantizers of the grid")] = [  # noqa: B006 (Prefect parameter default)
+        "bnn", "irnet", "xnor", "lsr"],
+    aggregations: Annotated[list[Aggregation], Help("aggregations of the grid")] = ["max", "ema"],  # noqa: B006
+    dask_address: DaskAddress = None,
+    workers: Annotated[Workers, Help("parallel runs on a local Dask cluster; 0 = one after another in this "
+                                     "process")] = 2,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    progress: Progress = False,
 ) -> dict:
     """Train every ablation student from the records at ``store`` (runs fanned out over Dask:
     ``dask_address``, else a LocalCluster of ``workers`` processes, 0 = in this process) and

@@ -4,11 +4,14 @@ local one is started for the run), plus data and store utilities that need no Pr
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
 import sys
 import threading
+
+from flows.signature import FlowParameter, FlowSignature, read_flow_signature
 
 
 def _positive_int(text: str) -> int:
@@ -35,49 +38,18 @@ def _make_dataset(args) -> None:
     print(f"generated dataset written to {root}")
 
 
-def _train_teacher(args) -> None:
-    from flows.runtime import embedded_api
-    from flows.train_teacher import train_teacher
-
-    with embedded_api():
-        metrics = train_teacher(
-            dataset=args.dataset, out=args.out, num_points=args.num_points, point_widths=args.point_widths,
-            head_widths=args.head_widths, input_transform=args.input_transform,
-            feature_transform=args.feature_transform, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, seed=args.seed, device=args.device, kernel=args.kernel, resume=args.resume,
-            overwrite=args.overwrite, progress=True)
-    print(f"teacher {args.out}: test overall accuracy {metrics['test_overall_accuracy']:.4f}, "
+def _report_teacher(params: dict, metrics: dict) -> None:
+    print(f"teacher {params['out']}: test overall accuracy {metrics['test_overall_accuracy']:.4f}, "
           f"mean-class accuracy {metrics['test_mean_class_accuracy']:.4f}")
 
 
-def _record_teacher(args) -> None:
-    from flows.record_teacher import record_teacher
-    from flows.runtime import embedded_api
+def _report_recording(params: dict, summary: dict) -> None:
     from pointdistill.records import format_summary
 
-    with embedded_api():
-        summary = record_teacher(
-            teacher=args.teacher, dataset=args.dataset, store=args.store, augmentations=args.augmentations,
-            chunk_shapes=args.chunk_shapes, seed=args.seed, num_points=args.num_points, device=args.device,
-            batch_size=args.batch_size, dask_address=args.dask_address, workers=args.workers,
-            catalog=args.catalog, progress=True)
     print(format_summary(summary))
 
 
-def _train_student(args) -> None:
-    from flows.runtime import embedded_api
-    from flows.train_student import train_student
-
-    with embedded_api():
-        summary = train_student(
-            store=args.store, teacher_sha=args.teacher_sha, dataset_fingerprint=args.dataset_fingerprint,
-            catalog=args.catalog, dataset=args.dataset, out=args.out, quantizer=args.quantizer,
-            aggregation=args.aggregation, point_widths=args.point_widths, head_widths=args.head_widths,
-            kd_weight=args.kd_weight, temperature=args.temperature, reg_weight=args.reg_weight,
-            regularizer=args.regularizer, self_weight=args.self_weight, epochs=args.epochs, lr=args.lr,
-            batch_size=args.batch_size, device=args.device, seed=args.seed, kernel=args.kernel,
-            online_teacher=args.online_teacher, use_completed_part=args.use_completed_part,
-            resume=args.resume, overwrite=args.overwrite, progress=True)
+def _report_student(params: dict, summary: dict) -> None:
     sizes = summary["student_bytes"]
     teacher = summary["teacher_test_overall_accuracy"]
     best = summary["best_epoch_test_overall_accuracy (model selection on test, for comparison only)"]
@@ -90,19 +62,31 @@ def _train_student(args) -> None:
     print(f"outputs  {summary['outputs']['checkpoint']}, {summary['outputs']['metrics']}, {summary['outputs']['curves']}")
 
 
-def _ablation(args) -> None:
-    from flows.ablation import ablation
-    from flows.runtime import embedded_api
-
-    with embedded_api():
-        result = ablation(
-            store=args.store, dataset=args.dataset, out=args.out, epochs=args.epochs, lr=args.lr,
-            batch_size=args.batch_size, seed=args.seed, kd_weight=args.kd_weight, temperature=args.temperature,
-            reg_weight=args.reg_weight, regularizer=args.regularizer, self_weight=args.self_weight,
-            quantizers=args.quantizers, aggregations=args.aggregations, dask_address=args.dask_address,
-            workers=args.workers, resume=args.resume, overwrite=args.overwrite, progress=True)
+def _report_ablation(params: dict, result: dict) -> None:
     print(result["markdown"])
     print(f"written: {', '.join(result['paths'].values())}")
+
+
+# command -> (flow module, what the command prints from the flow's result)
+FLOW_COMMANDS = {
+    "train-teacher": ("flows.train_teacher", _report_teacher),
+    "record-teacher": ("flows.record_teacher", _report_recording),
+    "train-student": ("flows.train_student", _report_student),
+    "ablation": ("flows.ablation", _report_ablation),
+}
+
+
+def _run_flow(signature: FlowSignature, module: str, report, params: dict) -> None:
+    """Import the flow (Prefect, torch: only now that the input is checked) and run it on a
+    temporary local Prefect server; progress bars only on a terminal, one line per epoch in logs."""
+    import importlib
+
+    from flows.runtime import embedded_api
+
+    flow = getattr(importlib.import_module(module), signature.function_name)
+    with embedded_api():
+        result = flow(**params, progress=sys.stderr.isatty())
+    report(params, result)
 
 
 def _serve(args) -> int:
@@ -218,25 +202,111 @@ def _store_verify(args) -> int:
     return 0 if report["ok"] else 1
 
 
-def kernel_argument(p: argparse.ArgumentParser) -> None:
-    from pointdistill.binary.point_pool import TRAINING_KERNELS
+class CommandParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``pointdistill <command>: error: <what> (see --help)``, exit 2."""
 
-    p.add_argument("--kernel", default="fast", choices=TRAINING_KERNELS,
-                   help="fast: the last point layer, BatchNorm and max fused on the CPU (default); "
-                        "reference: plain autograd, to re-check a result (CUDA always runs it)")
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def existing_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true",
-                       help=f"continue the interrupted run at --out from its last finished epoch (bit-identical "
-                            f"to an uninterrupted run on the CPU); a finished {what} is reported, not retrained")
-    group.add_argument("--overwrite", action="store_true", help=f"replace an existing {what} at --out")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown_default(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _converter(parameter: FlowParameter):
+    """Text -> value of the parameter's type: whole numbers, numbers, names (case-insensitive
+    where unambiguous) and comma-separated lists of them; constraints are checked afterwards."""
+    scalar = parameter.item_type or parameter.value_type
+    choices = parameter.choices
+
+    def convert_one(text: str):
+        if choices:
+            matches = [c for c in choices if c.lower() == text.lower()]
+            if text in choices:
+                return text
+            if len(matches) == 1:
+                return matches[0]
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        if scalar is int:
+            try:
+                return int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if scalar is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        return text
+
+    def convert(text: str):
+        if parameter.item_type is not None:
+            return [convert_one(part) for part in text.split(",") if part]
+        return convert_one(text)
+
+    convert.__name__ = parameter.name  # argparse names the option's type in its messages
+    return convert
+
+
+def _add_flow_command(commands, command: str, module: str, report) -> None:
+    """A subcommand whose options are the flow's parameters: name, type, default, help and
+    constraints all read from the flow's signature (flows/signature.py)."""
+    signature = read_flow_signature(module)
+    p = commands.add_parser(command, help=f"{signature.description} (flow {signature.flow_name})",
+                            description=signature.description)
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for parameter in signature.parameters:
+        if parameter.name == "progress":  # set by the command: bars on a terminal only
+            continue
+        target = p
+        if parameter.group:
+            if parameter.group.group not in groups:
+                groups[parameter.group.group] = p.add_mutually_exclusive_group(required=parameter.group.required)
+            target = groups[parameter.group.group]
+        help_text = parameter.help
+        if not parameter.required and parameter.default is not None and parameter.default is not False:
+            help_text += f" (default: {_shown_default(parameter.default)})"
+        if parameter.value_type is bool:
+            action = argparse.BooleanOptionalAction if parameter.default is True else "store_true"
+            target.add_argument(_flag(parameter.name), dest=parameter.name, action=action,
+                                default=parameter.default, help=help_text)
+            continue
+        metavar = ("{" + ",".join(parameter.choices) + "}") if parameter.choices else parameter.name.upper()
+        if parameter.item_type is not None:
+            metavar += ",..."
+        target.add_argument(_flag(parameter.name), dest=parameter.name, type=_converter(parameter),
+                            metavar=metavar, help=help_text,
+                            required=parameter.required and not parameter.group,
+                            default=None if parameter.required else parameter.default)
+    p.set_defaults(run=functools.partial(_run_flow, signature, module, report), flow_signature=signature, parser=p)
+
+
+def _checked_flow_parameters(args, parser: argparse.ArgumentParser) -> dict:
+    """The flow's keyword arguments from the parsed options, each checked against its declared
+    type and constraints; the first problem ends the command with a one-line error, before
+    Prefect or torch is loaded."""
+    params = {}
+    for parameter in args.flow_signature.parameters:
+        if parameter.name == "progress":
+            continue
+        value = getattr(args, parameter.name)
+        try:
+            params[parameter.name] = parameter.check(value)
+        except ValueError as error:
+            parser.error(f"{_flag(parameter.name)}: {error}")
+    return params
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pointdistill", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    from pointdistill import __version__
+
+    parser = CommandParser(prog="pointdistill", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pointdistill {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("make-dataset", help="write the generated shapes dataset (npz layout)")
     p.add_argument("--out", required=True, help="directory to write train.npz, test.npz, classes.txt")
@@ -246,88 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_make_dataset)
 
-    p = commands.add_parser("train-teacher", help="train a full-precision PointNet teacher (flow train-teacher)")
-    p.add_argument("--dataset", required=True, help="dataset directory (npz or ModelNet40 HDF5 layout)")
-    p.add_argument("--out", required=True, help="checkpoint path to write")
-    p.add_argument("--num-points", type=_positive_int, default=1024, help="first points of each shape used")
-    p.add_argument("--point-widths", type=_int_list, default=[64, 64, 64, 128, 1024])
-    p.add_argument("--head-widths", type=_int_list, default=[512, 256])
-    p.add_argument("--input-transform", action="store_true", help="add the input T-Net")
-    p.add_argument("--feature-transform", action="store_true", help="add the feature T-Net")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    kernel_argument(p)
-    existing_arguments(p, "teacher")
-    p.set_defaults(run=_train_teacher)
-
-    p = commands.add_parser("record-teacher", help="record a teacher into a Zarr store (flow record-teacher)")
-    p.add_argument("--teacher", required=True, help="teacher checkpoint path or URL")
-    p.add_argument("--dataset", required=True, help="dataset directory; its train split is recorded")
-    p.add_argument("--store", required=True, help="record store path or fsspec URL (created or resumed)")
-    p.add_argument("--augmentations", type=int, default=10, help="augmentations per shape (A)")
-    p.add_argument("--chunk-shapes", type=int, default=256, help="shapes per chunk = per unit of work (coarse)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the augmentation parameters")
-    p.add_argument("--num-points", type=_positive_int, default=None, help="default: the teacher's training value")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--batch-size", type=int, default=256, help="clouds per teacher forward pass")
-    p.add_argument("--dask-address", default=None, help="scheduler of an existing Dask cluster")
-    p.add_argument("--workers", type=int, default=2,
-                   help="worker processes of the local Dask cluster; 0 = run in this process")
-    p.add_argument("--catalog", default=None, help="catalog root (default $POINTDISTILL_CATALOG or store/catalog)")
-    p.set_defaults(run=_record_teacher)
-
-    def loss_arguments(p, kd_weight: float, reg_weight: float, self_weight: float) -> None:
-        p.add_argument("--kd-weight", type=float, default=kd_weight, help="lambda: weight of KD vs CE (0 = off)")
-        p.add_argument("--temperature", type=float, default=2.0, help="KD temperature T")
-        p.add_argument("--reg-weight", type=float, default=reg_weight,
-                       help="eta: weight of the pooling regulariser (0 = off)")
-        p.add_argument("--regularizer", default="matrix-1",
-                       choices=["frobenius", "matrix-1", "matrix-2", "entrywise-l1", "nuclear", "matrix-inf"])
-        p.add_argument("--self-weight", type=float, default=self_weight,
-                       help="w of negative-weight self-distillation (0 = off)")
-
-    p = commands.add_parser("train-student", help="train a binary student by replaying a store (flow train-student)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--store", help="record store path or URL (read-only)")
-    source.add_argument("--teacher-sha", help="find the store in the catalog: teacher weights sha256 (prefix)")
-    p.add_argument("--dataset-fingerprint", help="with --teacher-sha: dataset fingerprint (prefix)")
-    p.add_argument("--catalog", default=None, help="catalog root (default $POINTDISTILL_CATALOG or store/catalog)")
-    p.add_argument("--dataset", required=True, help="the dataset directory the store was recorded on")
-    p.add_argument("--out", required=True, help="output directory: student.pt, metrics.parquet, curves.png")
-    p.add_argument("--quantizer", default="lsr", choices=["bnn", "xnor", "irnet", "lsr", "bireal"])
-    p.add_argument("--aggregation", default="ema", choices=["max", "ema"])
-    p.add_argument("--point-widths", type=_int_list, default=None, help="default: the teacher's")
-    p.add_argument("--head-widths", type=_int_list, default=None, help="default: the teacher's")
-    loss_arguments(p, kd_weight=0.0, reg_weight=0.0, self_weight=0.0)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--seed", type=int, default=0)
-    kernel_argument(p)
-    p.add_argument("--online-teacher", default=None, help="baseline: run this teacher live instead of replaying")
-    p.add_argument("--use-completed-part", action="store_true", help="train on an incomplete store's done chunks")
-    existing_arguments(p, "student run")
-    p.set_defaults(run=_train_student)
-
-    p = commands.add_parser("ablation", help="the paper's ablation grid from one store (flow ablation)")
-    p.add_argument("--store", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True, help="output directory: ablation.md, ablation.parquet, ablation.png")
-    loss_arguments(p, kd_weight=0.5, reg_weight=0.01, self_weight=0.1)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quantizers", type=lambda t: t.split(","), default=["bnn", "irnet", "xnor", "lsr"])
-    p.add_argument("--aggregations", type=lambda t: t.split(","), default=["max", "ema"])
-    p.add_argument("--dask-address", default=None)
-    p.add_argument("--workers", type=int, default=2, help="parallel runs on a local Dask cluster; 0 = in-process")
-    existing_arguments(p, "student run")
-    p.set_defaults(run=_ablation)
+    for command, (module, report) in FLOW_COMMANDS.items():
+        _add_flow_command(commands, command, module, report)
 
     p = commands.add_parser("serve", help="serve the flows as deployments <flow>/local on the Prefect server "
                                           "at PREFECT_API_URL, until interrupted")
@@ -399,7 +389,14 @@ def _stop(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    if hasattr(args, "flow_signature"):
+        params = _checked_flow_parameters(args, args.parser)
     from flows.runtime import ServerGone
     from pointdistill.data import DatasetError
     from pointdistill.models import CheckpointError
@@ -413,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
         signal.signal(signal.SIGINT, _stop)
     try:
-        status = args.run(args)
+        status = args.run(params) if hasattr(args, "flow_signature") else args.run(args)
     except (DatasetError, CheckpointError, RecordStoreError, StorageConfigError, ExportError, ModelFileError,
             RunDirectoryError, DiskFullError, TrainingDiverged, ServerGone, ValueError) as error:
         # ValueError: the configs' own checks (e.g. LossConfig.reg_weight must be a finite number)

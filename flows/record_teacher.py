@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.parameters import Count
+from flows.parameters import Catalog, Count, DaskAddress, Device, ExistingPath, Help, NonNegative, Positive, Progress, Workers
 from flows.runtime import dask_task_runner
 from pointdistill.augment import AugmentPolicy
 from pointdistill.records import (
@@ -27,22 +29,22 @@ def record_chunk_task(plan: RecordingPlan, chunk_index: int) -> dict:
 
 @flow(name="record-teacher")
 def record_teacher(
-    teacher: str,
-    dataset: str,
-    store: str,
-    augmentations: Count = 10,
-    chunk_shapes: Count = 256,
-    seed: int = 0,
-    num_points: int | None = None,
-    device: str = "cpu",
-    batch_size: Count = 256,
-    scale_low: float = 2.0 / 3.0,
-    scale_high: float = 1.5,
-    translate: float = 0.2,
-    dask_address: str | None = None,
-    workers: int = 2,
-    catalog: str | None = None,
-    progress: bool = False,
+    teacher: Annotated[ExistingPath, Help("teacher checkpoint path or URL")],
+    dataset: Annotated[ExistingPath, Help("dataset directory; its train split is recorded")],
+    store: Annotated[str, Help("record store path or fsspec URL (created, or continued)")],
+    augmentations: Annotated[Count, Help("augmentations per shape (A)")] = 10,
+    chunk_shapes: Annotated[Count, Help("shapes per chunk = per unit of work")] = 256,
+    seed: Annotated[int, Help("seed of the augmentation parameters")] = 0,
+    num_points: Annotated[Count | None, Help("points per shape (default: the teacher's training value)")] = None,
+    device: Device = "cpu",
+    batch_size: Annotated[Count, Help("clouds per teacher forward pass")] = 256,
+    scale_low: Annotated[Positive, Help("smallest per-axis scale of an augmentation")] = 2.0 / 3.0,
+    scale_high: Annotated[Positive, Help("largest per-axis scale of an augmentation")] = 1.5,
+    translate: Annotated[NonNegative, Help("largest per-axis translation of an augmentation")] = 0.2,
+    dask_address: DaskAddress = None,
+    workers: Workers = 2,
+    catalog: Catalog = None,
+    progress: Progress = False,
 ) -> dict:
     """Record ``teacher`` over ``augmentations`` shape-level augmentations of every training
     shape of ``dataset`` into the Zarr store at ``store``; resumes an interrupted recording.

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.parameters import Aggregation, Count, PoolingNorm, Quantizer, TrainingKernel, existing_mode
+from flows.parameters import (
+    Aggregation, Catalog, Count, Device, ExistingPath, Help, KdWeight, Kernel, OneOf, Overwrite, Positive, Progress,
+    Quantizer, Regularizer, RegWeight, Resume, SelfWeight, Temperature, existing_mode,
+)
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.records import find_store
@@ -13,32 +18,36 @@ from pointdistill.records import find_store
 
 @flow(name="train-student")
 def train_student(
-    dataset: str,
-    out: str,
-    store: str | None = None,
-    teacher_sha: str | None = None,
-    dataset_fingerprint: str | None = None,
-    catalog: str | None = None,
-    quantizer: Quantizer = "lsr",
-    aggregation: Aggregation = "ema",
-    point_widths: list[int] | None = None,
-    head_widths: list[int] | None = None,
-    kd_weight: float = 0.0,
-    temperature: float = 2.0,
-    reg_weight: float = 0.0,
-    regularizer: PoolingNorm = "matrix-1",
-    self_weight: float = 0.0,
-    epochs: Count = 20,
-    lr: float = 1e-3,
-    batch_size: Count = 32,
-    device: str = "auto",
-    seed: int = 0,
-    kernel: TrainingKernel = "fast",
-    online_teacher: str | None = None,
-    use_completed_part: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
+    dataset: Annotated[ExistingPath, Help("the dataset directory the store was recorded on")],
+    out: Annotated[str, Help("output directory: student.pt, metrics.parquet, curves.png, summary.json")],
+    store: Annotated[ExistingPath | None, OneOf("source", required=True),
+                     Help("record store path or URL (read, never written)")] = None,
+    teacher_sha: Annotated[str | None, OneOf("source", required=True),
+                           Help("find the store in the catalog by the teacher's weights sha256 (a prefix will "
+                                "do), with dataset_fingerprint")] = None,
+    dataset_fingerprint: Annotated[str | None, Help("with teacher_sha: the dataset fingerprint (a prefix will do)")] = None,
+    catalog: Catalog = None,
+    quantizer: Annotated[Quantizer, Help("binarisation method of the student's binary layers")] = "lsr",
+    aggregation: Annotated[Aggregation, Help("global pooling over points")] = "ema",
+    point_widths: Annotated[list[Count] | None, Help("per-point layer widths (default: the teacher's)")] = None,
+    head_widths: Annotated[list[Count] | None, Help("classifier hidden widths (default: the teacher's)")] = None,
+    kd_weight: KdWeight = 0.0,
+    temperature: Temperature = 2.0,
+    reg_weight: RegWeight = 0.0,
+    regularizer: Regularizer = "matrix-1",
+    self_weight: SelfWeight = 0.0,
+    epochs: Annotated[Count, Help("training epochs (cosine schedule over all of them)")] = 20,
+    lr: Annotated[Positive, Help("Adam learning rate at the start of the cosine schedule")] = 1e-3,
+    batch_size: Annotated[Count, Help("records per training step")] = 32,
+    device: Device = "auto",
+    seed: Annotated[int, Help("seed of initialisation, record order and augmentation choice")] = 0,
+    kernel: Kernel = "fast",
+    online_teacher: Annotated[ExistingPath | None, Help("baseline: run this teacher checkpoint live instead of "
+                                               "replaying the store")] = None,
+    use_completed_part: Annotated[bool, Help("train on the done chunks of an incomplete store")] = False,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    progress: Progress = False,
 ) -> dict:
     """Train a binary PointNet from the records at ``store`` — or the newest complete store in the
     catalog of teacher ``teacher_sha`` on ``dataset_fingerprint`` (prefixes allowed) — never

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.parameters import Count, TrainingKernel, existing_mode
+from flows.parameters import (
+    Count, Device, ExistingPath, Help, Kernel, Overwrite, Positive, Progress, Resume, existing_mode,
+)
 from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
 
 
 @flow(name="train-teacher")
 def train_teacher(
-    dataset: str,
-    out: str,
-    num_points: Count = 1024,
-    point_widths: list[int] = [64, 64, 64, 128, 1024],  # noqa: B006 (Prefect parameter default)
-    head_widths: list[int] = [512, 256],  # noqa: B006
-    input_transform: bool = False,
-    feature_transform: bool = False,
-    epochs: Count = 20,
-    batch_size: Count = 32,
-    lr: float = 1e-3,
-    seed: int = 0,
-    device: str = "auto",
-    kernel: TrainingKernel = "fast",
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = False,
+    dataset: Annotated[ExistingPath, Help("dataset directory (npz or ModelNet40 HDF5 layout)")],
+    out: Annotated[str, Help("checkpoint path to write")],
+    num_points: Annotated[Count, Help("first points of each shape used")] = 1024,
+    point_widths: Annotated[list[Count], Help("widths of the per-point layers; the last is the pooled size")] = [  # noqa: B006
+        64, 64, 64, 128, 1024],
+    head_widths: Annotated[list[Count], Help("widths of the classifier's hidden layers")] = [512, 256],  # noqa: B006
+    input_transform: Annotated[bool, Help("add the input T-Net")] = False,
+    feature_transform: Annotated[bool, Help("add the feature T-Net")] = False,
+    epochs: Annotated[Count, Help("training epochs (cosine schedule over all of them)")] = 20,
+    batch_size: Annotated[Count, Help("shapes per training step")] = 32,
+    lr: Annotated[Positive, Help("Adam learning rate at the start of the cosine schedule")] = 1e-3,
+    seed: Annotated[int, Help("seed of initialisation, augmentations and shuffling")] = 0,
+    device: Device = "auto",
+    kernel: Kernel = "fast",
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    progress: Progress = False,
 ) -> dict:
     """Train a PointNet teacher on ``dataset``'s train split, evaluate on its test split
     (overall and mean-class accuracy) and save the checkpoint at ``out``. Returns the metrics.

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pointdistill.choices import POOLING_NORM_NAMES, check_declared
+
 POOLING_NORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "frobenius": lambda h: torch.linalg.matrix_norm(h, ord="fro"),
     "matrix-1": lambda h: h.abs().sum(dim=0).max(),  # max over columns of the column abs sum
@@ -25,6 +27,8 @@ POOLING_NORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "nuclear": lambda h: torch.linalg.matrix_norm(h, ord="nuc"),
     "matrix-inf": lambda h: h.abs().sum(dim=1).max(),  # max over rows of the row abs sum
 }
+for _name in POOLING_NORMS:
+    check_declared("pooling norm", _name, POOLING_NORM_NAMES)
 
 
 def pooling_regularizer(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor, norm: str) -> torch.Tensor:

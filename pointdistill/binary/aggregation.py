@@ -7,10 +7,14 @@ import functools
 import torch
 from torch import nn
 
+from pointdistill.choices import AGGREGATION_NAMES, check_declared
+
 AGGREGATIONS: dict[str, type[nn.Module]] = {}
 
 
 def register_aggregation(name: str):
+    check_declared("aggregation", name, AGGREGATION_NAMES)
+
     def decorate(cls):
         AGGREGATIONS[name] = cls
         return cls

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from pointdistill.choices import TRAINING_KERNEL_NAMES
+
 try:
     from pointdistill.binary import _point_kernels
 except ImportError:  # not built: the fused path is unavailable, the reference path still works
     _point_kernels = None
 
-TRAINING_KERNELS = ("fast", "reference")  # the model attribute `training_kernel`
 KERNEL_ENV = "POINTDISTILL_TRAIN_KERNEL"  # the popcount path under "fast"
 _PATH_CODES = {"avx512": 2, "popcnt": 1, "generic": 0}
 
@@ -276,8 +277,8 @@ def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
 
 
 def check_training_kernel(kernel: str) -> None:
-    if kernel not in TRAINING_KERNELS:
-        raise ValueError(f"training kernel {kernel!r} unknown; one of {list(TRAINING_KERNELS)}")
+    if kernel not in TRAINING_KERNEL_NAMES:
+        raise ValueError(f"training kernel {kernel!r} unknown; one of {list(TRAINING_KERNEL_NAMES)}")
 
 
 def fused_pooling_applies(kernel: str, x: torch.Tensor, bn: nn.BatchNorm1d) -> bool:

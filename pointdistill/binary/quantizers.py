@@ -14,10 +14,14 @@ import math
 import torch
 from torch import nn
 
+from pointdistill.choices import QUANTIZER_NAMES, check_declared
+
 QUANTIZERS: dict[str, type["Quantizer"]] = {}
 
 
 def register_quantizer(name: str):
+    check_declared("quantizer", name, QUANTIZER_NAMES)
+
     def decorate(cls):
         if name in QUANTIZERS:
             raise ValueError(f"quantizer {name!r} registered twice")

@@ -62,10 +62,11 @@ def test_cli_records_and_summarises_a_store(prefect_api, flow_params, tmp_path):
 
 
 def test_cli_names_a_bad_dataset_and_exits_2(prefect_api, flow_params, tmp_path):
-    result = run_cli("record-teacher", "--teacher", flow_params["teacher"], "--dataset", str(tmp_path / "nowhere"),
+    (tmp_path / "empty").mkdir()  # exists (the command's own check passes), holds no dataset (the library's)
+    result = run_cli("record-teacher", "--teacher", flow_params["teacher"], "--dataset", str(tmp_path / "empty"),
                      "--store", str(tmp_path / "x.zarr"), "--workers", "0")
     assert result.returncode == 2
-    assert f"{tmp_path / 'nowhere'}: not a dataset directory" in result.stderr
+    assert f"{tmp_path / 'empty'}: not a dataset directory" in result.stderr
 
 
 def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, shapes_dir, tmp_path):

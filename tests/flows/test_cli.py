@@ -1,0 +1,103 @@
+"""The command's flow options come from the flows' signatures (one declaration per parameter),
+and bad input is refused in one line, exit 2, before Prefect or torch is loaded."""
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from flows.cli import FLOW_COMMANDS, build_parser, main
+from flows.signature import REQUIRED, read_flow_signature
+from pointdistill import choices
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("command", sorted(FLOW_COMMANDS))
+def test_the_signature_read_from_source_is_the_one_prefect_sees(command):
+    module, _ = FLOW_COMMANDS[command]
+    signature = read_flow_signature(module)
+    flow = getattr(importlib.import_module(module), signature.function_name)
+    assert flow.name == signature.flow_name
+    hints = typing.get_type_hints(flow.fn, include_extras=True)
+    real = [(name, repr(hints[name]), REQUIRED if p.default is p.empty else p.default)  # FieldInfo: no __eq__
+            for name, p in inspect.signature(flow.fn).parameters.items()]
+    assert [(p.name, repr(p.annotation), p.default) for p in signature.parameters] == real
+
+
+@pytest.mark.parametrize("command", sorted(FLOW_COMMANDS))
+def test_every_flow_parameter_is_an_option_with_help(command):
+    signature = read_flow_signature(FLOW_COMMANDS[command][0])
+    subparser = build_parser()._subparsers._group_actions[0].choices[command]
+    options = {action.dest: action for action in subparser._actions}
+    for parameter in signature.parameters:
+        if parameter.name == "progress":
+            continue
+        assert parameter.help, f"{command}: {parameter.name} has no help text"
+        assert parameter.name in options, f"{command}: {parameter.name} is not an option"
+        if not parameter.required and parameter.default not in (None, False):
+            assert "(default: " in options[parameter.name].help
+
+
+def _run_cli(args: list[str]) -> tuple[int, str, list[str]]:
+    """Run main(args) in a fresh interpreter: exit status, stderr, and which heavy modules loaded."""
+    script = ("import sys, json\nfrom flows.cli import main\ntry:\n    rc = main(json.loads(sys.argv[1]))\n"
+              "except SystemExit as e:\n    rc = e.code\n"
+              "print(json.dumps([rc, [m for m in ('torch', 'prefect') if m in sys.modules]]))")
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(args)], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    rc, loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    return rc, result.stderr, loaded
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train-student", "--dataset", "/no/such/dir", "--out", "o", "--store", "s"], "--dataset: /no/such/dir does not exist"),
+    (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--epochs", "0"], "--epochs: input should be greater than or equal to 1"),
+    (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--reg-weight", "inf"], "--reg-weight: input should be a finite number"),
+    (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--quantizer", "lsq"], "'lsq' is not one of bnn, xnor"),
+    (["train-student", "--dataset", ".", "--out", "o"], "one of the arguments --store --teacher-sha is required"),
+    (["train-teacher", "--dataset", ".", "--out", "o", "--point-widths", "64,0"], "--point-widths: input should be greater than or equal to 1"),
+    (["record-teacher", "--teacher", "t.pt", "--dataset", ".", "--store", "s"], "--teacher: t.pt does not exist"),
+    (["ablation", "--store", ".", "--dataset", ".", "--out", "o", "--aggregations", "max,mean"], "'mean' is not one of max, ema"),
+])
+def test_bad_input_is_one_line_exit_2_before_anything_heavy_loads(args, message):
+    rc, stderr, loaded = _run_cli(args)
+    assert rc == 2
+    assert len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
+    assert loaded == [], f"{loaded} imported before the input was checked"
+
+
+def test_names_are_case_insensitive_and_values_reach_the_flow_typed():
+    args = build_parser().parse_args(["train-student", "--dataset", ".", "--out", "o", "--store", ".",
+                                      "--quantizer", "LSR", "--aggregation", "EMA", "--point-widths", "64,128"])
+    from flows.cli import _checked_flow_parameters
+
+    params = _checked_flow_parameters(args, args.parser)
+    assert params["quantizer"] == "lsr" and params["aggregation"] == "ema"
+    assert params["point_widths"] == [64, 128] and params["epochs"] == 20 and params["resume"] is False
+
+
+def test_version_and_bare_command(capsys):
+    from pointdistill import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"pointdistill {__version__}"
+    assert main([]) == 0
+    assert "train-student" in capsys.readouterr().out
+
+
+def test_every_declared_name_is_registered_and_undeclared_names_are_refused():
+    from pointdistill.binary import AGGREGATIONS, QUANTIZERS, register_quantizer
+    from pointdistill.losses import POOLING_NORMS
+
+    assert tuple(QUANTIZERS) == choices.QUANTIZER_NAMES
+    assert tuple(AGGREGATIONS) == choices.AGGREGATION_NAMES
+    assert tuple(POOLING_NORMS) == choices.POOLING_NORM_NAMES
+    with pytest.raises(ValueError, match="not declared in pointdistill/choices.py"):
+        register_quantizer("my-quantizer")
