@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import os
 import signal
 import sys
 import threading
 
+from flows.config_file import ConfigFileError, config_path, read_config, write_config
 from flows.signature import FlowParameter, FlowSignature, read_flow_signature
 
 
@@ -76,17 +78,43 @@ FLOW_COMMANDS = {
 }
 
 
-def _run_flow(signature: FlowSignature, module: str, report, params: dict) -> None:
-    """Import the flow (Prefect, torch: only now that the input is checked) and run it on a
-    temporary local Prefect server; progress bars only on a terminal, one line per epoch in logs."""
+QUIET_LOGGING = {  # the environment of a flow command without --verbose
+    "PREFECT_LOGGING_LEVEL": "CRITICAL",  # the command reports errors itself, in one line
+    "DASK_LOGGING__DISTRIBUTED": "error",
+}
+
+
+class _EpochLines(logging.Handler):
+    """The library's epoch lines (pointdistill.progress) on stderr, clear of progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _run_flow(command: str, signature: FlowSignature, module: str, report, params: dict) -> None:
+    """Import the flow (Prefect, torch: only now that the input is checked), run it on a
+    temporary local Prefect server (progress bars only on a terminal, one line per epoch in
+    logs), write its resolved configuration beside its outputs and print its result."""
     import importlib
 
     from flows.runtime import embedded_api
+    from pointdistill import __version__
 
+    lines = logging.getLogger("pointdistill.progress")
+    lines.setLevel(logging.INFO)
+    lines.propagate = False
+    if not lines.handlers:
+        lines.addHandler(_EpochLines())
     flow = getattr(importlib.import_module(module), signature.function_name)
     with embedded_api():
         result = flow(**params, progress=sys.stderr.isatty())
     report(params, result)
+    written = config_path(command, params)
+    if written:
+        write_config(written, command, params, __version__)
+        print(f"config   {written}")
 
 
 def _serve(args) -> int:
@@ -265,7 +293,7 @@ def _add_flow_command(commands, command: str, module: str, report) -> None:
         target = p
         if parameter.group:
             if parameter.group.group not in groups:
-                groups[parameter.group.group] = p.add_mutually_exclusive_group(required=parameter.group.required)
+                groups[parameter.group.group] = p.add_mutually_exclusive_group()
             target = groups[parameter.group.group]
         help_text = parameter.help
         if not parameter.required and parameter.default is not None and parameter.default is not False:
@@ -278,27 +306,55 @@ def _add_flow_command(commands, command: str, module: str, report) -> None:
         metavar = ("{" + ",".join(parameter.choices) + "}") if parameter.choices else parameter.name.upper()
         if parameter.item_type is not None:
             metavar += ",..."
+        # Required-ness is checked after --config is merged (_checked_flow_parameters).
         target.add_argument(_flag(parameter.name), dest=parameter.name, type=_converter(parameter),
-                            metavar=metavar, help=help_text,
-                            required=parameter.required and not parameter.group,
+                            metavar=metavar, help=help_text + (" (required)" if parameter.required else ""),
                             default=None if parameter.required else parameter.default)
-    p.set_defaults(run=functools.partial(_run_flow, signature, module, report), flow_signature=signature, parser=p)
+    p.add_argument("--config", metavar="FILE", help="YAML file of parameter values (options given here override "
+                                                    "it); every run writes its resolved one beside its outputs")
+    p.add_argument("--verbose", action="store_true", help="show Prefect's and Dask's logs")
+    p.set_defaults(run=functools.partial(_run_flow, command, signature, module, report), flow_signature=signature,
+                   parser=p)
 
 
 def _checked_flow_parameters(args, parser: argparse.ArgumentParser) -> dict:
     """The flow's keyword arguments from the parsed options, each checked against its declared
     type and constraints; the first problem ends the command with a one-line error, before
     Prefect or torch is loaded."""
-    params = {}
+    params, groups = {}, {}
     for parameter in args.flow_signature.parameters:
         if parameter.name == "progress":
             continue
         value = getattr(args, parameter.name)
+        if parameter.required and value is None:
+            parser.error(f"{_flag(parameter.name)} is required (on the command line or in --config)")
         try:
             params[parameter.name] = parameter.check(value)
         except ValueError as error:
             parser.error(f"{_flag(parameter.name)}: {error}")
+        if parameter.group:
+            groups.setdefault(parameter.group, []).append(parameter.name)
+    for group, names in groups.items():  # also across the command line and --config
+        given = [_flag(name) for name in names if params[name] not in (None, False)]
+        if len(given) > 1:
+            parser.error(f"{' and '.join(given)} exclude each other")
+        if group.required and not given:
+            parser.error(f"one of {' '.join(_flag(name) for name in names)} is required")
     return params
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; for a flow command with --config, the file's values become the defaults
+    and the command line is parsed again over them."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) and hasattr(args, "flow_signature"):
+        try:
+            values = read_config(args.config, args.command, args.flow_signature)
+        except ConfigFileError as error:
+            args.parser.error(f"--config: {error}")
+        args.parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,9 +450,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 0
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if hasattr(args, "flow_signature"):
         params = _checked_flow_parameters(args, args.parser)
+        if not args.verbose:  # before Prefect or Dask is imported: both read it once (Dask workers inherit it)
+            for name, value in QUIET_LOGGING.items():
+                os.environ.setdefault(name, value)
     from flows.runtime import ServerGone
     from pointdistill.data import DatasetError
     from pointdistill.models import CheckpointError

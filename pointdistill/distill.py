@@ -19,6 +19,7 @@ from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import (
     BinaryPointNetConfig, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device,
 )
+from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import model_size_bytes, run_files, write_run
 from pointdistill.run_directory import Existing, RunDirectory
@@ -123,6 +124,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             self_record.p.copy_(state["self_record_p"])
             self_record.seen.copy_(state["self_record_seen"])
     steps = len(loader)
+    clock = EpochClock(config.epochs, len(run.history))
     for epoch in range(len(run.history), config.epochs):
         started = time.perf_counter()
         set_training_progress(model, epoch, config.epochs)
@@ -173,10 +175,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             if self_record is not None:
                 saved.update(self_record_p=self_record.p.cpu(), self_record_seen=self_record.seen.cpu())
             run_dir.save_state(saved)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {row['loss_total']:.4f}  train acc "
-                       f"{row['train_accuracy']:.3f}  test OA {row['test_overall_accuracy']:.4f}  "
-                       f"mAcc {row['test_mean_class_accuracy']:.4f}  ({row['seconds']:.1f}s)")
+        clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  "
+                         f"test OA {row['test_overall_accuracy']:.4f}  mAcc {row['test_mean_class_accuracy']:.4f}")
     final = run.history[-1]
     best = max(run.history, key=lambda r: r["test_overall_accuracy"])
     run.checkpoint = Checkpoint(

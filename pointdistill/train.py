@@ -19,6 +19,7 @@ from pointdistill.models import (
     Checkpoint, PointNetConfig, batched_forward, create_model, load_checkpoint, model_spec, resolve_device,
     save_checkpoint,
 )
+from pointdistill.progress import EpochClock
 from pointdistill.run_directory import Existing, RunDirectory
 
 
@@ -140,6 +141,7 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         order_rng.set_state(run.state["order_rng"])
         restore_rng_states(run.state["rng"], device)
         history = list(run.state["history"])
+    clock = EpochClock(config.epochs, len(history))
     for epoch in range(len(history), config.epochs):
         model.train()
         order = torch.randperm(len(train_set), generator=order_rng)
@@ -173,11 +175,8 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
             run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "order_rng": order_rng.get_state(),
                             "rng": rng_states(device), "history": history})
-        if progress:
-            last = history[-1]
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {last['train_loss']:.4f}  "
-                       f"train acc {last['train_accuracy']:.3f}  test OA {test['overall_accuracy']:.3f}  "
-                       f"mAcc {test['mean_class_accuracy']:.3f}")
+        clock.log(epoch, f"loss {history[-1]['train_loss']:.4f}  train acc {history[-1]['train_accuracy']:.3f}  "
+                         f"test OA {test['overall_accuracy']:.4f}  mAcc {test['mean_class_accuracy']:.4f}")
     return Checkpoint(
         spec=model.spec,
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -60,7 +60,7 @@ def _run_cli(args: list[str]) -> tuple[int, str, list[str]]:
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--epochs", "0"], "--epochs: input should be greater than or equal to 1"),
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--reg-weight", "inf"], "--reg-weight: input should be a finite number"),
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--quantizer", "lsq"], "'lsq' is not one of bnn, xnor"),
-    (["train-student", "--dataset", ".", "--out", "o"], "one of the arguments --store --teacher-sha is required"),
+    (["train-student", "--dataset", ".", "--out", "o"], "one of --store --teacher-sha is required"),
     (["train-teacher", "--dataset", ".", "--out", "o", "--point-widths", "64,0"], "--point-widths: input should be greater than or equal to 1"),
     (["record-teacher", "--teacher", "t.pt", "--dataset", ".", "--store", "s"], "--teacher: t.pt does not exist"),
     (["ablation", "--store", ".", "--dataset", ".", "--out", "o", "--aggregations", "max,mean"], "'mean' is not one of max, ema"),
@@ -101,3 +101,44 @@ def test_every_declared_name_is_registered_and_undeclared_names_are_refused():
     assert tuple(POOLING_NORMS) == choices.POOLING_NORM_NAMES
     with pytest.raises(ValueError, match="not declared in pointdistill/choices.py"):
         register_quantizer("my-quantizer")
+
+
+def test_command_line_options_override_the_config_file(tmp_path):
+    from flows.cli import _checked_flow_parameters, _parse
+
+    config = tmp_path / "run.yaml"
+    config.write_text("command: train-student\ndataset: .\nstore: .\nout: o\nquantizer: XNOR\nepochs: 7\n"
+                      "point-widths: [64, 128]\n")
+    args = _parse(build_parser(), ["train-student", "--config", str(config), "--epochs", "3"])
+    params = _checked_flow_parameters(args, args.parser)
+    assert params["quantizer"] == "xnor" and params["epochs"] == 3 and params["point_widths"] == [64, 128]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("command: train-teacher\nbogus: 1\n", "unknown parameter 'bogus' for train-teacher"),
+    ("command: train-student\n", "a configuration of train-student, not of train-teacher"),
+    ("- 1\n", "expected a mapping of parameter names to values"),
+    ("epochs: [\n", "not valid YAML"),
+    ("dataset: .\nout: o\nepochs: -1\n", "--epochs: input should be greater than or equal to 1"),
+])
+def test_a_bad_config_file_is_one_line_naming_it(tmp_path, content, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(content)
+    rc, stderr, loaded = _run_cli(["train-teacher", "--config", str(config)])
+    assert rc == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
+    assert loaded == []
+
+
+def test_a_run_writes_its_resolved_config_and_that_file_reruns_it(shapes_dir, tmp_path, capsys):
+    out = tmp_path / "teacher.pt"
+    args = ["--dataset", shapes_dir, "--out", str(out), "--num-points", "64", "--point-widths", "8,8,8,16,32",
+            "--head-widths", "16,8", "--epochs", "1", "--device", "cpu"]
+    assert main(["train-teacher", *args]) == 0
+    first = capsys.readouterr()
+    written = tmp_path / "teacher.pt.config.yaml"
+    assert f"config   {written}" in first.out
+    assert "epoch 1/1" in first.err and "ETA" in first.err  # one line per epoch, without a terminal
+    assert main(["train-teacher", "--config", str(written), "--overwrite"]) == 0
+    second = capsys.readouterr()
+    accuracy = [line for line in first.out.splitlines() if line.startswith("teacher ")]
+    assert accuracy == [line for line in second.out.splitlines() if line.startswith("teacher ")]

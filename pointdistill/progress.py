@@ -1,0 +1,30 @@
+"""Epoch lines of a training run, on the ``pointdistill.progress`` logger: silent in a library
+unless configured, printed one per epoch by the `pointdistill` command (also into log files,
+where progress bars are off), with the time per epoch and an estimate for the whole run."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+logger = logging.getLogger("pointdistill.progress")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class EpochClock:
+    """Times the epochs run by this process (a resumed run starts counting at its first epoch)."""
+
+    def __init__(self, epochs: int, first_epoch: int = 0):
+        self.epochs, self.first_epoch, self.started = epochs, first_epoch, time.perf_counter()
+
+    def log(self, epoch: int, text: str) -> None:
+        """One line for the finished ``epoch`` (0-based): ``epoch 3/200  <text>  (41.2 s/epoch, ETA 2h16m)``."""
+        done = epoch + 1 - self.first_epoch
+        per_epoch = (time.perf_counter() - self.started) / done
+        logger.info("epoch %d/%d  %s  (%.1f s/epoch, ETA %s)", epoch + 1, self.epochs, text, per_epoch,
+                    _duration(per_epoch * (self.epochs - epoch - 1)))
