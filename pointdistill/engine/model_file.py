@@ -167,7 +167,9 @@ def load_network(path: str | os.PathLike) -> BinaryNetwork:
     except OSError as error:
         raise ModelFileError(f"{path}: cannot read model file ({error})") from error
     if len(blob) < 16 or blob[:4] != MAGIC:
-        raise ModelFileError(f"{path}: not a pointdistill binary network (.pdbn) file")
+        hint = ("; it looks like a PyTorch checkpoint: make the model file with "
+                f"`pointdistill export {path} -o MODEL.pdbn`" if blob[:2] == b"PK" else "")
+        raise ModelFileError(f"{path}: not a pointdistill binary network (.pdbn) file{hint}")
     version, header_length = struct.unpack_from("<IQ", blob, 4)
     if version != VERSION:
         raise ModelFileError(f"{path}: model file version {version}; this pointdistill reads version {VERSION}")

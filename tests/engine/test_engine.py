@@ -145,8 +145,10 @@ def test_bad_model_files_give_clear_errors(model_file, tmp_path):
         load_network(written("header-cut.pdbn", blob[:40]))
     with pytest.raises(ModelFileError, match="version 2; this pointdistill reads version 1"):
         load_network(written("v2.pdbn", blob[:4] + struct.pack("<I", 2) + blob[8:]))
-    with pytest.raises(ModelFileError, match="not a pointdistill binary network"):
-        load_network(written("other.pdbn", b"PK\x03\x04" + blob[4:]))
+    with pytest.raises(ModelFileError, match=r"not a pointdistill binary network \(.pdbn\) file$"):
+        load_network(written("other.pdbn", b"GIF8" + blob[4:]))
+    with pytest.raises(ModelFileError, match="looks like a PyTorch checkpoint: make the model file with `pointdistill export"):
+        load_network(written("student.pt", b"PK\x03\x04" + blob[4:]))  # torch.save writes a zip
     damaged = bytearray(blob)
     damaged[-10] ^= 0xFF
     with pytest.raises(ModelFileError, match="checksum"):
