@@ -26,13 +26,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
-
-
 def _make_dataset(args) -> None:
     from pointdistill.data import write_generated_dataset
 
@@ -287,9 +280,7 @@ def _add_flow_command(commands, command: str, module: str, report) -> None:
     p = commands.add_parser(command, help=f"{signature.description} (flow {signature.flow_name})",
                             description=signature.description)
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    for parameter in signature.parameters:
-        if parameter.name == "progress":  # set by the command: bars on a terminal only
-            continue
+    for parameter in signature.options:
         target = p
         if parameter.group:
             if parameter.group.group not in groups:
@@ -322,9 +313,7 @@ def _checked_flow_parameters(args, parser: argparse.ArgumentParser) -> dict:
     type and constraints; the first problem ends the command with a one-line error, before
     Prefect or torch is loaded."""
     params, groups = {}, {}
-    for parameter in args.flow_signature.parameters:
-        if parameter.name == "progress":
-            continue
+    for parameter in args.flow_signature.options:
         value = getattr(args, parameter.name)
         if parameter.required and value is None:
             parser.error(f"{_flag(parameter.name)} is required (on the command line or in --config)")

@@ -16,7 +16,7 @@ import yaml
 
 from flows.signature import FlowSignature
 
-NOT_WRITTEN = ("resume", "overwrite", "progress")
+NOT_WRITTEN = ("resume", "overwrite")
 
 
 class ConfigFileError(ValueError):
@@ -41,7 +41,7 @@ def read_config(path: str, command: str, signature: FlowSignature) -> dict:
     written_for = values.pop("command", command)
     if written_for != command:
         raise ConfigFileError(f"{path}: a configuration of {written_for}, not of {command}")
-    known = [p.name for p in signature.parameters if p.name != "progress"]
+    known = [p.name for p in signature.options]
     for key in values:
         if key not in known:
             raise ConfigFileError(f"{path}: unknown parameter {key!r} for {command} (known: {', '.join(known)})")
@@ -65,6 +65,6 @@ def write_config(path: str, command: str, params: dict, version: str) -> None:
               f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}).\n"
               f"# Run it again: pointdistill {command} --config {Path(path).name} "
               f"(with another output location, or --overwrite)\n")
-    partial = Path(f"{path}.partial")
-    partial.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-    partial.replace(path)
+    from pointdistill.run_directory import write_bytes_atomically  # torch: loaded by the run already
+
+    write_bytes_atomically(path, (header + yaml.safe_dump(values, sort_keys=False)).encode("utf-8"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import math
 import os
 import types
 import typing
@@ -25,6 +24,7 @@ from pydantic.fields import FieldInfo
 import flows.parameters
 
 REQUIRED = object()  # the default of a parameter without one
+SET_BY_COMMAND = ("progress",)  # flow parameters the command sets itself, never options
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,6 @@ class FlowParameter:
         return _bare(base)
 
     @property
-    def optional(self) -> bool:
-        base = typing.get_args(self.annotation)[0] if self.metadata else self.annotation
-        return type(None) in typing.get_args(base)
-
-    @property
     def item_type(self) -> Any | None:
         """For a list parameter, the type of its items (without Annotated); else None."""
         if typing.get_origin(self.value_type) is not list:
@@ -91,7 +86,7 @@ class FlowParameter:
             value = TypeAdapter(self.annotation).validate_python(value)
         except ValidationError as error:
             first = error.errors()[0]
-            raise ValueError(f"{first['msg'][0].lower()}{first['msg'][1:]} (got {_shown(value)})") from None
+            raise ValueError(f"{first['msg'][0].lower()}{first['msg'][1:]} (got {value!r})") from None
         if self.must_exist and value is not None and "://" not in value and not os.path.exists(value):
             raise ValueError(f"{value} does not exist")
         return value
@@ -107,6 +102,11 @@ class FlowSignature:
     description: str
     parameters: tuple[FlowParameter, ...]
 
+    @property
+    def options(self) -> tuple[FlowParameter, ...]:
+        """The parameters a command line or config file gives (all but SET_BY_COMMAND)."""
+        return tuple(p for p in self.parameters if p.name not in SET_BY_COMMAND)
+
 
 def _bare(annotation: Any) -> Any:
     return typing.get_args(annotation)[0] if hasattr(annotation, "__metadata__") else annotation
@@ -118,12 +118,6 @@ def _all_metadata(annotation: Any) -> list:
     for arg in typing.get_args(annotation):
         found += _all_metadata(arg)
     return found
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return repr(value)
 
 
 def _namespace() -> dict:

@@ -32,6 +32,8 @@ from typing import Literal
 
 import torch
 
+from pointdistill.storage import write_private_copy
+
 EXISTING = ("refuse", "resume", "overwrite")
 Existing = Literal["refuse", "resume", "overwrite"]
 STATE_FORMAT = "pointdistill.train-state"
@@ -52,15 +54,13 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> None:
     file. A full disk raises DiskFullError naming ``path``, the partial file removed and
     ``path`` unchanged."""
     path = Path(path)
-    partial = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial = None
     try:
-        with open(partial, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        partial = write_private_copy(path, data)
         os.replace(partial, path)
     except BaseException as error:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno in _NO_SPACE:
             raise DiskFullError(error.errno, f"disk full while writing {path} (nothing was replaced; "
                                              f"free space and run again)") from error

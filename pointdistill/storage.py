@@ -95,6 +95,23 @@ def open_file(location: str, mode: str = "rb", explicit: dict | None = None):
     return fsspec.open(location, mode, **storage_options_for(location, explicit))
 
 
+def write_private_copy(path: str | Path, data: bytes) -> Path:
+    """``data`` in a new file beside ``path`` with a name of its own, flushed to disk (fsync);
+    its path. The caller moves it into place (rename, link) or removes it; should the write
+    fail, it is removed here and the error raised."""
+    path = Path(path)
+    private = path.with_name(f"{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(private, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        private.unlink(missing_ok=True)
+        raise
+    return private
+
+
 def create_exclusively(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
     """Create the file ``path`` holding ``data`` unless it exists; whether this call created it.
 
@@ -103,18 +120,14 @@ def create_exclusively(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     filesystem's exclusive create (a conditional put on object storage) sends them in one piece.
     """
     if isinstance(fs, LocalFileSystem):
-        private = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        private = write_private_copy(path, data)
         try:
-            with open(private, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(private, path)
             return True
         except FileExistsError:
             return False
         finally:
-            Path(private).unlink(missing_ok=True)
+            private.unlink(missing_ok=True)
     try:
         with fs.open(path, "xb") as f:
             f.write(data)

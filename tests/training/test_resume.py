@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import pointdistill.distill
-import pointdistill.run_directory
+import pointdistill.storage
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
@@ -208,7 +208,8 @@ def test_a_full_disk_while_saving_names_the_file_and_keeps_the_last_good_state(
                 return FullDisk(file)
         return file
 
-    monkeypatch.setattr(pointdistill.run_directory, "open", open_filling_the_disk_on_the_second_state, raising=False)
+    # run_directory writes through storage.write_private_copy
+    monkeypatch.setattr(pointdistill.storage, "open", open_filling_the_disk_on_the_second_state, raising=False)
     out = tmp_path / "student"
     with pytest.raises(DiskFullError, match=r"disk full while writing .*student.incomplete/state.pt"):
         run_student_job(student_job(recorded_store, shapes_dir, out), progress=False)
