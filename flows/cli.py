@@ -36,6 +36,7 @@ def _make_dataset(args) -> None:
 def _report_teacher(params: dict, metrics: dict) -> None:
     print(f"teacher {params['out']}: test overall accuracy {metrics['test_overall_accuracy']:.4f}, "
           f"mean-class accuracy {metrics['test_mean_class_accuracy']:.4f}")
+    print(f"outputs  {', '.join(metrics['outputs'].values())}")
 
 
 def _report_recording(params: dict, summary: dict) -> None:
@@ -52,8 +53,11 @@ def _report_student(params: dict, summary: dict) -> None:
     print(f"student  test OA {100 * summary['final_test_overall_accuracy']:.2f}% at the final epoch "
           f"(mean-class {100 * summary['final_test_mean_class_accuracy']:.2f}%); "
           f"best epoch {summary['best_epoch']}: {100 * best:.2f}% (selected on test, for comparison only)")
-    print(f"student  {sizes['float_bytes']:,} bytes as float32, {sizes['packed_bytes']:,} bytes bit-packed "
-          f"({sizes['float_bytes'] / sizes['packed_bytes']:.1f}x smaller)")
+    if sizes["packed_bytes"] is None:
+        print(f"student  {sizes['float_bytes']:,} bytes as float32; no bit-packed model: {sizes['not_packed']}")
+    else:
+        print(f"student  {sizes['float_bytes']:,} bytes as float32, {sizes['packed_bytes']:,} bytes bit-packed "
+              f"(the .pdbn that export writes, {sizes['float_bytes'] / sizes['packed_bytes']:.1f}x smaller)")
     print(f"outputs  {summary['outputs']['checkpoint']}, {summary['outputs']['metrics']}, {summary['outputs']['curves']}")
 
 

@@ -72,7 +72,7 @@ def train_student(
         existing=existing_mode(resume, overwrite),
     )
     summary = run_student_job(job, progress=progress)
-    get_run_logger().info("student %s: final test OA %.4f (teacher %.4f), %d -> %d bytes", out,
+    get_run_logger().info("student %s: final test OA %.4f (teacher %.4f), %s bytes float32 -> %s bit-packed", out,
                           summary["final_test_overall_accuracy"], summary["teacher_test_overall_accuracy"] or 0,
                           summary["student_bytes"]["float_bytes"], summary["student_bytes"]["packed_bytes"])
     create_table_artifact(key="student-summary", table=[{

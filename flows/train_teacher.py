@@ -34,7 +34,8 @@ def train_teacher(
     progress: Progress = False,
 ) -> dict:
     """Train a PointNet teacher on ``dataset``'s train split, evaluate on its test split
-    (overall and mean-class accuracy) and save the checkpoint at ``out``. Returns the metrics.
+    (overall and mean-class accuracy) and save the checkpoint at ``out``, with
+    ``<out>.metrics.parquet`` and ``<out>.curves.png`` beside it. Returns the final test accuracies and the paths written (``outputs``).
     An existing ``out`` is refused unless ``resume`` (continue an interrupted run from its last
     finished epoch) or ``overwrite``."""
     job = TeacherJob(
@@ -45,8 +46,9 @@ def train_teacher(
     if kernel == "fast" and (input_transform or feature_transform):
         get_run_logger().info("kernel fast: the T-Nets take the reference (autograd) path; "
                               "the last point layer is fused")
-    metrics = {k: v for k, v in run_teacher_job(job, progress=progress).items() if k not in ("history", "settings")}
+    result = {k: v for k, v in run_teacher_job(job, progress=progress).items() if k not in ("history", "settings")}
     get_run_logger().info("teacher saved to %s: test OA %.4f, mean-class %.4f", out,
-                          metrics["test_overall_accuracy"], metrics["test_mean_class_accuracy"])
-    create_table_artifact(key="teacher-accuracy", table=[{"checkpoint": out, "epochs": epochs, **metrics}])
-    return metrics
+                          result["test_overall_accuracy"], result["test_mean_class_accuracy"])
+    accuracy = {k: v for k, v in result.items() if k.startswith("test_")}
+    create_table_artifact(key="teacher-accuracy", table=[{"checkpoint": out, "epochs": epochs, **accuracy}])
+    return result

@@ -165,10 +165,12 @@ def _plot(rows: list[dict], path: Path, teacher: float) -> None:
         values = [100 * next((r["final_test_oa"] for r in grid if r["row"] == m and r["column"] == column), np.nan)
                   for m in methods]
         ax.bar(np.arange(len(methods)) + (k - 1.5) * width, values, width, label=column)
-    ax.axhline(100 * teacher, color="black", linestyle="--", label="teacher")
+    ax.axhline(100 * teacher, color="black", linestyle="--", linewidth=1, label=f"teacher {100 * teacher:.1f}")
     ax.set_xticks(np.arange(len(methods)), methods)
-    ax.set_ylabel("final test OA (%)")
-    ax.legend(ncol=5)
+    ax.set(ylabel="final test OA (%)", ylim=(0, 100))
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=5, frameon=False)  # off the bars
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -21,7 +21,7 @@ from pointdistill.models import (
 )
 from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
-from pointdistill.report import model_size_bytes, run_files, write_run
+from pointdistill.report import float_bytes, run_files, student_sizes, write_run
 from pointdistill.run_directory import Existing, RunDirectory
 from pointdistill.train import (
     check_finite, check_finite_loss, check_positive_finite, evaluate, restore_rng_states, resume_settings,
@@ -259,8 +259,6 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
 
 
 def _summary(job: StudentJob, spec: dict, teacher_spec: dict, loader: ReplayLoader, run: StudentRun) -> dict:
-    student = create_model(spec)
-    student.load_state_dict(run.checkpoint.state_dict)
     metrics = run.checkpoint.metrics
     return {
         "student": {k: spec[k] for k in ("quantizer", "aggregation", "point_widths", "head_widths")},
@@ -271,8 +269,8 @@ def _summary(job: StudentJob, spec: dict, teacher_spec: dict, loader: ReplayLoad
         "best_epoch_test_overall_accuracy (model selection on test, for comparison only)":
             metrics["best_epoch_test_overall_accuracy"],
         "teacher_test_overall_accuracy": loader.attrs["teacher"]["metrics"].get("test_overall_accuracy"),
-        "student_bytes": model_size_bytes(student),
-        "teacher_float_bytes": model_size_bytes(create_model(teacher_spec))["float_bytes"],
+        "student_bytes": student_sizes(run.checkpoint),
+        "teacher_float_bytes": float_bytes(create_model(teacher_spec)),
         "records": metrics["records"], "online_teacher": job.online_teacher,
         "first_step_terms": run.first_step_terms,
     }

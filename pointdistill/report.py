@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,38 +10,59 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch import nn
 
-from pointdistill.binary import binary_layers
-from pointdistill.models import save_checkpoint
+from pointdistill.models import Checkpoint, save_checkpoint
+from pointdistill.run_directory import write_bytes_atomically
 
 
-def model_size_bytes(model: nn.Module) -> dict[str, int]:
-    """Storage of the model's inference state: ``float_bytes`` with every parameter and buffer
-    in float32; ``packed_bytes`` with binary-layer weights at 1 bit each (packed in bytes) and
-    everything else (first/last layers, BatchNorm, scales) in float32."""
-    binary = {id(layer.weight) for layer in binary_layers(model)}
+def float_bytes(model: nn.Module) -> int:
+    """Bytes of the model's inference state with every parameter and floating buffer in float32."""
     tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
-    float_bytes = sum(t.numel() * 4 for t in tensors)
-    packed = sum(-(-t.numel() // 8) if id(t) in binary else t.numel() * 4 for t in tensors)
-    return {"float_bytes": float_bytes, "packed_bytes": packed}
+    return sum(t.numel() * 4 for t in tensors)
 
 
-def plot_curves(history: list[dict], path: Path, title: str, reference: float | None = None) -> None:
-    """Losses (left, log scale) and accuracies (right) per epoch, as a PNG at ``path``. Markers
-    show every epoch (a 1-epoch run is a point, not an empty plot), epochs are whole numbers,
-    test OA is drawn above mean-class accuracy, ``reference`` (a fraction, e.g. the teacher's
-    test OA) is a dashed line, and the legends sit below the axes, off the data."""
+def student_sizes(checkpoint: Checkpoint) -> dict:
+    """The sizes of a binary student, defined once for every command and the README:
+    ``float_bytes`` (float_bytes of the model as trained) and ``packed_bytes``, the size of the
+    ``.pdbn`` model file that ``pointdistill export`` writes for it and the engine runs (binary
+    weights at 1 bit in 64-bit words, BatchNorm and scales folded into int32 thresholds, the
+    float32 first layer, pooled-layer scales and classifier, and the file's header). A student
+    that export refuses (XNOR-Net) has ``packed_bytes`` None and the reason in ``not_packed``."""
+    from pointdistill.engine.export import ExportError, export_student
+    from pointdistill.engine.model_file import encode_network
+
+    sizes = {"float_bytes": float_bytes(checkpoint.build_model()), "packed_bytes": None, "not_packed": None}
+    try:
+        sizes["packed_bytes"] = len(encode_network(export_student(checkpoint)))
+    except ExportError as error:
+        sizes["not_packed"] = str(error)
+    return sizes
+
+
+def plot_curves(history: list[dict], title: str, reference: float | None = None,
+                losses: dict[str, str] | None = None) -> bytes:
+    """Losses (left, log scale) and accuracies (right) per epoch, as PNG bytes. ``losses`` maps
+    history keys to legend labels (default: every ``loss_<term>`` key, labelled by its term).
+    Markers show every epoch (a 1-epoch run is a point, not an empty plot), epochs are whole
+    numbers, test OA is drawn above mean-class accuracy, ``reference`` (a fraction, e.g. the
+    teacher's test OA) is a dashed line, and the legends sit below the axes, off the data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     marker = {"marker": "o", "markersize": 3 if len(epochs) > 30 else 5}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
-    for key in sorted(k for k in history[0] if k.startswith("loss_")):
-        left.plot(epochs, [row[key] for row in history], label=key.removeprefix("loss_"), **marker)
+    if losses is None:
+        losses = {k: k.removeprefix("loss_") for k in sorted(history[0]) if k.startswith("loss_")}
+    for key, label in losses.items():
+        left.plot(epochs, [row[key] for row in history], label=label, **marker)
     left.set(xlabel="epoch", ylabel="loss (unweighted terms)", yscale="log", title="losses")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.5, 2 rather than 5e-1, 2e0, and between decades
+    left.yaxis.set_major_formatter(plain)
+    left.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5)))
+    left.yaxis.set_minor_formatter(plain)
     curves = (("train_accuracy", "train", {"color": "tab:gray", "linewidth": 1}),
               ("test_mean_class_accuracy", "test mean-class", {"color": "tab:blue", "linewidth": 1}),
               ("test_overall_accuracy", "test OA", {"color": "tab:red", "linewidth": 2}))
@@ -60,12 +82,21 @@ def plot_curves(history: list[dict], path: Path, title: str, reference: float | 
         axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    return png.getvalue()
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    """``rows`` (one dict per epoch) as a Parquet file's bytes."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()
 
 
 def run_files(name: str) -> dict[str, str]:
-    """The file names of a run directory, by kind."""
+    """The file names of a student run directory, by kind."""
     return {"checkpoint": f"{name}.pt", "metrics": "metrics.parquet", "curves": "curves.png",
             "summary": "summary.json"}
 
@@ -76,6 +107,23 @@ def write_run(out_dir: str | Path, checkpoint, history: list[dict], summary: dic
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / file for kind, file in run_files(name).items()}
     save_checkpoint(paths["checkpoint"], checkpoint)
-    pq.write_table(pa.Table.from_pylist(history), paths["metrics"])
-    plot_curves(history, paths["curves"], title=name, reference=summary.get("teacher_test_overall_accuracy"))
+    paths["metrics"].write_bytes(parquet_bytes(history))
+    paths["curves"].write_bytes(plot_curves(history, title=name,
+                                            reference=summary.get("teacher_test_overall_accuracy")))
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def teacher_files(checkpoint: str | Path) -> dict[str, Path]:
+    """What a teacher run leaves, by kind: the checkpoint and, beside it,
+    ``<checkpoint>.metrics.parquet`` (one row per epoch) and ``<checkpoint>.curves.png``."""
+    checkpoint = Path(checkpoint)
+    return {"checkpoint": checkpoint, "metrics": checkpoint.with_name(checkpoint.name + ".metrics.parquet"),
+            "curves": checkpoint.with_name(checkpoint.name + ".curves.png")}
+
+
+def write_teacher_history(checkpoint: str | Path, history: list[dict]) -> None:
+    """Write a teacher run's metrics and curves beside ``checkpoint`` (each file atomically)."""
+    paths = teacher_files(checkpoint)
+    write_bytes_atomically(paths["metrics"], parquet_bytes(history))
+    write_bytes_atomically(paths["curves"], plot_curves(history, title=f"teacher {paths['checkpoint'].name}",
+                                                        losses={"train_loss": "cross-entropy"}))

@@ -246,7 +246,7 @@ class RunDirectory:
         if differences:
             raise RunDirectoryError(f"{self.out} holds a finished run with other settings: "
                                     + "; ".join(differences) + "; choose another output, or replace it "
-                                    f"with --overwrite")
+                                    "with --overwrite")
 
     def save_state(self, state: dict) -> None:
         """Replace the resume state atomically (format, version and settings are added)."""

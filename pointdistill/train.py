@@ -20,6 +20,7 @@ from pointdistill.models import (
     save_checkpoint,
 )
 from pointdistill.progress import EpochClock
+from pointdistill.report import teacher_files, write_teacher_history
 from pointdistill.run_directory import Existing, RunDirectory
 
 
@@ -204,22 +205,26 @@ class TeacherJob:
 
 def run_teacher_job(job: TeacherJob, progress: bool = True) -> dict:
     """Train the teacher (resuming an interrupted run when asked) and commit its checkpoint at
-    ``job.out``; returns the final metrics (test accuracies and the per-epoch history)."""
+    ``job.out``, its per-epoch metrics and curves beside it (written just before the checkpoint
+    lands: a checkpoint at ``out`` always has its own); returns the final metrics (test
+    accuracies, the per-epoch history, the paths written under ``outputs``)."""
     train_set = load_dataset(job.dataset, "train", job.num_points)
     test_set = load_dataset(job.dataset, "test", job.num_points)
     spec = model_spec("pointnet", PointNetConfig(
         num_classes=train_set.num_classes, point_widths=tuple(job.point_widths), head_widths=tuple(job.head_widths),
         input_transform=job.input_transform, feature_transform=job.feature_transform))
     with RunDirectory(job.out, job.existing, resume_settings(job, train_set.fingerprint())) as run:
+        outputs = {kind: str(path) for kind, path in teacher_files(job.out).items()}
         if run.finished:
             metrics = load_checkpoint(job.out).metrics
             run.check_finished(metrics.get("settings", {}))
-            return metrics
+            return {**metrics, "outputs": outputs}
         checkpoint = train_classifier(spec, train_set, test_set, job.train, progress=progress, run=run)
         checkpoint.metrics["settings"] = run.settings
         save_checkpoint(run.result, checkpoint)
+        write_teacher_history(job.out, checkpoint.metrics["history"])
         run.commit()
-    return checkpoint.metrics
+    return {**checkpoint.metrics, "outputs": outputs}
 
 
 def resume_settings(job, dataset_fingerprint: str) -> dict:

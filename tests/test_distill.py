@@ -10,6 +10,7 @@ import torch
 
 from pointdistill.data import load_dataset
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
+from pointdistill.engine.export import export_file
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
 from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
@@ -49,8 +50,10 @@ def test_trains_without_the_teacher_file_and_writes_every_output(teacher_path, s
     student = load_checkpoint(outputs["checkpoint"]).build_model()
     test_set = load_dataset(shapes_dir, "test", 128)
     assert evaluate(student, test_set)["overall_accuracy"] == pytest.approx(summary["final_test_overall_accuracy"])
-    sizes = summary["student_bytes"]
-    assert sizes["packed_bytes"] < sizes["float_bytes"]
+    sizes = summary["student_bytes"]  # one definition: the bytes of the model file export writes
+    exported = export_file(outputs["checkpoint"], str(tmp_path / "student.pdbn"))
+    assert sizes["packed_bytes"] == exported["bytes"] == os.path.getsize(tmp_path / "student.pdbn")
+    assert sizes["float_bytes"] == exported["float_weight_bytes"] > sizes["packed_bytes"]
 
 
 def test_same_seed_gives_the_same_student_on_cpu(recorded_store, shapes_dir, tmp_path):
@@ -80,6 +83,11 @@ def test_every_quantizer_and_aggregation_trains(recorded_store, shapes_dir, tmp_
     summary = run_student_job(job, progress=False)
     assert summary["student"]["quantizer"] == quantizer
     assert 0.0 <= summary["final_test_overall_accuracy"] <= 1.0
+    sizes = summary["student_bytes"]
+    if quantizer == "xnor":  # export refuses it: no bit-packed size, and the summary says why
+        assert sizes["packed_bytes"] is None and "plain signs" in sizes["not_packed"]
+    else:
+        assert 0 < sizes["packed_bytes"] < sizes["float_bytes"] and sizes["not_packed"] is None
 
 
 def test_a_narrower_student_cannot_use_the_pooling_regulariser(recorded_store, shapes_dir, tmp_path):

@@ -149,7 +149,7 @@ def export_file(student: str, out: str, check_clouds: int = 4) -> dict:
     from pointdistill.engine.model_file import save_network
     from pointdistill.engine.runtime import Engine
     from pointdistill.models import load_checkpoint
-    from pointdistill.report import model_size_bytes
+    from pointdistill.report import float_bytes
     from pointdistill.storage import filesystem
 
     checkpoint = load_checkpoint(student)
@@ -163,7 +163,7 @@ def export_file(student: str, out: str, check_clouds: int = 4) -> dict:
     fs, path = filesystem(student)
     return {
         "bytes": size,
-        "float_weight_bytes": model_size_bytes(model)["float_bytes"],
+        "float_weight_bytes": float_bytes(model),
         "checkpoint_bytes": int(fs.size(path)),
         "max_abs_difference": float(np.abs(Engine(network)(clouds.numpy()) - expected).max()),
     }

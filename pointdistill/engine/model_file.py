@@ -132,9 +132,9 @@ class BinaryNetwork:
             raise ModelFileError(f"{where}: unknown aggregation {self.aggregation!r}")
 
 
-def save_network(path: str | os.PathLike, network: BinaryNetwork) -> int:
-    """Write ``network`` atomically (a partial file never stands at ``path``); returns its size in bytes."""
-    network.validate(str(path))
+def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:
+    """The model file's bytes for ``network`` (validated first; ``where`` names it in errors)."""
+    network.validate(where)
     payload, layers = bytearray(), []
     for layer in network.layers:
         entries = {}
@@ -152,7 +152,12 @@ def save_network(path: str | os.PathLike, network: BinaryNetwork) -> int:
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }).encode()
     start = 16 + len(header)
-    blob = MAGIC + struct.pack("<IQ", VERSION, len(header)) + header + b"\0" * (-start % ALIGN) + bytes(payload)
+    return MAGIC + struct.pack("<IQ", VERSION, len(header)) + header + b"\0" * (-start % ALIGN) + bytes(payload)
+
+
+def save_network(path: str | os.PathLike, network: BinaryNetwork) -> int:
+    """Write ``network`` atomically (a partial file never stands at ``path``); returns its size in bytes."""
+    blob = encode_network(network, str(path))
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(blob)

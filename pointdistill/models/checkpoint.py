@@ -46,7 +46,7 @@ class Checkpoint:
         if expected != stored:
             differ = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
             raise CheckpointError(
-                f"checkpoint spec and weights disagree: " + "; ".join(
+                "checkpoint spec and weights disagree: " + "; ".join(
                     f"{k}: spec {list(expected[k]) if k in expected else 'absent'}, weights "
                     f"{list(stored[k]) if k in stored else 'absent'}" for k in differ[:3])
                 + (" ..." if len(differ) > 3 else ""))

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +71,8 @@ def test_cli_names_a_bad_dataset_and_exits_2(prefect_api, flow_params, tmp_path)
 
 
 def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, shapes_dir, tmp_path):
+    import pyarrow.parquet as pq
+
     from flows.train_teacher import train_teacher
     from pointdistill.data import load_dataset
     from pointdistill.models import load_checkpoint
@@ -81,6 +84,11 @@ def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, sha
     assert checkpoint.metrics["test_overall_accuracy"] == metrics["test_overall_accuracy"]
     assert checkpoint.dataset["fingerprint"] == load_dataset(shapes_dir, "train", 64).fingerprint()
     assert checkpoint.spec["point_widths"] == [8, 8, 16]
+    history = pq.read_table(metrics["outputs"]["metrics"]).to_pylist()
+    assert [row["epoch"] for row in history] == [1]
+    assert history[0]["test_overall_accuracy"] == metrics["test_overall_accuracy"]
+    assert Path(metrics["outputs"]["curves"]).read_bytes().startswith(b"\x89PNG")
+    assert metrics["outputs"]["metrics"] == f"{out}.metrics.parquet"
 
 
 def test_train_student_flow_reports_accuracy_and_sizes(prefect_api, recorded_store, shapes_dir, tmp_path):

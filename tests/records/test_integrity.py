@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from pointdistill.data import load_dataset
