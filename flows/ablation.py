@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from flows.parameters import (
     Aggregation, Count, DaskAddress, ExistingPath, Help, KdWeight, Overwrite, Positive, Progress, Quantizer,
-    Regularizer, RegWeight, Resume, SelfWeight, Temperature, Workers, existing_mode,
+    Regularizer, RegWeight, Resume, SelfWeight, Temperature, Workers, documented, existing_mode,
 )
 from flows.runtime import dask_task_runner
 from pointdistill.ablation import AblationConfig, ablation_runs, write_ablation
@@ -27,6 +27,7 @@ def student_run_task(job: StudentJob) -> dict:
 
 
 @flow(name="ablation")
+@documented
 def ablation(
     store: Annotated[ExistingPath, Help("record store path or URL (read, never written)")],
     dataset: Annotated[ExistingPath, Help("the dataset directory the store was recorded on")],

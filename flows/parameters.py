@@ -9,6 +9,8 @@ Usage in a flow: ``epochs: Annotated[Count, Help("training epochs")] = 20``.
 
 from __future__ import annotations
 
+import inspect
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -31,6 +33,25 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 def Help(text: str) -> FieldInfo:  # noqa: N802 (reads as an annotation, like pydantic's Field)
     """A parameter's help text: the command's --help and the deployment's parameter description."""
     return Field(description=text)
+
+
+def help_text(annotation) -> str:
+    """The help of an annotated parameter type: its outermost ``Help`` ("" if none)."""
+    texts = [m.description for m in getattr(annotation, "__metadata__", ()) if isinstance(m, FieldInfo)
+             and m.description]
+    return texts[-1] if texts else ""
+
+
+def documented(fn):
+    """Append an ``Args:`` section built from each parameter's Help to ``fn``'s docstring. Prefect
+    takes parameter descriptions from docstrings (not from Annotated fields), so this is how the
+    one declaration also reaches the deployment's parameter schema and the Prefect UI. Apply it
+    under ``@flow``."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    lines = [f"    {name}: {help_text(hints.get(name))}" for name in inspect.signature(fn).parameters
+             if help_text(hints.get(name))]
+    fn.__doc__ = inspect.cleandoc(fn.__doc__ or "") + "\n\nArgs:\n" + "\n".join(lines) + "\n"
+    return fn
 
 
 @dataclass(frozen=True)

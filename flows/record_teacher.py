@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.parameters import Catalog, Count, DaskAddress, Device, ExistingPath, Help, NonNegative, Positive, Progress, Workers
+from flows.parameters import Catalog, Count, DaskAddress, Device, ExistingPath, Help, NonNegative, Positive, Progress, Workers, documented
 from flows.runtime import dask_task_runner
 from pointdistill.augment import AugmentPolicy
 from pointdistill.records import (
@@ -28,6 +28,7 @@ def record_chunk_task(plan: RecordingPlan, chunk_index: int) -> dict:
 
 
 @flow(name="record-teacher")
+@documented
 def record_teacher(
     teacher: Annotated[ExistingPath, Help("teacher checkpoint path or URL")],
     dataset: Annotated[ExistingPath, Help("dataset directory; its train split is recorded")],

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic.fields import FieldInfo
 
 import flows.parameters
 
@@ -47,8 +46,7 @@ class FlowParameter:
 
     @property
     def help(self) -> str:
-        texts = [m.description for m in self.metadata if isinstance(m, FieldInfo) and m.description]
-        return texts[-1] if texts else ""
+        return flows.parameters.help_text(self.annotation)
 
     @property
     def value_type(self) -> Any:

@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.parameters import (
     Aggregation, Catalog, Count, Device, ExistingPath, Help, KdWeight, Kernel, OneOf, Overwrite, Positive, Progress,
-    Quantizer, Regularizer, RegWeight, Resume, SelfWeight, Temperature, existing_mode,
+    Quantizer, Regularizer, RegWeight, Resume, SelfWeight, Temperature, documented, existing_mode,
 )
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
@@ -17,6 +17,7 @@ from pointdistill.records import find_store
 
 
 @flow(name="train-student")
+@documented
 def train_student(
     dataset: Annotated[ExistingPath, Help("the dataset directory the store was recorded on")],
     out: Annotated[str, Help("output directory: student.pt, metrics.parquet, curves.png, summary.json")],

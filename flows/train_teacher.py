@@ -8,12 +8,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.parameters import (
-    Count, Device, ExistingPath, Help, Kernel, Overwrite, Positive, Progress, Resume, existing_mode,
+    Count, Device, ExistingPath, Help, Kernel, Overwrite, Positive, Progress, Resume, documented, existing_mode,
 )
 from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
 
 
 @flow(name="train-teacher")
+@documented
 def train_teacher(
     dataset: Annotated[ExistingPath, Help("dataset directory (npz or ModelNet40 HDF5 layout)")],
     out: Annotated[str, Help("checkpoint path to write")],

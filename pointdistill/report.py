@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,7 +62,9 @@ def plot_curves(history: list[dict], title: str, reference: float | None = None,
     left.set(xlabel="epoch", ylabel="loss (unweighted terms)", yscale="log", title="losses")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.5, 2 rather than 5e-1, 2e0, and between decades
     left.yaxis.set_major_formatter(plain)
-    left.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5)))
+    values = [row[key] for row in history for key in losses if row[key] > 0]
+    decades = math.log10(max(values) / min(values)) if values else 0.0
+    left.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5) if decades > 1 else (2, 3, 4, 5, 6, 8)))
     left.yaxis.set_minor_formatter(plain)
     curves = (("train_accuracy", "train", {"color": "tab:gray", "linewidth": 1}),
               ("test_mean_class_accuracy", "test mean-class", {"color": "tab:blue", "linewidth": 1}),

@@ -103,6 +103,10 @@ class Engine:
         self.float_layer = _PackedLayer(layers[-2])
         self._pool_thresholds: dict[int, np.ndarray] = {}
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.network.class_names)
+
     def pool_thresholds(self, num_points: int) -> np.ndarray:
         if num_points not in self._pool_thresholds:
             self._pool_thresholds[num_points] = padded_thresholds(

@@ -39,10 +39,12 @@ def _array_sizes(group) -> dict[str, dict]:
 def inspect_store(uri: str, storage_options: dict | None = None) -> dict:
     """Attributes, per-array sizes and teacher statistics of the store at ``uri`` (read-only).
 
-    Teacher statistics cover the records of done chunks: ``accuracy`` (recorded argmax vs
+    Every array of every done chunk is read (damage is named, never summarised). Teacher
+    statistics cover the records of done chunks: ``accuracy`` (recorded argmax vs
     label), ``agreement`` (fraction of records whose argmax equals the most frequent argmax
     over the A augmentations of their shape) and ``unanimous`` (fraction of shapes whose A
     augmentations all get the same argmax); all in [0, 1], NaN for a store with no done chunk.
+    ``recorded_ranges``: each augmentation parameter's min and max [6] and the largest |pooled|.
     """
     group = open_store(uri, storage_options)
     layout = layout_of(group, uri)
@@ -53,11 +55,13 @@ def inspect_store(uri: str, storage_options: dict | None = None) -> dict:
     predicted = logits.argmax(axis=2)  # [n, A]
     votes = (predicted[:, :, None] == da.arange(layout.num_classes)[None, None, :]).sum(axis=1)  # [n, C]
     majority = votes.max(axis=1)  # [n]: records of each shape agreeing with its most frequent class
+    params = _done_chunks(group, uri, layout, done, "params")  # [n, A, 6]
+    pooled = _done_chunks(group, uri, layout, done, "pooled")  # [n, A, D]
     shapes = int(labels.shape[0])
     records = shapes * layout.augmentations
-    correct, agreeing, unanimous = dask.compute(
+    correct, agreeing, unanimous, params_low, params_high, pooled_max = dask.compute(
         (predicted == labels[:, None]).sum(), majority.sum(), (majority == layout.augmentations).sum(),
-        scheduler="threads")
+        params.min(axis=(0, 1)), params.max(axis=(0, 1)), abs(pooled).max(), scheduler="threads")
     sizes = _array_sizes(group)
     return {
         "uri": uri,
@@ -70,6 +74,8 @@ def inspect_store(uri: str, storage_options: dict | None = None) -> dict:
             "agreement": agreeing / records if records else float("nan"),
             "unanimous": unanimous / shapes if shapes else float("nan"),
         },
+        "recorded_ranges": {"params_min": params_low.tolist(), "params_max": params_high.tolist(),
+                            "pooled_abs_max": float(pooled_max)} if records else None,
     }
 
 
@@ -104,4 +110,9 @@ def format_inspection(report: dict) -> str:
         f"agreement with its per-shape majority {stats['agreement']:.4f}, "
         f"shapes predicted unanimously {stats['unanimous']:.4f}",
     ]
+    ranges = report["recorded_ranges"]
+    if ranges:
+        low, high = ranges["params_min"], ranges["params_max"]
+        lines.append(f"recorded      scale x,y,z in [{min(low[:3]):.3f}, {max(high[:3]):.3f}], translation in "
+                     f"[{min(low[3:]):.3f}, {max(high[3:]):.3f}], pooled |max| {ranges['pooled_abs_max']:.3g}")
     return "\n".join(lines)

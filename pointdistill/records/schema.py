@@ -111,7 +111,15 @@ def open_store(uri: str, storage_options: dict | None = None) -> zarr.Group:
         raise RecordStoreError(
             f"{uri}: record store format version {attrs.get('format_version')!r}; "
             f"this pointdistill reads version {FORMAT_VERSION}")
-    missing = [name for name in (*RECORD_ARRAYS, "done") if name not in group]
+    missing = []
+    for name in (*RECORD_ARRAYS, "done"):
+        try:
+            group[name]
+        except KeyError:
+            missing.append(name)
+        except Exception as error:  # a damaged zarr.json of the array
+            raise RecordStoreError(f"{uri}: array {name}: unreadable metadata {name}/zarr.json "
+                                   f"({type(error).__name__}: {error}); the store is damaged") from error
     if missing:
         raise RecordStoreError(f"{uri}: record store lacks arrays {missing}")
     return group

@@ -14,7 +14,8 @@ def stored_bytes(group) -> dict[str, int]:
 
 
 def store_summary(uri: str, storage_options: dict | None = None) -> dict:
-    """Summary of the store at ``uri`` (read-only). Accuracy covers the completed chunks only.
+    """Summary of the store at ``uri`` (read-only). Accuracy covers the completed chunks only;
+    every done chunk of every array is read, so damage is a RecordStoreError naming it.
 
     Keys: uri, status, N, A, C, D, chunks_done, chunks, bytes_stored (per array and total),
     bytes_per_record, teacher_accuracy (argmax of recorded logits vs label, in [0, 1]), and
@@ -26,9 +27,9 @@ def store_summary(uri: str, storage_options: dict | None = None) -> dict:
     done = group["done"][:].astype(bool)
     check_chunks_present(group, uri, layout, np.flatnonzero(done))
     correct = total = 0
-    for chunk in np.flatnonzero(done):
-        logits = read_block(group, uri, "logits", layout, int(chunk))
-        labels = read_block(group, uri, "labels", layout, int(chunk))
+    for chunk in np.flatnonzero(done):  # every array read: damage anywhere is named, never summarised
+        blocks = {name: read_block(group, uri, name, layout, int(chunk)) for name in RECORD_ARRAYS}
+        logits, labels = blocks["logits"], blocks["labels"]
         correct += int((logits.argmax(axis=2) == labels[:, None]).sum())
         total += logits.shape[0] * logits.shape[1]
     sizes = stored_bytes(group)

@@ -221,13 +221,18 @@ def _claim_recording(job: RecordingJob, wanted: dict) -> bool:
 
 def _wait_for_attributes(job: RecordingJob, claimed: bool, patience_s: float = 30.0) -> zarr.Group:
     """The store's group; when another recorder with the same settings claimed it, first wait
-    (up to ``patience_s``) for it to create the arrays and attributes, so they are never made twice."""
-    group = open_group(job.store, "a", job.storage_options)
+    (up to ``patience_s``) for it to create the arrays and attributes, so they are never made twice.
+    The waiter only reads meanwhile: opening for writing creates a missing group, and Zarr's
+    check-then-create could then replace the claimer's group metadata with an empty one."""
     deadline = time.monotonic() + (0 if claimed else patience_s)
-    while group.attrs.get("format") != FORMAT_NAME and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        try:
+            if open_group(job.store, "r", job.storage_options).attrs.get("format") == FORMAT_NAME:
+                break
+        except FileNotFoundError:  # the claimer has not created the group yet
+            pass
         time.sleep(0.2)
-        group = open_group(job.store, "a", job.storage_options)
-    return group
+    return open_group(job.store, "a", job.storage_options)
 
 
 def _refuse_other_recording(store: str, existing: dict, wanted: dict, identity_only: bool = False) -> None:

@@ -31,6 +31,19 @@ def test_the_signature_read_from_source_is_the_one_prefect_sees(command):
 
 
 @pytest.mark.parametrize("command", sorted(FLOW_COMMANDS))
+def test_the_help_texts_are_the_deployment_parameter_descriptions(command):
+    from prefect.utilities.callables import parameter_schema
+
+    module, _ = FLOW_COMMANDS[command]
+    signature = read_flow_signature(module)
+    flow = getattr(importlib.import_module(module), signature.function_name)
+    properties = parameter_schema(flow).properties  # what `serve` registers and the UI shows
+    assert {p.name: p.help for p in signature.parameters} == {
+        name: schema.get("description", "") for name, schema in properties.items()}
+    assert flow.description.startswith(signature.description)
+
+
+@pytest.mark.parametrize("command", sorted(FLOW_COMMANDS))
 def test_every_flow_parameter_is_an_option_with_help(command):
     signature = read_flow_signature(FLOW_COMMANDS[command][0])
     subparser = build_parser()._subparsers._group_actions[0].choices[command]

@@ -130,6 +130,15 @@ def test_deployments_record_then_train_a_student(served, teacher_path, shapes_di
     assert trained.returncode == 0 and "Completed" in trained.stdout, trained.stdout[-3000:]
     assert (Path(student) / "student.pt").is_file() and (Path(student) / "metrics.parquet").is_file()
 
+    deployment = httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/train-student/local", timeout=10).json()
+    described = deployment["parameter_openapi_schema"]["properties"]["kd_weight"]  # what the UI shows
+    assert described["description"] == "lambda: weight of KD against CE (0 = off)"
+
+    stop(served.server)  # the server goes away first; Ctrl-C must still stop serve promptly
+    os.killpg(served.serve.pid, signal.SIGINT)
+    served.serve.wait(timeout=30)  # TimeoutExpired fails the test (it could hang in Prefect's runner shutdown)
+    assert served.serve.returncode in (0, 130)  # graceful, or ended after the grace period, saying so
+
 
 
 def test_serve_without_a_server_says_how_to_start_one(tmp_path):

@@ -19,6 +19,11 @@ def test_inspect_reports_sizes_and_teacher_statistics_of_the_records(recorded_st
     assert report["arrays"]["pooled"]["shape"] == list(group["pooled"].shape)
     assert report["bytes_stored"] == sum(a["bytes_stored"] for a in report["arrays"].values()) > 0
     assert report["attributes"]["teacher"]["weights_sha256"] == group.attrs["teacher"]["weights_sha256"]
+    params = group["params"][:]
+    ranges = report["recorded_ranges"]
+    assert ranges["params_min"] == params.min(axis=(0, 1)).tolist()
+    assert ranges["params_max"] == params.max(axis=(0, 1)).tolist()
+    assert ranges["pooled_abs_max"] == float(np.abs(group["pooled"][:]).max())
 
 
 def test_inspect_counts_only_done_chunks(recorded_store, tmp_path):

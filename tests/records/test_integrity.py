@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
+import pointdistill
 from pointdistill.data import load_dataset
 from pointdistill.models import load_checkpoint, save_checkpoint
 from pointdistill.records import (
@@ -35,6 +36,7 @@ def readers(store: str, shapes_dir: str):
         "inspect": lambda: inspect_store(store),
         "replay in memory": lambda: ReplayLoader(store, train, 16, in_memory=True),
         "replay streamed": lambda: list(ReplayLoader(store, train, 16, in_memory=False).epoch(0)),
+        "python api": lambda: pointdistill.open_records(store).read(slice(None)),
     }
 
 
@@ -42,6 +44,7 @@ def assert_every_reader_refuses(store: str, shapes_dir: str, pattern: str) -> No
     for name, read in readers(store, shapes_dir).items():
         with pytest.raises(RecordStoreError, match=pattern) as error:
             read()
+            pytest.fail(f"{name} read the damaged store")
         assert "\n" not in str(error.value), name
         assert store in str(error.value), name
 
@@ -53,6 +56,25 @@ def test_a_deleted_chunk_is_damage_everywhere(store_copy, shapes_dir):
     assert [(d["array"], d["chunk"], d["shapes"]) for d in report["damaged"]] == [("params", 1, [16, 32])]
     assert "missing" in report["damaged"][0]["error"]
     assert_every_reader_refuses(store_copy, shapes_dir, r"params chunk 1 \(shapes 16\.\.31\)")
+
+
+@pytest.mark.parametrize("array", ["params", "pooled"])
+def test_flipped_bytes_in_any_record_array_are_damage_everywhere(store_copy, shapes_dir, array):
+    chunk = Path(store_copy) / array / "c" / "2" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the CRC32C no longer matches
+    chunk.write_bytes(bytes(data))
+    assert [(d["array"], d["chunk"]) for d in verify_store(store_copy)["damaged"]] == [(array, 2)]
+    assert_every_reader_refuses(store_copy, shapes_dir, rf"array {array}, chunk 2 \(shapes 32\.\.47\): unreadable")
+
+
+def test_a_truncated_array_metadata_file_is_named_everywhere(store_copy, shapes_dir):
+    meta = Path(store_copy) / "pooled" / "zarr.json"
+    meta.write_bytes(meta.read_bytes()[:40])
+    pattern = r"array pooled: unreadable metadata pooled/zarr.json \(JSONDecodeError"
+    assert_every_reader_refuses(store_copy, shapes_dir, pattern)
+    with pytest.raises(RecordStoreError, match=pattern):
+        verify_store(store_copy)
 
 
 def test_nan_records_are_damage_everywhere(store_copy, shapes_dir):

@@ -68,3 +68,6 @@ def test_an_incomplete_store_is_refused_unless_its_completed_part_is_asked_for(r
     loader = ReplayLoader(str(copy), train_set, 8, use_completed_part=True, drop_last=False)
     shapes = sorted(i for b in loader.epoch(0) for i in b.shape_index.tolist())
     assert shapes == [i for i in range(len(train_set)) if not 16 <= i < 32]
+    group["done"][:] = 0  # nothing recorded yet: refused even when the completed part is asked for
+    with pytest.raises(RecordStoreError, match="has no completed chunk"):
+        ReplayLoader(str(copy), train_set, 8, use_completed_part=True)
