@@ -15,7 +15,8 @@ class BinaryLinear(nn.Module):
     """y = q.output_scale(q.activation(x) @ q.weight(W)^T), no bias (BatchNorm follows),
     computed as the exact product of the +-1 patterns times the magnitudes.
 
-    x: [B, in] (a linear layer) or [B, in, N] (a shared MLP over N points, i.e. a 1x1 conv).
+    x: [B, in] (a linear layer) or [B, N, in] (a shared MLP over N points, features last: one
+    matmul over the B * N rows, no 1x1-convolution reorders); y has x's leading dimensions.
     The latent weight W [out, in] stays float for training; only its binarised form is used.
     """
 
@@ -48,13 +49,9 @@ class BinaryLinear(nn.Module):
         self._initialize_if_asked(x)
         x_sign, x_scale = self.quantizer.activation_factors(x)
         w_sign, w_scale = self.quantizer.weight_factors(self.weight)
-        if x.ndim == 3:
-            y = F.conv1d(x_sign, w_sign.unsqueeze(-1))
-            y = y if w_scale is None else y * w_scale  # [out, 1] over [B, out, N]
-        else:
-            y = F.linear(x_sign, w_sign)
-            y = y if w_scale is None else y * w_scale.T
-        y = y if x_scale is None else y * x_scale
+        y = F.linear(x_sign, w_sign)
+        y = y if w_scale is None else y * w_scale.reshape(-1)  # per output channel, the last axis
+        y = y if x_scale is None else y * x_scale  # per sample: [B, 1] or [B, 1, 1]
         return self.quantizer.output_scale(y)
 
     def extra_repr(self) -> str:

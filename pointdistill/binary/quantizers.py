@@ -102,7 +102,7 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def _features_axes(x: torch.Tensor) -> tuple[int, ...]:
-    """All axes but the batch: (1,) for [B, C], (1, 2) for [B, C, N]."""
+    """All axes but the batch: (1,) for [B, C], (1, 2) for [B, N, C]."""
     return tuple(range(1, x.ndim))
 
 
@@ -216,7 +216,7 @@ class LSR(Quantizer):
     @torch.no_grad()
     def initialize_scale(self, x: torch.Tensor, w: torch.Tensor) -> None:
         centred = w - w.mean()
-        rows = x.transpose(1, 2).reshape(-1, x.shape[1]) if x.ndim == 3 else x  # [M, in]
+        rows = x.reshape(-1, x.shape[-1])  # [M, in]: every point (or sample) a row
         alpha = (rows @ centred.T).std() / (sign(rows) @ sign(centred).T).std()
         if not math.isfinite(alpha.item()):
             alpha = centred.std() / sign(centred).std()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pointdistill.binary import AGGREGATIONS, QUANTIZERS, BinaryLinear, create_aggregation
@@ -64,16 +65,28 @@ class BinaryPointNet(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, points: torch.Tensor) -> ModelOutput:
-        """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D])."""
+        """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features
+        stay [B, N, channels] (features last): each layer is one matmul over the B * N points and
+        BatchNorm reads the same memory as [B * N, channels]."""
+        conv, *stem_rest = self.stem
+        x = F.linear(points, conv.weight[:, :, 0])  # the 1x1 conv as a matmul, [B, N, w0]
+        for module in (*stem_rest, *self.trunk[:-2]):
+            x = _per_point(module, x)
         last, bn = self.trunk[-2:]
-        x = self.trunk[:-2](self.stem(points.transpose(1, 2)))
-        if fused_pooling_applies(self.training_kernel, x, bn):
+        if fused_pooling_applies(self.training_kernel, x.transpose(1, 2), bn):
             a, wq, a_scale, w_scale = last.quantized_operands(x)
-            pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn, magnitudes=(a_scale, w_scale))
-                      + self.aggregate.offset(x.shape[2]))
+            pooled = (point_pool(a.transpose(1, 2), wq, last.quantizer.output_factor(), bn,
+                                 magnitudes=(a_scale, w_scale)) + self.aggregate.offset(x.shape[1]))
         else:
-            pooled = self.aggregate(bn(last(x)))
+            pooled = self.aggregate(_per_point(bn, last(x)).transpose(1, 2))
         return ModelOutput(self.head(pooled), pooled)
+
+
+def _per_point(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module`` on point features [B, N, C]: BatchNorm over the B * N rows, the rest as they are."""
+    if isinstance(module, nn.BatchNorm1d):
+        return module(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+    return module(x)
 
 
 @register_model("binary_pointnet", BinaryPointNetConfig)
