@@ -177,7 +177,9 @@ def prepare_store(job: RecordingJob) -> RecordingPlan:
         for name, (shape, chunks, dtype) in layout.array_specs().items():
             group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
                                compressors=compressors(), overwrite=True)
-        group.attrs.update(wanted)
+        # One metadata write: zarr's attrs.update() is MutableMapping.update, one write per key,
+        # so a reader in between saw "format" without the fields after it (a spurious mismatch).
+        group.update_attributes(wanted)
         done = np.zeros(layout.num_chunks, dtype=np.uint8)
     pending = [int(k) for k in np.flatnonzero(done == 0)]
     # The recorder that created the store goes forward from its first chunk, any other backward

@@ -79,3 +79,24 @@ def test_a_damaged_claim_is_an_error_naming_it(teacher_path, shapes_dir, tmp_pat
     (store / "recording.json").write_text("")  # e.g. a disk that filled up under another tool
     with pytest.raises(RecordStoreError, match="recording.json is damaged"):
         prepare_store(RecordingJob(teacher=teacher_path, dataset=shapes_dir, store=str(store), augmentations=2))
+
+
+def test_the_store_attributes_appear_whole_never_key_by_key(teacher_path, shapes_dir, tmp_path, monkeypatch):
+    """A second recorder may read the group's zarr.json at any moment; every version written
+    must be either without attributes or with all of them (zarr's attrs.update writes once per
+    key, and a reader in between once saw "format" without "seed": a spurious refusal)."""
+    import zarr.storage
+
+    written = []
+    original = zarr.storage.LocalStore.set
+
+    async def recording_set(self, key, value):
+        if key == "zarr.json":
+            written.append(json.loads(value.to_bytes()).get("attributes", {}))
+        return await original(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", recording_set)
+    prepare_store(RecordingJob(teacher=teacher_path, dataset=shapes_dir, store=str(tmp_path / "records.zarr"),
+                               augmentations=2, chunk_shapes=6, seed=1))
+    with_attributes = [attrs for attrs in written if attrs]
+    assert len(with_attributes) == 1 and {"format", "seed", "chunk_shapes"} <= set(with_attributes[0])
