@@ -454,8 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     from pointdistill.models import CheckpointError
     from pointdistill.records import RecordStoreError
     from pointdistill.engine import ExportError, ModelFileError
-    from pointdistill.run_directory import DiskFullError, RunDirectoryError
-    from pointdistill.storage import StorageConfigError
+    from pointdistill.run_directory import RunDirectoryError
+    from pointdistill.storage import DiskFullError, StorageConfigError
     from pointdistill.train import TrainingDiverged
 
     signal.signal(signal.SIGTERM, _stop)

@@ -65,6 +65,6 @@ def write_config(path: str, command: str, params: dict, version: str) -> None:
               f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}).\n"
               f"# Run it again: pointdistill {command} --config {Path(path).name} "
               f"(with another output location, or --overwrite)\n")
-    from pointdistill.run_directory import write_bytes_atomically  # torch: loaded by the run already
+    from pointdistill.storage import write_bytes_atomically
 
     write_bytes_atomically(path, (header + yaml.safe_dump(values, sort_keys=False)).encode("utf-8"))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from torch import nn
 
 from pointdistill.models import Checkpoint, save_checkpoint
-from pointdistill.run_directory import write_bytes_atomically
+from pointdistill.storage import write_bytes_atomically
 
 
 def float_bytes(model: nn.Module) -> int:

@@ -20,7 +20,6 @@ none), "overwrite" (start afresh, replacing both).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import io
 import json
@@ -32,39 +31,16 @@ from typing import Literal
 
 import torch
 
-from pointdistill.storage import write_private_copy
+from pointdistill.storage import write_bytes_atomically
 
 EXISTING = ("refuse", "resume", "overwrite")
 Existing = Literal["refuse", "resume", "overwrite"]
 STATE_FORMAT = "pointdistill.train-state"
 STATE_VERSION = 1
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class RunDirectoryError(ValueError):
     """An output that may not be written (exists, busy, or resumed with other settings)."""
-
-
-class DiskFullError(OSError):
-    """Writing a file ran out of space; the partial file was removed, earlier files are intact."""
-
-
-def write_bytes_atomically(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a partial file, fsync, rename onto ``path``: a reader never sees half a
-    file. A full disk raises DiskFullError naming ``path``, the partial file removed and
-    ``path`` unchanged."""
-    path = Path(path)
-    partial = None
-    try:
-        partial = write_private_copy(path, data)
-        os.replace(partial, path)
-    except BaseException as error:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in _NO_SPACE:
-            raise DiskFullError(error.errno, f"disk full while writing {path} (nothing was replaced; "
-                                             f"free space and run again)") from error
-        raise
 
 
 def torch_bytes(payload) -> bytes:

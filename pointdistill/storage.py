@@ -18,6 +18,7 @@ configuration reaches Dask workers and Prefect flow-run processes started from t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -110,6 +111,31 @@ def write_private_copy(path: str | Path, data: bytes) -> Path:
         private.unlink(missing_ok=True)
         raise
     return private
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFullError(OSError):
+    """Writing a file ran out of space; the partial file was removed, earlier files are intact."""
+
+
+def write_bytes_atomically(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a partial file, fsync, rename onto ``path``: a reader never sees half a
+    file. A full disk raises DiskFullError naming ``path``, the partial file removed and
+    ``path`` unchanged."""
+    path = Path(path)
+    partial = None
+    try:
+        partial = write_private_copy(path, data)
+        os.replace(partial, path)
+    except BaseException as error:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            raise DiskFullError(error.errno, f"disk full while writing {path} (nothing was replaced; "
+                                             f"free space and run again)") from error
+        raise
 
 
 def create_exclusively(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:

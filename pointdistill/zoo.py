@@ -87,7 +87,7 @@ def load_pretrained(name: str, device: str = "cpu", root: str | Path | None = No
 def write_manifest_entry(root: str | Path, name: str, file: str, description: str, command: str,
                          accuracy: dict, dataset: dict, store: dict | None = None) -> dict:
     """Add or replace model ``name`` (its file already under ``root``) in the manifest."""
-    from pointdistill.run_directory import write_bytes_atomically
+    from pointdistill.storage import write_bytes_atomically
 
     root = Path(root)
     models = read_manifest(root)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pointdistill.storage import write_bytes_atomically
+
 MAGIC = b"PDBN"
 VERSION = 1
 FORMAT_NAME = "pointdistill.binary-network"
@@ -158,10 +160,7 @@ def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:
 def save_network(path: str | os.PathLike, network: BinaryNetwork) -> int:
     """Write ``network`` atomically (a partial file never stands at ``path``); returns its size in bytes."""
     blob = encode_network(network, str(path))
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(blob)
-    os.replace(partial, path)
+    write_bytes_atomically(path, blob)
     return len(blob)
 
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from pointdistill.models.registry import create_model
-from pointdistill.run_directory import torch_bytes, write_bytes_atomically
+from pointdistill.run_directory import torch_bytes
+from pointdistill.storage import write_bytes_atomically
 from pointdistill.storage import open_file
 
 CHECKPOINT_FORMAT = "pointdistill.checkpoint"

@@ -21,7 +21,8 @@ import pointdistill.storage
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
-from pointdistill.run_directory import DiskFullError, RunDirectory, RunDirectoryError
+from pointdistill.run_directory import RunDirectory, RunDirectoryError
+from pointdistill.storage import DiskFullError
 from pointdistill.train import TeacherJob, TrainConfig, TrainingDiverged, run_teacher_job
 
 REPO = Path(__file__).resolve().parents[2]
