@@ -116,7 +116,7 @@ def main() -> None:
                    "--steps", str(args.steps)] + (["--points", args.points] if args.points else [])
         return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
-    from pointdistill.binary.point_pool import available_paths, resolve_path
+    from pointdistill.binary.popcount import available_paths, resolve_path
 
     peak = sgemm_peak()
     print(f"batch {args.batch}, torch threads {torch.get_num_threads()}, popcount path {resolve_path()} "

@@ -20,6 +20,16 @@ static inline int cpu_has_avx512(void) {
 #endif
 }
 
+/* AVX2 with the POPCNT instruction: what the 256-bit training kernels use. */
+static inline int cpu_has_avx2(void) {
+#if HAVE_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#else
+    return 0;
+#endif
+}
+
 /* The POPCNT instruction. */
 static inline int cpu_has_popcnt(void) {
 #if HAVE_X86

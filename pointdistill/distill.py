@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pointdistill.binary import initialize_binary_scales, set_training_progress
-from pointdistill.binary.point_pool import check_training_kernel
+from pointdistill.binary.popcount import check_training_kernel
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import (

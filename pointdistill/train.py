@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pointdistill.augment import AugmentPolicy, apply, augmentation_params
-from pointdistill.binary.point_pool import check_training_kernel
+from pointdistill.binary.popcount import check_training_kernel
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.models import (
     Checkpoint, PointNetConfig, batched_forward, create_model, load_checkpoint, model_spec, resolve_device,

@@ -1,24 +1,29 @@
 /* Training kernels of the fused binary point layer (pointdistill.binary.point_pool).
  *
  * A binary point layer multiplies +-1 activations a[b, n, :] (K channels) by +-1 weight rows
- * w[c, :]: the integer dot is D = K - 2 * popcount(a XOR w). Training needs, per cloud b and
- * output channel c, the extreme of D over the N points (the max pooling after a monotone
- * BatchNorm), how many points reach it (torch splits a tied max's gradient evenly), and in the
- * backward pass the sum over those tied points. The dense [B, N, C] product is never formed.
+ * w[c, :]: the integer dot is D = K - 2 * p with the popcount p = popcount(a XOR w) <= K <= 255.
+ * Training needs, per cloud b and output channel c, the extreme of D over the N points (the max
+ * pooling after a monotone BatchNorm), how many points reach it (torch splits a tied max's
+ * gradient evenly), in the backward pass a sum over those tied points, and the K x K Gram matrix
+ * of the signs for the BatchNorm statistics. The float [B, N, C] product is never formed: the
+ * popcounts are kept as bytes, one pass computes them with their extremes, and the tie passes
+ * read the bytes back.
  *
- * Layouts (little-endian, C order):
- *   activation bits uint64 [B, N, W]: channel k at bit k % 64 of word k / 64, 1 = +1 (a >= 0)
- *   weight bits     uint64 [G, W, 8]: output channel 8 g + lane, word j at [g][j][lane]
- *                   (one 512-bit register holds word j of 8 channels); padding bits and channels 0
- *   targets         int32 [B, 8 G]: the popcount p = (K - D) / 2 at the wanted extreme,
- *                   or -1 for "every point" (a channel whose BatchNorm slope is 0)
- * Paths, chosen by the caller (`path`): 2 = AVX-512 F/BW/VPOPCNTDQ, 1 = scalar with the POPCNT
- * instruction, 0 = generic C (no popcount instruction at all). Extremes, counts and tie positions
- * are identical on every path; the scatter's float sums may differ in the order of additions.
+ * Layouts (little-endian, C order; P = 32 G channels, padded):
+ *   sign bits    uint64 [R, W]: channel k at bit k % 64 of word k / 64, 1 = +1 (x >= 0), padding 0
+ *   popcounts    uint8  [B, N, P] (the point layers); the pooled layer keeps one cloud's [N, P]
+ *                in a scratch buffer while it finds the extremes and lists the ties
+ *   extremes, kinds: uint8 [B, P]; counts int32 [B, P]; ties int32 [B, cap] as n * P + c
+ * The fused point layer (binary linear -> BatchNorm -> Hardtanh) reads the same popcount bytes:
+ * its output and backward are affine in p per (cloud, channel).
+ * Paths, chosen by the caller (`path`): 1 = AVX2 + POPCNT, 0 = generic C (no vector or popcount
+ * instruction at all). Popcounts, extremes, counts, Grams and tie positions are identical on
+ * both paths, and so are the float results: the same operations in the same order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../cpu_features.h"
@@ -26,421 +31,814 @@
 
 typedef Py_ssize_t ssize;
 
-/* ------------------------------------------------------------------ scalar bodies */
-/* One body, compiled twice: with the POPCNT instruction (path 1) and without (path 0). */
-
-#define SCALAR_KERNELS(SUFFIX, ATTR)                                                                   \
-    static ATTR inline int32_t pc_##SUFFIX(const uint64_t *x, const uint64_t *wg, ssize words, int lane) { \
-        int32_t p = 0;                                                                                \
-        for (ssize j = 0; j < words; j++) p += __builtin_popcountll(x[j] ^ wg[j * 8 + lane]);        \
-        return p;                                                                                     \
-    }                                                                                                 \
-    static ATTR void extremes_##SUFFIX(const uint64_t *a, const uint64_t *w, ssize b0, ssize b1, ssize n_pts, \
-                                       ssize words, ssize groups, int32_t *pmin, int32_t *pmax) {     \
-        for (ssize b = b0; b < b1; b++)                                                               \
-            for (ssize g = 0; g < groups; g++)                                                        \
-                for (int lane = 0; lane < 8; lane++) {                                                \
-                    int32_t lo = INT32_MAX, hi = -1;                                                  \
-                    for (ssize n = 0; n < n_pts; n++) {                                               \
-                        int32_t p = pc_##SUFFIX(a + (b * n_pts + n) * words, w + g * words * 8, words, lane); \
-                        lo = p < lo ? p : lo;                                                         \
-                        hi = p > hi ? p : hi;                                                         \
-                    }                                                                                 \
-                    pmin[b * groups * 8 + g * 8 + lane] = lo;                                         \
-                    pmax[b * groups * 8 + g * 8 + lane] = hi;                                         \
-                }                                                                                     \
-    }                                                                                                 \
-    static ATTR void counts_##SUFFIX(const uint64_t *a, const uint64_t *w, const int32_t *target, ssize b0, \
-                                     ssize b1, ssize n_pts, ssize words, ssize groups, int32_t *counts,   \
-                                     int32_t *first) {                                                \
-        for (ssize b = b0; b < b1; b++)                                                               \
-            for (ssize g = 0; g < groups; g++)                                                        \
-                for (int lane = 0; lane < 8; lane++) {                                                \
-                    ssize bc = b * groups * 8 + g * 8 + lane;                                         \
-                    int32_t t = target[bc], count = 0, at = -1;                                       \
-                    for (ssize n = 0; n < n_pts; n++)                                                 \
-                        if (t < 0 || pc_##SUFFIX(a + (b * n_pts + n) * words, w + g * words * 8, words, lane) == t) { \
-                            at = count ? at : (int32_t)n;                                             \
-                            count++;                                                                  \
-                        }                                                                             \
-                    counts[bc] = count;                                                               \
-                    first[bc] = at;                                                                   \
-                }                                                                                     \
-    }
-
-SCALAR_KERNELS(generic, )
 #if HAVE_X86
-SCALAR_KERNELS(popcnt, __attribute__((target("popcnt"))))
+#define AVX2_TARGET __attribute__((target("avx2,popcnt")))
+#else
+#define AVX2_TARGET
 #endif
-
-/* ------------------------------------------------------------------ AVX-512 */
-#if HAVE_X86
-#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vpopcntdq")))
-
 #define INLINE inline __attribute__((always_inline))
 
-static AVX512_TARGET INLINE __m512i pc8(const uint64_t *x, const uint64_t *wg, ssize words) {
-    __m512i acc = _mm512_setzero_si512();
-    for (ssize j = 0; j < words; j++)
-        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
-                  _mm512_set1_epi64((long long)x[j]), _mm512_loadu_si512((const void *)(wg + j * 8)))));
-    return acc;
+/* ------------------------------------------------------------------ bodies compiled per path */
+/* Plain C bodies, compiled twice: for AVX2 + POPCNT (the compiler vectorises the byte and float
+ * loops and uses the POPCNT instruction) and for a generic x86-64 / any other CPU. */
+
+/* In place: bit c of word r <-> bit r of word c (a 64 x 64 bit matrix transposed by swapping
+ * off-diagonal blocks of 32, 16, ..., 1). */
+static INLINE void transpose64(uint64_t *m) {
+    static const uint64_t keep[6] = {0x00000000FFFFFFFFull, 0x0000FFFF0000FFFFull, 0x00FF00FF00FF00FFull,
+                                     0x0F0F0F0F0F0F0F0Full, 0x3333333333333333ull, 0x5555555555555555ull};
+    for (int level = 0, j = 32; j; level++, j >>= 1)
+        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+            uint64_t t = ((m[k] >> j) ^ m[k | j]) & keep[level];
+            m[k] ^= t << j;
+            m[k | j] ^= t;
+        }
 }
 
-static AVX512_TARGET void store8(int32_t *dst, __m512i v) {
-    _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi64_epi32(v));
+/* x float32 [R, K] rows r0..r1 -> sign bits [R, W] */
+static void pack_generic(const float *x, ssize r0, ssize r1, ssize k_in, ssize words, uint64_t *out) {
+    for (ssize r = r0; r < r1; r++)
+        for (ssize j = 0; j < words; j++) {
+            uint64_t word = 0;
+            ssize end = k_in < 64 * (j + 1) ? k_in : 64 * (j + 1);
+            for (ssize k = 64 * j; k < end; k++) word |= (uint64_t)(x[r * k_in + k] >= 0.0f) << (k & 63);
+            out[r * words + j] = word;
+        }
 }
 
-static AVX512_TARGET INLINE void extremes_avx512_body(const uint64_t *a, const uint64_t *w, ssize b0, ssize b1,
-                                                      ssize n_pts, ssize words, ssize groups, int32_t *pmin,
-                                                      int32_t *pmax) {
-    for (ssize b = b0; b < b1; b++) {
-        const uint64_t *ab = a + b * n_pts * words;
+#if HAVE_X86
+static AVX2_TARGET void pack_avx2(const float *x, ssize r0, ssize r1, ssize k_in, ssize words, uint64_t *out) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (ssize r = r0; r < r1; r++) {
+        const float *row = x + r * k_in;
+        for (ssize j = 0; j < words; j++) {
+            uint64_t word = 0;
+            ssize k = 64 * j, end = k_in < 64 * (j + 1) ? k_in : 64 * (j + 1);
+            for (; k + 8 <= end; k += 8)
+                word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(row + k), zero, _CMP_GE_OQ))
+                        << (k & 63);
+            for (; k < end; k++) word |= (uint64_t)(row[k] >= 0.0f) << (k & 63);
+            out[r * words + j] = word;
+        }
+    }
+}
+#endif
+
+#define PLAIN_KERNELS(SUFFIX, ATTR)                                                                      \
+    /* one tied (b, c, n): grad_a[b, n, :] += coef * wq[c, :], sparse_w[c, :] += coef * a[b, n, :] */     \
+    static ATTR INLINE void scatter_one_##SUFFIX(float coef, const float *a_row, const float *w_row,     \
+                                                  float *grad_row, float *sparse_row, ssize k_in) {      \
+        for (ssize k = 0; k < k_in; k++) grad_row[k] += coef * w_row[k];                                 \
+        for (ssize k = 0; k < k_in; k++) sparse_row[k] += coef * a_row[k];                               \
+    }                                                                                                    \
+    /* K x K Gram matrices of the signs per cloud, and the per-cloud sums of the signs: the sign   \
+     * bits are transposed 64 x 64 at a time so that each channel's bits run along the points */       \
+    static ATTR void grams_##SUFFIX(const uint64_t *a, ssize b0, ssize b1, ssize n_pts, ssize words, ssize k_in, \
+                                    uint64_t *cols, int32_t *gram, int32_t *sums) {                      \
+        const ssize col_words = (n_pts + 63) / 64;                                                       \
+        uint64_t block[64];                                                                              \
+        for (ssize b = b0; b < b1; b++) {                                                                \
+            for (ssize v = 0; v < col_words; v++)                                                        \
+                for (ssize j = 0; j < words; j++) {                                                      \
+                    for (ssize r = 0; r < 64; r++) {                                                     \
+                        ssize n = 64 * v + r;                                                            \
+                        block[r] = n < n_pts ? a[(b * n_pts + n) * words + j] : 0;                       \
+                    }                                                                                    \
+                    transpose64(block);                                                                  \
+                    for (ssize i = 0; i < 64 && 64 * j + i < k_in; i++) cols[(64 * j + i) * col_words + v] = block[i]; \
+                }                                                                                        \
+            int32_t *g = gram + b * k_in * k_in;                                                         \
+            for (ssize i = 0; i < k_in; i++) {                                                           \
+                const uint64_t *ci = cols + i * col_words;                                               \
+                int32_t ones = 0;                                                                        \
+                for (ssize v = 0; v < col_words; v++) ones += __builtin_popcountll(ci[v]);               \
+                sums[b * k_in + i] = 2 * ones - (int32_t)n_pts;                                          \
+                for (ssize j = i; j < k_in; j++) {                                                       \
+                    const uint64_t *cj = cols + j * col_words;                                           \
+                    int32_t differ = 0;                                                                  \
+                    for (ssize v = 0; v < col_words; v++) differ += __builtin_popcountll(ci[v] ^ cj[v]); \
+                    g[i * k_in + j] = g[j * k_in + i] = (int32_t)n_pts - 2 * differ;                     \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+/* The fused point layer h = hardtanh(z), z[b, n, c] = A[b, c] * (p - D[b, c]) + B[b, c]: BatchNorm
+ * of the scaled product is affine in the popcount per cloud and channel (A, D, B float32 [B, C],
+ * D the popcount at the batch mean, so a point at the mean gets exactly beta, as in torch). The
+ * same float expression, z = A * ((float)p - D) + B, gives the output and the backward's mask. */
+#define LAYER_KERNELS(SUFFIX, ATTR)                                                                      \
+    static ATTR void hardtanh_##SUFFIX(const uint8_t *p, const float *A, const float *D, const float *B, ssize b0, ssize b1, \
+                                       ssize n_pts, ssize padded, ssize chans, float *h) {               \
+        for (ssize b = b0; b < b1; b++)                                                                  \
+            for (ssize n = 0; n < n_pts; n++) {                                                          \
+                const uint8_t *row = p + (b * n_pts + n) * padded;                                       \
+                float *out = h + (b * n_pts + n) * chans;                                                \
+                for (ssize c = 0; c < chans; c++) {                                                      \
+                    float z = A[b * chans + c] * ((float)row[c] - D[b * chans + c]) + B[b * chans + c];  \
+                    z = z < -1.0f ? -1.0f : z;                                                           \
+                    out[c] = z > 1.0f ? 1.0f : z;                                                        \
+                }                                                                                        \
+            }                                                                                            \
+    }                                                                                                    \
+    /* per (b, c): sums[b, 0, c] = sum_n g [-1 < z < 1], sums[b, 1, c] = sum_n g [-1 < z < 1] p;   \
+     * float partial sums over blocks of 64 points, added up in double */                              \
+    static ATTR void masked_sums_##SUFFIX(const float *restrict g, const uint8_t *restrict p,            \
+                                          const float *restrict A, const float *restrict D,             \
+                                          const float *restrict B, ssize b0, ssize b1, ssize n_pts,      \
+                                          ssize padded, ssize chans, float *restrict part, double *restrict sums) { \
+        float *part0 = part, *part1 = part + chans;                                                      \
+        for (ssize b = b0; b < b1; b++) {                                                                \
+            double *s0 = sums + 2 * b * chans, *s1 = s0 + chans;                                         \
+            const float *a_row = A + b * chans, *d_row = D + b * chans, *b_row = B + b * chans;          \
+            memset(s0, 0, 2 * chans * sizeof(double));                                                   \
+            for (ssize n0 = 0; n0 < n_pts; n0 += 64) {                                                   \
+                memset(part, 0, 2 * chans * sizeof(float));                                              \
+                ssize n1 = n0 + 64 < n_pts ? n0 + 64 : n_pts;                                            \
+                for (ssize n = n0; n < n1; n++) {                                                        \
+                    const uint8_t *row = p + (b * n_pts + n) * padded;                                   \
+                    const float *gr = g + (b * n_pts + n) * chans;                                       \
+                    for (ssize c = 0; c < chans; c++) {                                                  \
+                        float pc = (float)row[c];                                                        \
+                        float z = a_row[c] * (pc - d_row[c]) + b_row[c];                                 \
+                        float gc = gr[c];                                                                \
+                        float d = ((z > -1.0f) & (z < 1.0f)) ? gc : 0.0f;                                \
+                        part0[c] += d;                                                                   \
+                        part1[c] += d * pc;                                                              \
+                    }                                                                                    \
+                }                                                                                        \
+                for (ssize c = 0; c < chans; c++) {                                                      \
+                    s0[c] += part0[c];                                                                   \
+                    s1[c] += part1[c];                                                                   \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+/* out[b, n, c] = E1[c] g [-1 < z < 1] + E2[b, c] + E3[b, c] p  (BatchNorm's backward); the
+ * AVX2 body does the same float operations in the same order, eight channels at a time */
+static INLINE float masked_affine_one(float g, uint8_t p, float a, float d, float b, float e1, float e2, float e3) {
+    float pc = (float)p;
+    float z = a * (pc - d) + b;
+    float scaled = e1 * g;
+    float passed = ((z > -1.0f) & (z < 1.0f)) ? scaled : 0.0f;
+    return passed + (e2 + e3 * pc);
+}
+
+static void masked_affine_generic(const float *g, const uint8_t *p, const float *A, const float *D, const float *B,
+                                  const float *E1, const float *E2, const float *E3, ssize b0, ssize b1, ssize n_pts,
+                                  ssize padded, ssize chans, float *out) {
+    for (ssize b = b0; b < b1; b++)
+        for (ssize n = 0; n < n_pts; n++) {
+            const uint8_t *row = p + (b * n_pts + n) * padded;
+            ssize m = (b * n_pts + n) * chans;
+            for (ssize c = 0; c < chans; c++) {
+                ssize bc = b * chans + c;
+                out[m + c] = masked_affine_one(g[m + c], row[c], A[bc], D[bc], B[bc], E1[c], E2[bc], E3[bc]);
+            }
+        }
+}
+
+#if HAVE_X86
+static AVX2_TARGET void masked_affine_avx2(const float *g, const uint8_t *p, const float *A, const float *D,
+                                           const float *B, const float *E1, const float *E2, const float *E3, ssize b0,
+                                           ssize b1, ssize n_pts, ssize padded, ssize chans, float *out) {
+    const __m256 low = _mm256_set1_ps(-1.0f), high = _mm256_set1_ps(1.0f);
+    for (ssize b = b0; b < b1; b++)
+        for (ssize n = 0; n < n_pts; n++) {
+            const uint8_t *row = p + (b * n_pts + n) * padded;
+            ssize m = (b * n_pts + n) * chans, c = 0;
+            for (; c + 8 <= chans; c += 8) {
+                ssize bc = b * chans + c;
+                __m256 pc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c))));
+                __m256 z = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(A + bc), _mm256_sub_ps(pc, _mm256_loadu_ps(D + bc))),
+                                         _mm256_loadu_ps(B + bc));
+                __m256 pass = _mm256_and_ps(_mm256_cmp_ps(z, low, _CMP_GT_OQ), _mm256_cmp_ps(z, high, _CMP_LT_OQ));
+                __m256 passed = _mm256_and_ps(pass, _mm256_mul_ps(_mm256_loadu_ps(E1 + c), _mm256_loadu_ps(g + m + c)));
+                __m256 affine = _mm256_add_ps(_mm256_loadu_ps(E2 + bc), _mm256_mul_ps(_mm256_loadu_ps(E3 + bc), pc));
+                _mm256_storeu_ps(out + m + c, _mm256_add_ps(passed, affine));
+            }
+            for (; c < chans; c++) {
+                ssize bc = b * chans + c;
+                out[m + c] = masked_affine_one(g[m + c], row[c], A[bc], D[bc], B[bc], E1[c], E2[bc], E3[bc]);
+            }
+        }
+}
+#endif
+
+PLAIN_KERNELS(generic, )
+LAYER_KERNELS(generic, )
+#if HAVE_X86
+PLAIN_KERNELS(avx2, AVX2_TARGET)
+LAYER_KERNELS(avx2, AVX2_TARGET)
+#endif
+
+/* ------------------------------------------------------------------ popcounts and extremes */
+
+/* One cloud: p[n, c] = popcount(a[n] XOR w[c]) for its N points into p [N, P], and the min and
+ * max over the points per channel into lo, hi [P]. */
+static void cloud_popcounts_generic(const uint64_t *a, const uint64_t *w, ssize n_pts, ssize words, ssize chans,
+                                    uint8_t *p, uint8_t *lo, uint8_t *hi) {
+    memset(lo, 255, chans);
+    memset(hi, 0, chans);
+    for (ssize n = 0; n < n_pts; n++) {
+        const uint64_t *an = a + n * words;
+        uint8_t *row = p + n * chans;
+        for (ssize c = 0; c < chans; c++) {
+            int count = 0;
+            for (ssize j = 0; j < words; j++) count += __builtin_popcountll(an[j] ^ w[c * words + j]);
+            row[c] = (uint8_t)count;
+            lo[c] = row[c] < lo[c] ? row[c] : lo[c];
+            hi[c] = row[c] > hi[c] ? row[c] : hi[c];
+        }
+    }
+}
+
+#if HAVE_X86
+/* A nibble lookup: for the activation nibble v of a point, popcount(v XOR u) for every weight
+ * nibble u is byte u of the 16-byte table LUT[v]; one vpshufb looks up 32 channels at once, and
+ * the bytes accumulate the popcount over the point's 16 W nibbles (at most K <= 255). */
+static const uint8_t NIBBLE_LUT[16][16] __attribute__((aligned(16))) = {
+#define ROW(v) {__builtin_popcount(v ^ 0), __builtin_popcount(v ^ 1), __builtin_popcount(v ^ 2),        \
+    __builtin_popcount(v ^ 3), __builtin_popcount(v ^ 4), __builtin_popcount(v ^ 5),                     \
+    __builtin_popcount(v ^ 6), __builtin_popcount(v ^ 7), __builtin_popcount(v ^ 8),                     \
+    __builtin_popcount(v ^ 9), __builtin_popcount(v ^ 10), __builtin_popcount(v ^ 11),                   \
+    __builtin_popcount(v ^ 12), __builtin_popcount(v ^ 13), __builtin_popcount(v ^ 14),                  \
+    __builtin_popcount(v ^ 15)}
+    ROW(0), ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6), ROW(7),
+    ROW(8), ROW(9), ROW(10), ROW(11), ROW(12), ROW(13), ROW(14), ROW(15),
+#undef ROW
+};
+
+/* U groups of 32 channels for one point: acc[u] = popcounts of channels 32 (g + u) .. + 31 */
+static AVX2_TARGET INLINE void popcount_block(const uint8_t *nibbles, ssize n_nib, const uint8_t *wn, int u_n,
+                                              uint8_t *row, uint8_t *lo, uint8_t *hi) {
+    __m256i acc[8];
+    for (int u = 0; u < u_n; u++) acc[u] = _mm256_setzero_si256();
+    for (ssize q = 0; q < n_nib; q++) {
+        __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)NIBBLE_LUT[nibbles[q]]));
+        for (int u = 0; u < u_n; u++)
+            acc[u] = _mm256_add_epi8(acc[u], _mm256_shuffle_epi8(lut, _mm256_load_si256(
+                                                 (const __m256i *)(wn + (u * n_nib + q) * 32))));
+    }
+    for (int u = 0; u < u_n; u++) {
+        _mm256_storeu_si256((__m256i *)(row + 32 * u), acc[u]);
+        __m256i *l = (__m256i *)(lo + 32 * u), *h = (__m256i *)(hi + 32 * u);
+        _mm256_storeu_si256(l, _mm256_min_epu8(_mm256_loadu_si256(l), acc[u]));
+        _mm256_storeu_si256(h, _mm256_max_epu8(_mm256_loadu_si256(h), acc[u]));
+    }
+}
+
+/* the weights as nibbles, wn[(g * 16 W + q) * 32 + i] = nibble q of channel 32 g + i */
+static void weight_nibbles(const uint64_t *w, ssize words, ssize chans, uint8_t *wn) {
+    const ssize n_nib = 16 * words;
+    for (ssize g = 0; g < chans / 32; g++)
+        for (ssize q = 0; q < n_nib; q++)
+            for (int i = 0; i < 32; i++)
+                wn[(g * n_nib + q) * 32 + i] = (uint8_t)((w[(32 * g + i) * words + q / 16] >> (4 * (q % 16))) & 15);
+}
+
+static AVX2_TARGET void cloud_popcounts_avx2(const uint64_t *a, const uint8_t *wn, ssize n_pts, ssize words,
+                                             ssize chans, uint8_t *p, uint8_t *lo, uint8_t *hi) {
+    const ssize n_nib = 16 * words, groups = chans / 32;
+    uint8_t nibbles[64];
+    memset(lo, 255, chans);
+    memset(hi, 0, chans);
+    for (ssize n = 0; n < n_pts; n++) {
+        const uint64_t *an = a + n * words;
+        for (ssize q = 0; q < n_nib; q++) nibbles[q] = (uint8_t)((an[q / 16] >> (4 * (q % 16))) & 15);
+        uint8_t *row = p + n * chans;
         ssize g = 0;
-        for (; g + 4 <= groups; g += 4) { /* four groups share each broadcast point */
-            __m512i lo[4], hi[4];
-            for (int u = 0; u < 4; u++) { lo[u] = _mm512_set1_epi64(INT32_MAX); hi[u] = _mm512_set1_epi64(-1); }
-            for (ssize n = 0; n < n_pts; n++)
-                for (int u = 0; u < 4; u++) {
-                    __m512i p = pc8(ab + n * words, w + (g + u) * words * 8, words);
-                    lo[u] = _mm512_min_epi64(lo[u], p);
-                    hi[u] = _mm512_max_epi64(hi[u], p);
-                }
-            for (int u = 0; u < 4; u++) {
-                store8(pmin + b * groups * 8 + (g + u) * 8, lo[u]);
-                store8(pmax + b * groups * 8 + (g + u) * 8, hi[u]);
+        for (; g + 8 <= groups; g += 8)
+            popcount_block(nibbles, n_nib, wn + g * n_nib * 32, 8, row + 32 * g, lo + 32 * g, hi + 32 * g);
+        for (int u = 4; u >= 1; u /= 2) /* what is left: at most one block each of 4, 2, 1 groups */
+            if (g + u <= groups) {
+                if (u == 4) popcount_block(nibbles, n_nib, wn + g * n_nib * 32, 4, row + 32 * g, lo + 32 * g, hi + 32 * g);
+                else if (u == 2) popcount_block(nibbles, n_nib, wn + g * n_nib * 32, 2, row + 32 * g, lo + 32 * g, hi + 32 * g);
+                else popcount_block(nibbles, n_nib, wn + g * n_nib * 32, 1, row + 32 * g, lo + 32 * g, hi + 32 * g);
+                g += u;
             }
-        }
-        for (; g < groups; g++) {
-            __m512i lo = _mm512_set1_epi64(INT32_MAX), hi = _mm512_set1_epi64(-1);
-            for (ssize n = 0; n < n_pts; n++) {
-                __m512i p = pc8(ab + n * words, w + g * words * 8, words);
-                lo = _mm512_min_epi64(lo, p);
-                hi = _mm512_max_epi64(hi, p);
-            }
-            store8(pmin + b * groups * 8 + g * 8, lo);
-            store8(pmax + b * groups * 8 + g * 8, hi);
-        }
     }
-}
-
-static AVX512_TARGET INLINE void counts_avx512_body(const uint64_t *a, const uint64_t *w, const int32_t *target,
-                                                    ssize b0, ssize b1, ssize n_pts, ssize words, ssize groups,
-                                                    int32_t *counts, int32_t *first) {
-    const __m512i one = _mm512_set1_epi64(1);
-    for (ssize b = b0; b < b1; b++)
-        for (ssize g = 0; g < groups; g++) {
-            const ssize base = b * groups * 8 + g * 8;
-            __m512i tv = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(target + base)));
-            __mmask8 every = _mm512_cmplt_epi64_mask(tv, _mm512_setzero_si512());
-            __m512i count = _mm512_setzero_si512(), at = _mm512_set1_epi64(-1);
-            for (ssize n = 0; n < n_pts; n++) {
-                __mmask8 hit = _mm512_cmpeq_epi64_mask(pc8(a + (b * n_pts + n) * words, w + g * words * 8, words), tv)
-                               | every;
-                __mmask8 fresh = hit & _mm512_cmpeq_epi64_mask(count, _mm512_setzero_si512());
-                at = _mm512_mask_mov_epi64(at, fresh, _mm512_set1_epi64(n));
-                count = _mm512_mask_add_epi64(count, hit, count, one);
-            }
-            store8(counts + base, count);
-            store8(first + base, at);
-        }
-}
-
-/* The bodies above, compiled with the word count as a constant for the common widths
- * (K <= 64, K <= 128) so that the weights stay in registers while the points stream past. */
-static AVX512_TARGET void extremes_avx512(const uint64_t *a, const uint64_t *w, ssize b0, ssize b1, ssize n_pts,
-                                          ssize words, ssize groups, int32_t *pmin, int32_t *pmax) {
-    if (words == 1) extremes_avx512_body(a, w, b0, b1, n_pts, 1, groups, pmin, pmax);
-    else if (words == 2) extremes_avx512_body(a, w, b0, b1, n_pts, 2, groups, pmin, pmax);
-    else extremes_avx512_body(a, w, b0, b1, n_pts, words, groups, pmin, pmax);
-}
-
-static AVX512_TARGET void counts_avx512(const uint64_t *a, const uint64_t *w, const int32_t *target, ssize b0,
-                                        ssize b1, ssize n_pts, ssize words, ssize groups, int32_t *counts,
-                                        int32_t *first) {
-    if (words == 1) counts_avx512_body(a, w, target, b0, b1, n_pts, 1, groups, counts, first);
-    else if (words == 2) counts_avx512_body(a, w, target, b0, b1, n_pts, 2, groups, counts, first);
-    else counts_avx512_body(a, w, target, b0, b1, n_pts, words, groups, counts, first);
 }
 #endif
 
-/* ------------------------------------------------------------------ backward scatter */
-/* For every cloud b, channel c and tied point n (popcount == target, or every point when the
- * target is -1):  sparse_w[c, :] += coef_w[b, c] * a_sign[b, n, :]
- *                 sparse_a[b, n, :] += coef_a[b, c] * w_sign[c, :]
- * The tie test runs 8 channels at a time on AVX-512; the accumulation is plain C either way. */
+/* ------------------------------------------------------------------ ties of the pooled layer */
+/* kind[c] per channel: 0 = the points at the min popcount (the max product) tie, 1 = at the max
+ * popcount, 2 = every point (a zero BatchNorm slope; not listed). For one cloud's popcounts
+ * p [N, P]: counts[c] and the tied (n, c) in increasing order, encoded n * P + c, in ties[:cap];
+ * returns how many there are (more than cap: the caller retries with a larger cap). */
 
-static inline void add_signs_plain(float *dst, const uint64_t *bits, ssize k_in, float coef) {
-    for (ssize k = 0; k < k_in; k++) dst[k] += ((bits[k >> 6] >> (k & 63)) & 1) ? coef : -coef;
+static ssize list_ties_generic(const uint8_t *p, ssize n_pts, ssize chans, const uint8_t *lo, const uint8_t *hi,
+                               const uint8_t *kind, int32_t *counts, int32_t *ties, ssize cap) {
+    ssize total = 0;
+    for (ssize c = 0; c < chans; c++) counts[c] = kind[c] == 2 ? (int32_t)n_pts : 0;
+    for (ssize n = 0; n < n_pts; n++)
+        for (ssize c = 0; c < chans; c++)
+            if (kind[c] != 2 && p[n * chans + c] == (kind[c] ? hi[c] : lo[c])) {
+                counts[c]++;
+                if (total < cap) ties[total] = (int32_t)(n * chans + c);
+                total++;
+            }
+    return total;
 }
 
 #if HAVE_X86
-static AVX512_TARGET void add_signs_avx512(float *dst, const uint64_t *bits, ssize k_in, float coef) {
-    const __m512 pos = _mm512_set1_ps(coef), neg = _mm512_set1_ps(-coef);
-    ssize k = 0;
-    for (; k + 16 <= k_in; k += 16) {
-        __mmask16 m = (__mmask16)(bits[k >> 6] >> (k & 63));
-        _mm512_storeu_ps(dst + k, _mm512_add_ps(_mm512_loadu_ps(dst + k), _mm512_mask_blend_ps(m, neg, pos)));
-    }
-    for (; k < k_in; k++) dst[k] += ((bits[k >> 6] >> (k & 63)) & 1) ? coef : -coef;
+static AVX2_TARGET ssize list_ties_avx2(const uint8_t *p, ssize n_pts, ssize chans, const uint8_t *lo,
+                                        const uint8_t *hi, const uint8_t *kind, int32_t *counts, int32_t *ties,
+                                        ssize cap) {
+    ssize total = 0;
+    for (ssize c = 0; c < chans; c++) counts[c] = kind[c] == 2 ? (int32_t)n_pts : 0;
+    for (ssize n = 0; n < n_pts; n++)
+        for (ssize c0 = 0; c0 < chans; c0 += 32) {
+            __m256i k = _mm256_loadu_si256((const __m256i *)(kind + c0));
+            __m256i target = _mm256_blendv_epi8(_mm256_loadu_si256((const __m256i *)(lo + c0)),
+                                                _mm256_loadu_si256((const __m256i *)(hi + c0)),
+                                                _mm256_cmpeq_epi8(k, _mm256_set1_epi8(1)));
+            __m256i hit = _mm256_andnot_si256(_mm256_cmpeq_epi8(k, _mm256_set1_epi8(2)),
+                                              _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + n * chans + c0)),
+                                                                target));
+            uint32_t bits = (uint32_t)_mm256_movemask_epi8(hit);
+            while (bits) {
+                ssize c = c0 + __builtin_ctz(bits);
+                bits &= bits - 1;
+                counts[c]++;
+                if (total < cap) ties[total] = (int32_t)(n * chans + c);
+                total++;
+            }
+        }
+    return total;
 }
 #endif
 
-typedef void (*add_signs_fn)(float *, const uint64_t *, ssize, float);
-
-static inline void scatter_one(const uint64_t *a, const uint64_t *w, ssize b, ssize n, ssize g, int lane, ssize n_pts,
-                               ssize words, ssize groups, ssize k_in, const float *coef_w, const float *coef_a,
-                               float *sparse_w, float *sparse_a, uint64_t *wrow, add_signs_fn add_signs) {
-    ssize c = g * 8 + lane, bc = b * groups * 8 + c;
-    for (ssize j = 0; j < words; j++) wrow[j] = w[(g * words + j) * 8 + lane];
-    if (coef_w[bc] != 0.0f) add_signs(sparse_w + c * k_in, a + (b * n_pts + n) * words, k_in, coef_w[bc]);
-    if (coef_a[bc] != 0.0f) add_signs(sparse_a + (b * n_pts + n) * k_in, wrow, k_in, coef_a[bc]);
-}
-
-/* A (cloud, channel) with one tied point is done from its index; only several ties need a scan. */
-static inline int scatter_single(const uint64_t *a, const uint64_t *w, const int32_t *counts, const int32_t *first,
-                                 ssize b, ssize g, int lane, ssize n_pts, ssize words, ssize groups, ssize k_in,
-                                 const float *coef_w, const float *coef_a, float *sparse_w, float *sparse_a,
-                                 uint64_t *wrow, add_signs_fn add_signs) {
-    ssize bc = b * groups * 8 + g * 8 + lane;
-    if (coef_w[bc] == 0.0f && coef_a[bc] == 0.0f) return 1;
-    if (counts[bc] != 1) return 0;
-    scatter_one(a, w, b, first[bc], g, lane, n_pts, words, groups, k_in, coef_w, coef_a, sparse_w, sparse_a, wrow,
-                add_signs);
-    return 1;
-}
-
-#define SCATTER_SCALAR(SUFFIX, ATTR)                                                                   \
-    static ATTR void scatter_##SUFFIX(const uint64_t *a, const uint64_t *w, const int32_t *target,    \
-                                      const int32_t *counts, const int32_t *first, const float *coef_w, \
-                                      const float *coef_a, ssize b0, ssize b1, ssize n_pts, ssize words, \
-                                      ssize groups, ssize k_in, float *sparse_w, float *sparse_a, uint64_t *wrow) { \
-        for (ssize b = b0; b < b1; b++)                                                               \
-            for (ssize g = 0; g < groups; g++)                                                        \
-                for (int lane = 0; lane < 8; lane++) {                                                \
-                    ssize bc = b * groups * 8 + g * 8 + lane;                                         \
-                    if (scatter_single(a, w, counts, first, b, g, lane, n_pts, words, groups, k_in, coef_w, \
-                                       coef_a, sparse_w, sparse_a, wrow, add_signs_plain))            \
-                        continue;                                                                     \
-                    for (ssize n = 0; n < n_pts; n++)                                                 \
-                        if (target[bc] < 0 ||                                                         \
-                            pc_##SUFFIX(a + (b * n_pts + n) * words, w + g * words * 8, words, lane) == target[bc]) \
-                            scatter_one(a, w, b, n, g, lane, n_pts, words, groups, k_in, coef_w, coef_a, \
-                                        sparse_w, sparse_a, wrow, add_signs_plain);                   \
-                }                                                                                     \
+/* A float layer's pooled extreme: for one cloud's products r float32 [N, P], top[c] = the max
+ * (kind 0) or min (kind 1) over the points, counts[c] and the tied (n, c) listed as above. */
+#define FLOAT_TIES_KERNEL(SUFFIX, ATTR)                                                                  \
+    static ATTR ssize float_ties_##SUFFIX(const float *r, ssize n_pts, ssize chans, const uint8_t *kind, \
+                                          float *top, float *low, int32_t *counts, int32_t *ties, ssize cap) { \
+        for (ssize c = 0; c < chans; c++) top[c] = low[c] = r[c];                                        \
+        for (ssize n = 1; n < n_pts; n++)                                                                \
+            for (ssize c = 0; c < chans; c++) {                                                          \
+                float v = r[n * chans + c];                                                              \
+                top[c] = v > top[c] ? v : top[c];                                                        \
+                low[c] = v < low[c] ? v : low[c];                                                        \
+            }                                                                                            \
+        for (ssize c = 0; c < chans; c++) {                                                              \
+            top[c] = kind[c] == 1 ? low[c] : top[c];                                                     \
+            counts[c] = kind[c] == 2 ? (int32_t)n_pts : 0;                                               \
+        }                                                                                                \
+        ssize total = 0;                                                                                 \
+        for (ssize n = 0; n < n_pts; n++)                                                                \
+            for (ssize c = 0; c < chans; c++)                                                            \
+                if (r[n * chans + c] == top[c] && kind[c] != 2) {                                        \
+                    counts[c]++;                                                                         \
+                    if (total < cap) ties[total] = (int32_t)(n * chans + c);                             \
+                    total++;                                                                             \
+                }                                                                                        \
+        return total;                                                                                    \
     }
 
-SCATTER_SCALAR(generic, )
+FLOAT_TIES_KERNEL(generic, )
 #if HAVE_X86
-SCATTER_SCALAR(popcnt, __attribute__((target("popcnt"))))
+FLOAT_TIES_KERNEL(avx2, AVX2_TARGET)
+#endif
 
-static AVX512_TARGET INLINE void scatter_avx512_body(const uint64_t *a, const uint64_t *w, const int32_t *target,
-                                                     const int32_t *counts, const int32_t *first, const float *coef_w,
-                                                     const float *coef_a, ssize b0, ssize b1, ssize n_pts, ssize words,
-                                                     ssize groups, ssize k_in, float *sparse_w, float *sparse_a,
-                                                     uint64_t *wrow) {
-    for (ssize b = b0; b < b1; b++)
-        for (ssize g = 0; g < groups; g++) {
-            const ssize base = b * groups * 8 + g * 8;
-            __mmask8 live = 0;
-            for (int lane = 0; lane < 8; lane++)
-                if (!scatter_single(a, w, counts, first, b, g, lane, n_pts, words, groups, k_in, coef_w, coef_a,
-                                    sparse_w, sparse_a, wrow, add_signs_avx512))
-                    live |= (__mmask8)(1u << lane);
-            if (!live) continue;
-            __m512i tv = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(target + base)));
-            __mmask8 every = _mm512_cmplt_epi64_mask(tv, _mm512_setzero_si512()) & live;
-            for (ssize n = 0; n < n_pts; n++) {
-                __mmask8 hit = (_mm512_cmpeq_epi64_mask(pc8(a + (b * n_pts + n) * words, w + g * words * 8, words), tv)
-                                & live) | every;
-                while (hit) {
-                    int lane = __builtin_ctz(hit);
-                    hit &= (__mmask8)(hit - 1);
-                    scatter_one(a, w, b, n, g, lane, n_pts, words, groups, k_in, coef_w, coef_a, sparse_w, sparse_a,
-                                wrow, add_signs_avx512);
-                }
-            }
-        }
-}
+/* For every cloud b and tied (n, c), listed or (kind 2) every point of c:
+ *     grad_a[b, n, :] += coef[b, c] * wq[c, :]      sparse_w[c, :] += coef[b, c] * a[b, n, :]
+ * listed ties first, in their order, then the every-point channels in increasing c and n. */
+#define SCATTER_KERNEL(SUFFIX, ATTR)                                                                     \
+    static ATTR void scatter_##SUFFIX(const int32_t *ties, ssize cap, const int64_t *total, const uint8_t *kind, \
+                                      const float *coef, const float *a, const float *wq, ssize b0, ssize b1, \
+                                      ssize n_pts, ssize chans, ssize k_in, float *sparse_w, float *grad_a) { \
+        for (ssize b = b0; b < b1; b++) {                                                                \
+            for (ssize t = 0; t < total[b]; t++) {                                                       \
+                ssize n = ties[b * cap + t] / chans, c = ties[b * cap + t] % chans, bc = b * chans + c;  \
+                if (coef[bc] != 0.0f)                                                                    \
+                    scatter_one_##SUFFIX(coef[bc], a + (b * n_pts + n) * k_in, wq + c * k_in,            \
+                                         grad_a + (b * n_pts + n) * k_in, sparse_w + c * k_in, k_in);     \
+            }                                                                                            \
+            for (ssize c = 0; c < chans; c++) {                                                          \
+                ssize bc = b * chans + c;                                                                \
+                if (kind[bc] != 2 || coef[bc] == 0.0f) continue;                                         \
+                for (ssize n = 0; n < n_pts; n++)                                                        \
+                    scatter_one_##SUFFIX(coef[bc], a + (b * n_pts + n) * k_in, wq + c * k_in,            \
+                                         grad_a + (b * n_pts + n) * k_in, sparse_w + c * k_in, k_in);     \
+            }                                                                                            \
+        }                                                                                                \
+    }
 
-static AVX512_TARGET void scatter_avx512(const uint64_t *a, const uint64_t *w, const int32_t *target,
-                                         const int32_t *counts, const int32_t *first, const float *coef_w,
-                                         const float *coef_a, ssize b0, ssize b1, ssize n_pts, ssize words,
-                                         ssize groups, ssize k_in, float *sparse_w, float *sparse_a, uint64_t *wrow) {
-    if (words == 2)
-        scatter_avx512_body(a, w, target, counts, first, coef_w, coef_a, b0, b1, n_pts, 2, groups, k_in, sparse_w,
-                            sparse_a, wrow);
-    else
-        scatter_avx512_body(a, w, target, counts, first, coef_w, coef_a, b0, b1, n_pts, words, groups, k_in, sparse_w,
-                            sparse_a, wrow);
-}
+SCATTER_KERNEL(generic, )
+#if HAVE_X86
+SCATTER_KERNEL(avx2, AVX2_TARGET)
 #endif
 
 /* ------------------------------------------------------------------ Python bindings */
 
 static int check_path(int path) {
-    if ((path == 2 && cpu_has_avx512()) || (path == 1 && cpu_has_popcnt()) || path == 0) return 1;
+    if ((path == 1 && cpu_has_avx2()) || path == 0) return 1;
     PyErr_Format(PyExc_RuntimeError, "training kernel path %d cannot run on this CPU", path);
     return 0;
 }
 
-static int check_layout(ssize b0, ssize b1, ssize batch, ssize n_pts, ssize words, ssize groups) {
-    if (0 <= b0 && b0 <= b1 && b1 <= batch && n_pts >= 1 && words >= 1 && groups >= 1) return 1;
-    PyErr_SetString(PyExc_ValueError, "inconsistent sizes");
+static int check_sizes(ssize b0, ssize b1, ssize batch, ssize n_pts, ssize words, ssize chans) {
+    if (0 <= b0 && b0 <= b1 && b1 <= batch && n_pts >= 1 && words >= 1 && words <= 4 && chans >= 32
+        && chans % 32 == 0)
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "inconsistent sizes (1 <= W <= 4, channels a multiple of 32)");
     return 0;
 }
 
+#define RETURN_NONE_IF(ok) \
+    do {                    \
+        if (ok) {           \
+            result = Py_None; \
+            Py_INCREF(result); \
+        }                   \
+    } while (0)
+
 static PyObject *py_pack_signs(PyObject *self, PyObject *args) {
-    /* a float32 [B, K, N] -> bits uint64 [B, N, W], bit k set where a[b, k, n] >= 0 */
-    Py_buffer a, out;
-    ssize batch, k_in, n_pts, words;
-    if (!PyArg_ParseTuple(args, "y*nnnnw*", &a, &batch, &k_in, &n_pts, &words, &out)) return NULL;
+    /* x float32 [R, K], rows r0..r1 -> bits uint64 [R, W] */
+    Py_buffer x, out;
+    ssize r0, r1, rows, k_in, words;
+    int path;
+    if (!PyArg_ParseTuple(args, "y*nnnnnw*i", &x, &r0, &r1, &rows, &k_in, &words, &out, &path)) return NULL;
     PyObject *result = NULL;
-    if (k_in >= 1 && words * 64 >= k_in && check_size(&a, mul3(batch, k_in, n_pts), 4, "a")
-        && check_size(&out, mul3(batch, n_pts, words), 8, "out")) {
-        const float *x = a.buf;
-        uint64_t *o = out.buf;
-        uint64_t *word = PyMem_RawMalloc(n_pts * sizeof(uint64_t));
-        if (!word) { PyErr_NoMemory(); goto done; }
+    int ok = check_path(path) && (0 <= r0 && r0 <= r1 && r1 <= rows && k_in >= 1 && words * 64 >= k_in
+                                  ? 1 : (PyErr_SetString(PyExc_ValueError, "inconsistent sizes"), 0))
+             && check_size(&x, mul3(rows, k_in, 1), 4, "x") && check_size(&out, mul3(rows, words, 1), 8, "out");
+    if (ok) {
         Py_BEGIN_ALLOW_THREADS
-        for (ssize b = 0; b < batch; b++)
-            for (ssize j = 0; j < words; j++) {
-                memset(word, 0, n_pts * sizeof(uint64_t));
-                for (ssize k = 64 * j; k < k_in && k < 64 * (j + 1); k++) {
-                    const float *row = x + (b * k_in + k) * n_pts;
-                    for (ssize n = 0; n < n_pts; n++) word[n] |= (uint64_t)(row[n] >= 0.0f) << (k & 63);
-                }
-                for (ssize n = 0; n < n_pts; n++) o[(b * n_pts + n) * words + j] = word[n];
-            }
+#if HAVE_X86
+        if (path == 1) pack_avx2(x.buf, r0, r1, k_in, words, out.buf);
+        else
+#endif
+            pack_generic(x.buf, r0, r1, k_in, words, out.buf);
         Py_END_ALLOW_THREADS
-        PyMem_RawFree(word);
-        result = Py_None;
-        Py_INCREF(result);
     }
-done:
-    PyBuffer_Release(&a);
+    RETURN_NONE_IF(ok);
+    PyBuffer_Release(&x);
     PyBuffer_Release(&out);
     return result;
 }
 
-static PyObject *py_extremes(PyObject *self, PyObject *args) {
-    Py_buffer a, w, lo, hi;
-    ssize b0, b1, batch, n_pts, words, groups;
+/* One cloud's popcounts on the chosen path; wn: the weight nibbles (AVX2 path) */
+static void cloud_popcounts(int path, const uint64_t *a, const uint64_t *w, const uint8_t *wn, ssize n_pts, ssize words,
+                            ssize chans, uint8_t *p, uint8_t *lo, uint8_t *hi) {
+#if HAVE_X86
+    if (path == 1) {
+        cloud_popcounts_avx2(a, wn, n_pts, words, chans, p, lo, hi);
+        return;
+    }
+#endif
+    (void)wn;
+    cloud_popcounts_generic(a, w, n_pts, words, chans, p, lo, hi);
+}
+
+static uint8_t *new_weight_nibbles(int path, const uint64_t *w, ssize words, ssize chans) {
+    uint8_t *wn = aligned_alloc(32, (size_t)(chans * 16 * words));
+    if (wn && path == 1) weight_nibbles(w, words, chans, wn);
+    return wn;
+}
+
+static PyObject *py_popcounts(PyObject *self, PyObject *args) {
+    /* a bits [B, N, W], w bits [P, W] -> p uint8 [B, N, P], min and max uint8 [B, P] */
+    Py_buffer a, w, p, lo, hi;
+    ssize b0, b1, batch, n_pts, words, chans;
     int path;
-    if (!PyArg_ParseTuple(args, "y*y*nnnnnnw*w*i", &a, &w, &b0, &b1, &batch, &n_pts, &words, &groups, &lo, &hi, &path))
+    if (!PyArg_ParseTuple(args, "y*y*nnnnnnw*w*w*i", &a, &w, &b0, &b1, &batch, &n_pts, &words, &chans, &p, &lo, &hi,
+                          &path))
         return NULL;
     PyObject *result = NULL;
-    if (check_path(path) && check_layout(b0, b1, batch, n_pts, words, groups)
-        && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
-        && check_size(&w, mul3(groups, words, 8), 8, "weight bits")
-        && check_size(&lo, mul3(batch, groups, 8), 4, "min") && check_size(&hi, mul3(batch, groups, 8), 4, "max")) {
-        Py_BEGIN_ALLOW_THREADS
-#if HAVE_X86
-        if (path == 2) extremes_avx512(a.buf, w.buf, b0, b1, n_pts, words, groups, lo.buf, hi.buf);
-        else if (path == 1) extremes_popcnt(a.buf, w.buf, b0, b1, n_pts, words, groups, lo.buf, hi.buf);
-        else
-#endif
-            extremes_generic(a.buf, w.buf, b0, b1, n_pts, words, groups, lo.buf, hi.buf);
-        Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
+    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, words, chans)
+             && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
+             && check_size(&w, mul3(chans, words, 1), 8, "weight bits")
+             && check_size(&p, mul3(batch, n_pts, chans), 1, "popcounts")
+             && check_size(&lo, mul3(batch, chans, 1), 1, "min") && check_size(&hi, mul3(batch, chans, 1), 1, "max");
+    uint8_t *wn = ok ? new_weight_nibbles(path, w.buf, words, chans) : NULL;
+    if (ok && !wn) {
+        PyErr_NoMemory();
+        ok = 0;
     }
+    if (ok) {
+        const uint64_t *bits = a.buf;
+        uint8_t *pb = p.buf, *lob = lo.buf, *hib = hi.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (ssize b = b0; b < b1; b++)
+            cloud_popcounts(path, bits + b * n_pts * words, w.buf, wn, n_pts, words, chans, pb + b * n_pts * chans,
+                            lob + b * chans, hib + b * chans);
+        Py_END_ALLOW_THREADS
+    }
+    free(wn);
+    RETURN_NONE_IF(ok);
     PyBuffer_Release(&a);
     PyBuffer_Release(&w);
+    PyBuffer_Release(&p);
     PyBuffer_Release(&lo);
     PyBuffer_Release(&hi);
     return result;
 }
 
-static PyObject *py_tie_counts(PyObject *self, PyObject *args) {
-    Py_buffer a, w, t, counts, first;
-    ssize b0, b1, batch, n_pts, words, groups;
+static PyObject *py_pool_ties(PyObject *self, PyObject *args) {
+    /* a bits [B, N, W], w bits [P, W], kind uint8 [B, P] -> min, max uint8 [B, P], counts int32
+     * [B, P], the tied (n, c) int32 [B, cap] and their number int64 [B] (may exceed cap) */
+    Py_buffer a, w, kind, lo, hi, counts, ties, total;
+    ssize b0, b1, batch, n_pts, words, chans, cap;
     int path;
-    if (!PyArg_ParseTuple(args, "y*y*y*nnnnnnw*w*i", &a, &w, &t, &b0, &b1, &batch, &n_pts, &words, &groups, &counts,
-                          &first, &path))
+    if (!PyArg_ParseTuple(args, "y*y*y*nnnnnnnw*w*w*w*w*i", &a, &w, &kind, &b0, &b1, &batch, &n_pts, &words, &chans,
+                          &cap, &lo, &hi, &counts, &ties, &total, &path))
         return NULL;
     PyObject *result = NULL;
-    if (check_path(path) && check_layout(b0, b1, batch, n_pts, words, groups)
-        && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
-        && check_size(&w, mul3(groups, words, 8), 8, "weight bits")
-        && check_size(&t, mul3(batch, groups, 8), 4, "targets")
-        && check_size(&counts, mul3(batch, groups, 8), 4, "counts")
-        && check_size(&first, mul3(batch, groups, 8), 4, "first")) {
-        Py_BEGIN_ALLOW_THREADS
-#if HAVE_X86
-        if (path == 2) counts_avx512(a.buf, w.buf, t.buf, b0, b1, n_pts, words, groups, counts.buf, first.buf);
-        else if (path == 1) counts_popcnt(a.buf, w.buf, t.buf, b0, b1, n_pts, words, groups, counts.buf, first.buf);
-        else
-#endif
-            counts_generic(a.buf, w.buf, t.buf, b0, b1, n_pts, words, groups, counts.buf, first.buf);
-        Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
+    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, words, chans)
+             && (cap >= 1 && mul3(n_pts, chans, 1) >= 0 && mul3(n_pts, chans, 1) <= INT32_MAX
+                 ? 1 : (PyErr_SetString(PyExc_ValueError, "bad tie capacity or N x P over 2^31"), 0))
+             && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
+             && check_size(&w, mul3(chans, words, 1), 8, "weight bits")
+             && check_size(&kind, mul3(batch, chans, 1), 1, "kind")
+             && check_size(&lo, mul3(batch, chans, 1), 1, "min") && check_size(&hi, mul3(batch, chans, 1), 1, "max")
+             && check_size(&counts, mul3(batch, chans, 1), 4, "counts")
+             && check_size(&ties, mul3(batch, cap, 1), 4, "ties") && check_size(&total, batch, 8, "total");
+    uint8_t *wn = ok ? new_weight_nibbles(path, w.buf, words, chans) : NULL;
+    uint8_t *scratch = ok ? malloc((size_t)(n_pts * chans)) : NULL;
+    if (ok && (!wn || !scratch)) {
+        PyErr_NoMemory();
+        ok = 0;
     }
+    if (ok) {
+        const uint64_t *bits = a.buf;
+        const uint8_t *kinds = kind.buf;
+        uint8_t *lob = lo.buf, *hib = hi.buf;
+        int32_t *cnt = counts.buf, *tie = ties.buf;
+        int64_t *tot = total.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (ssize b = b0; b < b1; b++) {
+            cloud_popcounts(path, bits + b * n_pts * words, w.buf, wn, n_pts, words, chans, scratch, lob + b * chans,
+                            hib + b * chans);
+#if HAVE_X86
+            if (path == 1)
+                tot[b] = list_ties_avx2(scratch, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
+                                        cnt + b * chans, tie + b * cap, cap);
+            else
+#endif
+                tot[b] = list_ties_generic(scratch, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
+                                           cnt + b * chans, tie + b * cap, cap);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(wn);
+    free(scratch);
+    RETURN_NONE_IF(ok);
     PyBuffer_Release(&a);
     PyBuffer_Release(&w);
-    PyBuffer_Release(&t);
+    PyBuffer_Release(&kind);
+    PyBuffer_Release(&lo);
+    PyBuffer_Release(&hi);
     PyBuffer_Release(&counts);
-    PyBuffer_Release(&first);
+    PyBuffer_Release(&ties);
+    PyBuffer_Release(&total);
     return result;
 }
 
 static PyObject *py_scatter_ties(PyObject *self, PyObject *args) {
-    Py_buffer a, w, t, cnt, fst, cw, ca, sw, sa;
-    ssize b0, b1, batch, n_pts, words, groups, k_in;
+    /* the listed ties (as pool_ties left them, every total[b] <= cap) and the every-point channels */
+    Py_buffer ties, total, kind, coef, a, wq, sw, ga;
+    ssize b0, b1, batch, n_pts, chans, k_in, cap;
     int path;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*nnnnnnnw*w*i", &a, &w, &t, &cnt, &fst, &cw, &ca, &b0, &b1, &batch,
-                          &n_pts, &words, &groups, &k_in, &sw, &sa, &path))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*nnnnnnnw*w*i", &ties, &total, &kind, &coef, &a, &wq, &b0, &b1, &batch,
+                          &n_pts, &chans, &k_in, &cap, &sw, &ga, &path))
         return NULL;
     PyObject *result = NULL;
-    uint64_t wrow[64];
-    if (check_path(path) && check_layout(b0, b1, batch, n_pts, words, groups)
-        && (k_in >= 1 && words * 64 >= k_in && words <= 64 ? 1 : (PyErr_SetString(PyExc_ValueError, "bad K"), 0))
-        && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
-        && check_size(&w, mul3(groups, words, 8), 8, "weight bits")
-        && check_size(&t, mul3(batch, groups, 8), 4, "targets")
-        && check_size(&cnt, mul3(batch, groups, 8), 4, "counts") && check_size(&fst, mul3(batch, groups, 8), 4, "first")
-        && check_size(&cw, mul3(batch, groups, 8), 4, "coef_w") && check_size(&ca, mul3(batch, groups, 8), 4, "coef_a")
-        && check_size(&sw, mul3(groups, 8, k_in), 4, "sparse_w")
-        && check_size(&sa, mul3(batch, n_pts, k_in), 4, "sparse_a")) {
+    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, chans)
+             && (k_in >= 1 && cap >= 1 ? 1 : (PyErr_SetString(PyExc_ValueError, "bad K or capacity"), 0))
+             && check_size(&ties, mul3(batch, cap, 1), 4, "ties") && check_size(&total, batch, 8, "total")
+             && check_size(&kind, mul3(batch, chans, 1), 1, "kind")
+             && check_size(&coef, mul3(batch, chans, 1), 4, "coef") && check_size(&a, mul3(batch, n_pts, k_in), 4, "a")
+             && check_size(&wq, mul3(chans, k_in, 1), 4, "wq") && check_size(&sw, mul3(chans, k_in, 1), 4, "sparse_w")
+             && check_size(&ga, mul3(batch, n_pts, k_in), 4, "grad_a");
+    if (ok) {
+        const int64_t *tot = total.buf;
+        const int32_t *tie = ties.buf;
+        for (ssize b = b0; b < b1 && ok; b++)
+            for (ssize t = 0; t < tot[b] && ok; t++)
+                if (tot[b] > cap || tie[b * cap + t] < 0 || tie[b * cap + t] >= n_pts * chans) {
+                    PyErr_SetString(PyExc_ValueError, "tie list out of range");
+                    ok = 0;
+                }
+    }
+    if (ok) {
         Py_BEGIN_ALLOW_THREADS
 #if HAVE_X86
-        if (path == 2)
-            scatter_avx512(a.buf, w.buf, t.buf, cnt.buf, fst.buf, cw.buf, ca.buf, b0, b1, n_pts, words, groups, k_in, sw.buf, sa.buf, wrow);
-        else if (path == 1)
-            scatter_popcnt(a.buf, w.buf, t.buf, cnt.buf, fst.buf, cw.buf, ca.buf, b0, b1, n_pts, words, groups, k_in, sw.buf, sa.buf, wrow);
+        if (path == 1)
+            scatter_avx2(ties.buf, cap, total.buf, kind.buf, coef.buf, a.buf, wq.buf, b0, b1, n_pts, chans, k_in, sw.buf,
+                         ga.buf);
         else
 #endif
-            scatter_generic(a.buf, w.buf, t.buf, cnt.buf, fst.buf, cw.buf, ca.buf, b0, b1, n_pts, words, groups, k_in, sw.buf, sa.buf,
-                            wrow);
+            scatter_generic(ties.buf, cap, total.buf, kind.buf, coef.buf, a.buf, wq.buf, b0, b1, n_pts, chans, k_in,
+                            sw.buf, ga.buf);
         Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
     }
+    RETURN_NONE_IF(ok);
+    PyBuffer_Release(&ties);
+    PyBuffer_Release(&total);
+    PyBuffer_Release(&kind);
+    PyBuffer_Release(&coef);
     PyBuffer_Release(&a);
-    PyBuffer_Release(&w);
-    PyBuffer_Release(&t);
-    PyBuffer_Release(&cnt);
-    PyBuffer_Release(&fst);
-    PyBuffer_Release(&cw);
-    PyBuffer_Release(&ca);
+    PyBuffer_Release(&wq);
     PyBuffer_Release(&sw);
-    PyBuffer_Release(&sa);
+    PyBuffer_Release(&ga);
+    return result;
+}
+
+static PyObject *py_sign_grams(PyObject *self, PyObject *args) {
+    /* a bits [B, N, W] -> gram int32 [B, K, K] (sum_n s_i s_j) and sums int32 [B, K] (sum_n s_k) */
+    Py_buffer a, gram, sums;
+    ssize b0, b1, batch, n_pts, words, k_in;
+    int path;
+    if (!PyArg_ParseTuple(args, "y*nnnnnnw*w*i", &a, &b0, &b1, &batch, &n_pts, &words, &k_in, &gram, &sums, &path))
+        return NULL;
+    PyObject *result = NULL;
+    int ok = check_path(path) && (0 <= b0 && b0 <= b1 && b1 <= batch && n_pts >= 1 && n_pts < (1 << 30) && k_in >= 1
+                                  && words * 64 >= k_in
+                                  ? 1 : (PyErr_SetString(PyExc_ValueError, "inconsistent sizes"), 0))
+             && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
+             && check_size(&gram, mul3(batch, k_in, k_in), 4, "gram") && check_size(&sums, mul3(batch, k_in, 1), 4, "sums");
+    if (ok) {
+        uint64_t *cols = malloc((size_t)(k_in * ((n_pts + 63) / 64)) * sizeof(uint64_t));
+        if (!cols) {
+            PyErr_NoMemory();
+            ok = 0;
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+#if HAVE_X86
+            if (path == 1) grams_avx2(a.buf, b0, b1, n_pts, words, k_in, cols, gram.buf, sums.buf);
+            else
+#endif
+                grams_generic(a.buf, b0, b1, n_pts, words, k_in, cols, gram.buf, sums.buf);
+            Py_END_ALLOW_THREADS
+            free(cols);
+        }
+    }
+    RETURN_NONE_IF(ok);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&gram);
+    PyBuffer_Release(&sums);
+    return result;
+}
+
+static PyObject *py_layer_forward(PyObject *self, PyObject *args) {
+    /* p uint8 [B, N, P], A, D, B float32 [B, C] -> h float32 [B, N, C] */
+    Py_buffer p, A, D, B, h;
+    ssize b0, b1, batch, n_pts, padded, chans;
+    int path;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*nnnnnnw*i", &p, &A, &D, &B, &b0, &b1, &batch, &n_pts, &padded, &chans, &h,
+                          &path))
+        return NULL;
+    PyObject *result = NULL;
+    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, padded)
+             && (chans >= 1 && chans <= padded ? 1 : (PyErr_SetString(PyExc_ValueError, "bad channels"), 0))
+             && check_size(&p, mul3(batch, n_pts, padded), 1, "popcounts")
+             && check_size(&A, mul3(batch, chans, 1), 4, "A") && check_size(&D, mul3(batch, chans, 1), 4, "D")
+             && check_size(&B, mul3(batch, chans, 1), 4, "B") && check_size(&h, mul3(batch, n_pts, chans), 4, "h");
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+#if HAVE_X86
+        if (path == 1) hardtanh_avx2(p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, h.buf);
+        else
+#endif
+            hardtanh_generic(p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, h.buf);
+        Py_END_ALLOW_THREADS
+    }
+    RETURN_NONE_IF(ok);
+    PyBuffer_Release(&p);
+    PyBuffer_Release(&A);
+    PyBuffer_Release(&D);
+    PyBuffer_Release(&B);
+    PyBuffer_Release(&h);
+    return result;
+}
+
+static PyObject *py_layer_backward(PyObject *self, PyObject *args) {
+    /* g float32 [B, N, C], p, A, D, B: with E1 [C], E2, E3 [B, C] given, out float32 [B, N, C] =
+     * the BatchNorm backward; with E1 empty, sums float64 [B, 2, C] instead */
+    Py_buffer g, p, A, D, B, E1, E2, E3, out;
+    ssize b0, b1, batch, n_pts, padded, chans;
+    int path;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*nnnnnnw*i", &g, &p, &A, &D, &B, &E1, &E2, &E3, &b0, &b1, &batch, &n_pts,
+                          &padded, &chans, &out, &path))
+        return NULL;
+    PyObject *result = NULL;
+    int sums = E1.len == 0;
+    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, padded)
+             && (chans >= 1 && chans <= padded ? 1 : (PyErr_SetString(PyExc_ValueError, "bad channels"), 0))
+             && check_size(&g, mul3(batch, n_pts, chans), 4, "g")
+             && check_size(&p, mul3(batch, n_pts, padded), 1, "popcounts")
+             && check_size(&A, mul3(batch, chans, 1), 4, "A") && check_size(&D, mul3(batch, chans, 1), 4, "D")
+             && check_size(&B, mul3(batch, chans, 1), 4, "B")
+             && (sums ? check_size(&out, mul3(batch, 2, chans), 8, "sums")
+                      : check_size(&E1, chans, 4, "E1") && check_size(&E2, mul3(batch, chans, 1), 4, "E2")
+                        && check_size(&E3, mul3(batch, chans, 1), 4, "E3")
+                        && check_size(&out, mul3(batch, n_pts, chans), 4, "out"));
+    if (ok) {
+        float *part = sums ? malloc(2 * chans * sizeof(float)) : NULL;
+        if (sums && !part) {
+            PyErr_NoMemory();
+            ok = 0;
+        } else {
+        Py_BEGIN_ALLOW_THREADS
+#if HAVE_X86
+        if (path == 1 && sums)
+            masked_sums_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, part, out.buf);
+        else if (path == 1)
+            masked_affine_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, b0, b1, n_pts, padded, chans,
+                               out.buf);
+        else
+#endif
+        if (sums) masked_sums_generic(g.buf, p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, part, out.buf);
+        else masked_affine_generic(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, b0, b1, n_pts, padded,
+                                   chans, out.buf);
+        Py_END_ALLOW_THREADS
+        free(part);
+        }
+    }
+    RETURN_NONE_IF(ok);
+    PyBuffer_Release(&g);
+    PyBuffer_Release(&p);
+    PyBuffer_Release(&A);
+    PyBuffer_Release(&D);
+    PyBuffer_Release(&B);
+    PyBuffer_Release(&E1);
+    PyBuffer_Release(&E2);
+    PyBuffer_Release(&E3);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyObject *py_float_ties(PyObject *self, PyObject *args) {
+    /* r float32 [Bc, N, P] for clouds b0 .. b0 + Bc of the batch, kind uint8 [B, P] -> top float32
+     * [B, P], counts int32 [B, P], ties int32 [B, cap], total int64 [B] (rows b0 .. b0 + Bc) */
+    Py_buffer r, kind, top, counts, ties, total;
+    ssize b0, b1, batch, n_pts, chans, cap;
+    int path;
+    if (!PyArg_ParseTuple(args, "y*y*nnnnnnw*w*w*w*i", &r, &kind, &b0, &b1, &batch, &n_pts, &chans, &cap, &top, &counts,
+                          &ties, &total, &path))
+        return NULL;
+    PyObject *result = NULL;
+    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, chans)
+             && (cap >= 1 && mul3(n_pts, chans, 1) <= INT32_MAX
+                 ? 1 : (PyErr_SetString(PyExc_ValueError, "bad tie capacity or N x P over 2^31"), 0))
+             && check_size(&r, mul3(b1 - b0, n_pts, chans), 4, "products")
+             && check_size(&kind, mul3(batch, chans, 1), 1, "kind") && check_size(&top, mul3(batch, chans, 1), 4, "top")
+             && check_size(&counts, mul3(batch, chans, 1), 4, "counts")
+             && check_size(&ties, mul3(batch, cap, 1), 4, "ties") && check_size(&total, batch, 8, "total");
+    float *low = ok ? malloc((size_t)chans * sizeof(float)) : NULL;
+    if (ok && !low) {
+        PyErr_NoMemory();
+        ok = 0;
+    }
+    if (ok) {
+        const float *rs = r.buf;
+        const uint8_t *kinds = kind.buf;
+        float *tops = top.buf;
+        int32_t *cnt = counts.buf, *tie = ties.buf;
+        int64_t *tot = total.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (ssize b = b0; b < b1; b++) {
+            const float *rb = rs + (b - b0) * n_pts * chans;
+#if HAVE_X86
+            if (path == 1)
+                tot[b] = float_ties_avx2(rb, n_pts, chans, kinds + b * chans, tops + b * chans, low, cnt + b * chans,
+                                         tie + b * cap, cap);
+            else
+#endif
+                tot[b] = float_ties_generic(rb, n_pts, chans, kinds + b * chans, tops + b * chans, low, cnt + b * chans,
+                                            tie + b * cap, cap);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(low);
+    RETURN_NONE_IF(ok);
+    PyBuffer_Release(&r);
+    PyBuffer_Release(&kind);
+    PyBuffer_Release(&top);
+    PyBuffer_Release(&counts);
+    PyBuffer_Release(&ties);
+    PyBuffer_Release(&total);
     return result;
 }
 
 static PyObject *py_paths(PyObject *self, PyObject *args) {
     /* the paths this CPU runs, fastest first */
-    if (cpu_has_avx512()) return Py_BuildValue("(sss)", "avx512", "popcnt", "generic");
-    if (cpu_has_popcnt()) return Py_BuildValue("(ss)", "popcnt", "generic");
+    if (cpu_has_avx2()) return Py_BuildValue("(ss)", "avx2", "generic");
     return Py_BuildValue("(s)", "generic");
 }
 
 static PyMethodDef methods[] = {
-    {"pack_signs", py_pack_signs, METH_VARARGS, "float32 [B, K, N] -> sign bits uint64 [B, N, W]"},
-    {"extremes", py_extremes, METH_VARARGS, "min and max popcount over points per (cloud, channel)"},
-    {"tie_counts", py_tie_counts, METH_VARARGS, "points whose popcount equals the target, per (cloud, channel)"},
-    {"scatter_ties", py_scatter_ties, METH_VARARGS, "accumulate the max's gradient over tied points"},
+    {"pack_signs", py_pack_signs, METH_VARARGS, "float32 [R, K] -> sign bits uint64 [R, W]"},
+    {"popcounts", py_popcounts, METH_VARARGS, "popcount(a XOR w) as bytes [B, N, P], with min and max over points"},
+    {"pool_ties", py_pool_ties, METH_VARARGS, "extremes over points per (cloud, channel) and the points that tie"},
+    {"float_ties", py_float_ties, METH_VARARGS, "a float layer's pooled extreme per (cloud, channel) and its ties"},
+    {"scatter_ties", py_scatter_ties, METH_VARARGS, "accumulate the max's gradient over the tied points"},
+    {"sign_grams", py_sign_grams, METH_VARARGS, "per-cloud K x K Gram matrices and sums of the signs"},
+    {"layer_forward", py_layer_forward, METH_VARARGS, "hardtanh of a per-(cloud, channel) affine map of the popcounts"},
+    {"layer_backward", py_layer_backward, METH_VARARGS, "the fused layer's masked sums or BatchNorm backward"},
     {"paths", py_paths, METH_NOARGS, "kernel paths this CPU runs, fastest first"},
     {NULL, NULL, 0, NULL},
 };

@@ -45,8 +45,8 @@ class _Aggregation(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, N] -> [B, C]."""
-        return x.amax(dim=2) + self.offset(x.shape[2])
+        """x [B, N, C] (point features, features last) -> [B, C]."""
+        return x.amax(dim=1) + self.offset(x.shape[1])
 
 
 @register_aggregation("max")

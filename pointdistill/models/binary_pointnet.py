@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pointdistill.binary import AGGREGATIONS, QUANTIZERS, BinaryLinear, create_aggregation
-from pointdistill.binary.point_pool import fused_pooling_applies, point_pool
+from pointdistill.binary.point_layer import point_layer
+from pointdistill.binary.point_pool import point_pool
+from pointdistill.binary.popcount import fused_path_applies
+from pointdistill.models.per_point import per_point, per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
 
@@ -39,8 +41,9 @@ class BinaryPointNetConfig:
 
 
 class BinaryPointNet(nn.Module):
-    """``training_kernel``: "reference" (autograd) or "fast" (the last point layer, its BatchNorm
-    and the aggregation fused on the CPU with XNOR-popcount kernels, pointdistill.binary.point_pool)."""
+    """``training_kernel``: "reference" (autograd) or "fast": on the CPU, each binary point layer
+    with its BatchNorm and Hardtanh (pointdistill.binary.point_layer), and the last one with its
+    BatchNorm and the aggregation (pointdistill.binary.point_pool), fused with XNOR-popcount kernels."""
 
     def __init__(self, config: BinaryPointNetConfig):
         super().__init__()
@@ -66,27 +69,23 @@ class BinaryPointNet(nn.Module):
 
     def forward(self, points: torch.Tensor) -> ModelOutput:
         """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features
-        stay [B, N, channels] (features last): each layer is one matmul over the B * N points and
-        BatchNorm reads the same memory as [B * N, channels]."""
-        conv, *stem_rest = self.stem
-        x = F.linear(points, conv.weight[:, :, 0])  # the 1x1 conv as a matmul, [B, N, w0]
-        for module in (*stem_rest, *self.trunk[:-2]):
-            x = _per_point(module, x)
+        stay [B, N, channels] (features last, pointdistill.models.per_point)."""
+        x = per_point_layers(self.stem, points)
+        hidden = self.trunk[:-2]
+        for layer, bn, activation in zip(hidden[0::3], hidden[1::3], hidden[2::3]):
+            if fused_path_applies(self.training_kernel, x, bn, binary=True):
+                a, wq, a_scale, w_scale = layer.quantized_operands(x)
+                x = point_layer(a, wq, layer.quantizer.output_factor(), bn, (a_scale, w_scale))
+            else:
+                x = activation(per_point(bn, layer(x)))
         last, bn = self.trunk[-2:]
-        if fused_pooling_applies(self.training_kernel, x.transpose(1, 2), bn):
+        if fused_path_applies(self.training_kernel, x, bn, binary=True):
             a, wq, a_scale, w_scale = last.quantized_operands(x)
-            pooled = (point_pool(a.transpose(1, 2), wq, last.quantizer.output_factor(), bn,
+            pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn,
                                  magnitudes=(a_scale, w_scale)) + self.aggregate.offset(x.shape[1]))
         else:
-            pooled = self.aggregate(_per_point(bn, last(x)).transpose(1, 2))
+            pooled = self.aggregate(per_point(bn, last(x)))
         return ModelOutput(self.head(pooled), pooled)
-
-
-def _per_point(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module`` on point features [B, N, C]: BatchNorm over the B * N rows, the rest as they are."""
-    if isinstance(module, nn.BatchNorm1d):
-        return module(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-    return module(x)
 
 
 @register_model("binary_pointnet", BinaryPointNetConfig)

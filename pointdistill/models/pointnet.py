@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pointdistill.binary.point_pool import fused_pooling_applies, point_pool
+from pointdistill.binary.point_pool import point_pool
+from pointdistill.binary.popcount import fused_path_applies
+from pointdistill.models.per_point import per_point, per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
 
@@ -50,7 +52,7 @@ def _head(widths: list[int], num_outputs: int, dropout: float) -> nn.Sequential:
 
 
 class TNet(nn.Module):
-    """Predicts a k x k transform from features [B, k, N]; starts at the identity."""
+    """Predicts a k x k transform from point features [B, N, k]; starts at the identity."""
 
     def __init__(self, k: int, widths: tuple[int, ...]):
         super().__init__()
@@ -61,7 +63,8 @@ class TNet(nn.Module):
         nn.init.zeros_(self.regressor[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.features(x).amax(dim=2)
+        """x: point features [B, N, k] -> transform [B, k, k]."""
+        pooled = per_point_layers(self.features, x).amax(dim=1)
         eye = torch.eye(self.k, device=x.device, dtype=x.dtype)
         return self.regressor(pooled).view(-1, self.k, self.k) + eye
 
@@ -83,19 +86,21 @@ class PointNet(nn.Module):
         self.head = _head([w[-1], *config.head_widths], config.num_classes, config.dropout)
 
     def forward(self, points: torch.Tensor) -> ModelOutput:
-        """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D])."""
-        x = points.transpose(1, 2)
+        """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features
+        stay [B, N, channels] (features last, pointdistill.models.per_point); a T-Net's transform
+        T acts as x @ T."""
+        x = points
         if self.input_tnet is not None:
-            x = torch.bmm(self.input_tnet(x).transpose(1, 2), x)
-        x = self.stem(x)
+            x = torch.bmm(x, self.input_tnet(x))
+        x = per_point_layers(self.stem, x)
         if self.feature_tnet is not None:
-            x = torch.bmm(self.feature_tnet(x).transpose(1, 2), x)
+            x = torch.bmm(x, self.feature_tnet(x))
         conv, bn, relu = self.trunk[-3:]
-        x = self.trunk[:-3](x)
-        if fused_pooling_applies(self.training_kernel, x, bn):
-            pooled = relu(point_pool(x, conv.weight.squeeze(-1), None, bn))
+        x = per_point_layers(self.trunk[:-3], x)
+        if fused_path_applies(self.training_kernel, x, bn, binary=False):
+            pooled = relu(point_pool(x, conv.weight[:, :, 0], None, bn))
         else:
-            pooled = relu(bn(conv(x))).amax(dim=2)
+            pooled = relu(per_point(bn, per_point(conv, x))).amax(dim=1)
         return ModelOutput(self.head(pooled), pooled)
 
 

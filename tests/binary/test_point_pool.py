@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pointdistill.binary import initialize_binary_scales
-from pointdistill.binary.point_pool import _SignBits, available_paths
+from pointdistill.binary.popcount import FALLING, FLAT, RISING, BinaryProduct, PooledProduct, available_paths
 from pointdistill.distill import student_spec
 from pointdistill.models import create_model
 
@@ -67,18 +67,21 @@ def _clouds(batch=5, n=77, seed=0):
 def test_student_step_matches_reference(quantizer, aggregation):
     points = _clouds()
     model = _student(quantizer, aggregation, points)
-    # LSR's output scale in front of the fused BatchNorm matters only through eps: its autograd
-    # gradient is two float32 sums over B * N * D products that cancel to noise (the fused path
-    # computes the eps term directly). It is compared where eps makes it well conditioned, below.
-    skip = ("trunk.9.quantizer.alpha",) if quantizer == "lsr" else ()
+    # LSR's output scale in front of a fused BatchNorm matters only through eps: its autograd
+    # gradient is two float32 sums over B * N * D products that cancel to noise (the fused layers
+    # compute the eps term directly). They are compared where eps makes them well conditioned, below.
+    skip = tuple(name for name, _ in model.named_parameters() if name.startswith("trunk") and name.endswith("alpha"))
     _assert_same_step(model, points, skip)
 
 
 @pytest.mark.parametrize("aggregation", ["max", "ema"])
 def test_lsr_output_scale_gradient_where_eps_matters(aggregation):
+    """Every fused layer's LSR scale (point layers and the pooled one), where eps makes it matter."""
     points = _clouds()
     model = _student("lsr", aggregation, points)
-    model.trunk[-1].eps = 0.5
+    for module in model.trunk:
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.eps = 0.5
     _assert_same_step(model, points)
 
 
@@ -131,29 +134,45 @@ def test_one_optimiser_step_gives_the_same_parameters():
         torch.testing.assert_close(after["fast"][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("k", [41, 130])  # one word padded; three words
 @pytest.mark.parametrize("path", available_paths())
-def test_every_path_finds_the_exact_extremes_and_ties(path):
-    """Kernels against the dense integer product: extremes, tie counts, first tie, and the
-    scatter of the tied points' signs."""
+def test_every_path_finds_the_exact_extremes_ties_and_gram(path, k):
+    """Kernels against the dense integer product: popcounts, extremes, the pooled extreme's tie
+    counts and the scatter over its tied points, and the Gram matrix of the signs."""
     generator = torch.Generator().manual_seed(7)
-    a = torch.randn(3, 130, 41, generator=generator).sign()  # K = 130: three words
-    a[:, :, 20] = a[:, :, 4]  # duplicated points tie
-    w = torch.randn(21, 130, generator=generator).sign()
-    bits = _SignBits(a, w, path)
-    popcount = (130 - torch.einsum("bkn,ck->bcn", a, w)) / 2  # [B, C, N]
-    low, high = bits.extremes()
-    assert torch.equal(low, popcount.amin(2).int()) and torch.equal(high, popcount.amax(2).int())
-    target = torch.where(torch.arange(21) % 2 == 0, low, high)
-    target[:, 5] = -1  # every point
-    counts = bits.count_ties(target)
-    tied = (popcount == target[..., None]) | (target[..., None] < 0)
-    assert torch.equal(counts, tied.sum(2))
-    coef_w, coef_a = torch.randn(3, 21, generator=generator), torch.randn(3, 21, generator=generator)
-    grad_a = torch.zeros(3, 41, 130)
-    sparse_w = bits.scatter(coef_w, coef_a, grad_a)
+    a = torch.randn(3, 67, k, generator=generator).sign()  # [B, N, K], 67 points: two words on the point axis
+    a[:, 20] = a[:, 4]  # duplicated points tie
+    a[1] *= 0.37  # only the signs are read
+    w = torch.randn(37, k, generator=generator).sign()  # 37 channels: two groups of 32, padded
+    popcount = (k - a.sign() @ w.T) / 2  # [B, N, C]
+    product = BinaryProduct(a, w, path)
+    assert torch.equal(torch.from_numpy(product.p[..., :37]).double(), popcount)
+    low, high = product.extremes()
+    assert torch.equal(low, popcount.amin(1).long()) and torch.equal(high, popcount.amax(1).long())
+    kind = torch.where(torch.arange(37) % 2 == 0, RISING, FALLING).repeat(3, 1)
+    kind[:, 5] = FLAT  # every point
+    pooled = PooledProduct(a, w, kind, path)
+    assert all(torch.equal(x, y) for x, y in zip(pooled.extremes(), (low, high)))
+    target = torch.where(kind == FALLING, high, low)
+    tied = (popcount == target[:, None]) | (kind == FLAT)[:, None]
+    assert torch.equal(pooled.tie_list.counts(), tied.sum(1))
+    coef = torch.randn(3, 37, generator=generator)
+    grad_a = torch.zeros(3, 67, k)
+    sparse_w = pooled.tie_list.scatter(coef, a, w, grad_a)
     mask = tied.float()
-    torch.testing.assert_close(sparse_w, torch.einsum("bc,bcn,bkn->ck", coef_w, mask, a))
-    torch.testing.assert_close(grad_a, torch.einsum("bc,bcn,ck->bnk", coef_a, mask, w))
+    torch.testing.assert_close(sparse_w, torch.einsum("bc,bnc,bnk->ck", coef, mask, a))
+    torch.testing.assert_close(grad_a, torch.einsum("bc,bnc,ck->bnk", coef, mask, w))
+    gram, sums = product.grams()
+    signs = a.sign()
+    assert torch.equal(gram, (signs.transpose(1, 2) @ signs).int()) and torch.equal(sums, signs.sum(1).int())
+
+
+def test_more_ties_than_the_first_guess_are_all_kept():
+    """Every point of a cloud equal: each channel ties N times, beyond the initial room for 4."""
+    a = torch.randn(2, 1, 50).sign().expand(2, 30, 50).contiguous()
+    w = torch.randn(33, 50).sign()
+    pooled = PooledProduct(a, w, torch.full((2, 33), RISING), available_paths()[0])
+    assert pooled.tie_list.cap >= 30 * 33 and torch.equal(pooled.tie_list.counts(), torch.full((2, 33), 30))
 
 
 @pytest.mark.parametrize("path", available_paths())

@@ -101,5 +101,5 @@ def test_ema_makes_the_sign_of_the_max_of_gaussians_balanced():
     from pointdistill.binary import create_aggregation
 
     torch.manual_seed(0)
-    pooled = create_aggregation("ema")(torch.randn(4000, 1, 512))
+    pooled = create_aggregation("ema")(torch.randn(4000, 512, 1))  # [B, N, C]
     assert 0.47 < (sign(pooled) > 0).float().mean().item() < 0.53

@@ -1,0 +1,108 @@
+"""A binary point layer, its BatchNorm and its Hardtanh, fused for CPU training.
+
+Between the float stem and the pooled layer, BiPointNet's trunk is a chain of
+h = hardtanh(BN(scale * a @ w^T)) over the B * N points, a and w +-1 patterns times magnitudes
+(a = +-s_b per cloud, w = +-r_c per channel). The autograd path runs a float matmul and about
+ten elementwise passes over [B * N, C] forward and back. Here the product is the popcount p of
+the sign bits (``_point_kernels.c``, kept as bytes), and everything after it is affine in p per
+(cloud, channel):
+
+* r = s_b r_c (K - 2 p); BatchNorm's batch statistics of r come from the exact Gram matrix of
+  the input signs (as in point_pool), so z = BN(scale * r) = A[b, c] (p - D[b, c]) + beta_c
+  (D the popcount at the mean) and h = clamp(z, -1, 1): one pass that reads bytes, writes h.
+* Backward: Hardtanh passes where -1 < z < 1; BatchNorm's backward needs per channel the sum
+  of the passed gradient and of the passed gradient times p (one pass), then
+  d r = E1[c] g [-1 < z < 1] + E2[b, c] + E3[b, c] p (one pass), and the input and weight
+  gradients are the two float matmuls d r @ w and d r^T @ a.
+
+Exact against the autograd path within float32 rounding (tests/binary/test_point_layer.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from pointdistill.binary.popcount import (
+    BinaryProduct, float32_array, in_parallel, kernels, magnitudes_or_ones, product_moments, resolve_path, sign_moments,
+    update_running_stats,
+)
+
+
+class _PointLayer(torch.autograd.Function):
+    """h[b, n, c] = hardtanh(BN(scale * a[b, n] . weight[c])) for a training-mode BatchNorm."""
+
+    @staticmethod
+    def forward(ctx, a, weight, scale, gamma, beta, bn, magnitudes, path):
+        batch, points, k = a.shape
+        channels, m = weight.shape[0], batch * points
+        s = float(scale) if scale is not None else 1.0
+        product = BinaryProduct(a, weight, path)
+        a_scale, w_scale = magnitudes_or_ones(magnitudes, batch, channels)
+        _, a_sum, gram = sign_moments(product, a_scale)
+        r_mean, r_var = product_moments(weight.detach(), a_sum, gram, m)
+        mean, var = s * r_mean, s * s * r_var
+        invstd = (var + bn.eps).rsqrt()
+        slope = gamma.detach().double() * invstd  # d z / d (scale r), [C]
+        u = a_scale[:, None] * w_scale[None, :]  # r = u (K - 2 p), [B, C]
+        # z = A (p - D) + B with D the popcount at the mean: exact (beta) for a point at the mean
+        step = s * u  # scale r = step (K - 2 p)
+        coef = (float32_array(-2 * step * slope),
+                float32_array(torch.where(step == 0, 0.0, (k - mean / step) / 2)),
+                float32_array(torch.zeros_like(u) + beta.detach().double()))
+        h = np.empty((batch, points, channels), np.float32)
+        in_parallel(lambda b0, b1: kernels().layer_forward(
+            product.p, *coef, b0, b1, batch, points, product.padded, channels, h, product.path), batch)
+        update_running_stats(bn, mean, var, m)
+        ctx.product, ctx.coef = product, coef
+        ctx.stats = (s, m, bn.eps, u, slope, invstd, mean, r_mean, scale is not None)
+        ctx.save_for_backward(a, weight)
+        return torch.from_numpy(h)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, weight = ctx.saved_tensors
+        product, coef = ctx.product, ctx.coef
+        s, m, eps, u, slope, invstd, mean, r_mean, has_scale = ctx.stats
+        batch, points, k = a.shape
+        channels = weight.shape[0]
+        g = np.ascontiguousarray(grad.numpy())
+        no_coef = np.empty(0, np.float32)
+        sums = np.empty((batch, 2, channels), np.float64)
+        in_parallel(lambda b0, b1: kernels().layer_backward(
+            g, product.p, *coef, no_coef, no_coef, no_coef, b0, b1, batch, points, product.padded,
+            channels, sums, product.path), batch)
+        passed, passed_p = torch.from_numpy(sums).unbind(1)  # sum_n g [-1 < z < 1] (times p), [B, C]
+        # xhat = (scale r - mean) invstd = x_a p + x_b per (cloud, channel)
+        x_a, x_b = -2 * s * u * invstd, (s * u * k - mean) * invstd
+        dbeta = passed.sum(0)
+        dgamma = (x_a * passed_p + x_b * passed).sum(0)
+        e1 = s * slope  # d r = scale * slope * (g - dbeta / m - xhat * dgamma / m)
+        e2 = e1 * (-dbeta / m - x_b * dgamma / m)
+        e3 = e1 * (-x_a * dgamma / m)
+        grad_r = np.empty((batch, points, channels), np.float32)
+        in_parallel(lambda b0, b1: kernels().layer_backward(
+            g, product.p, *coef, float32_array(e1), float32_array(e2), float32_array(e3), b0, b1, batch, points,
+            product.padded, channels, grad_r, product.path), batch)
+        grad_r = torch.from_numpy(grad_r)
+        grad_a = grad_r @ weight
+        grad_weight = grad_r.reshape(-1, channels).T @ a.reshape(-1, k)
+        grad_scale = None
+        if has_scale:
+            # BatchNorm is invariant to the scale but for eps: d z / d scale = gamma eps invstd^3 (r - r_mean)
+            q = (u * (k * passed - 2 * passed_p) - r_mean * passed).sum(0)  # sum g [pass] (r - r_mean)
+            grad_scale = (eps * (slope * invstd ** 2 * q).sum()).to(a.dtype)
+        return grad_a, grad_weight, grad_scale, dgamma.to(a.dtype), dbeta.to(a.dtype), None, None, None
+
+
+def point_layer(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
+                magnitudes: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
+    """hardtanh(bn(scale * a @ weight^T)) for a BatchNorm in training mode.
+
+    a: float32 [B, N, K], +-s_b per cloud (K <= 255); weight: float32 [C, K], +-r_c per row;
+    magnitudes (s [B] or None, r [C] or None) as BinaryLinear.quantized_operands gives them;
+    scale: a 0-d output scale (LSR) or None; bn: BatchNorm1d(C), whose running statistics are
+    updated as in its forward. Returns float32 [B, N, C].
+    """
+    return _PointLayer.apply(a, weight, scale, bn.weight, bn.bias, bn, magnitudes, resolve_path())

@@ -1,0 +1,32 @@
+"""Shared MLPs on point features kept features last, [B, N, C]: each 1x1 convolution is one
+matmul over the B * N points and BatchNorm reads the same memory as [B * N, C], so no layer
+reorders the features (the modules and their state dicts stay those of a Conv1d network)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def per_point(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module`` on point features x [B, N, C]: a kernel-1 Conv1d as a linear map, BatchNorm1d
+    over the B * N rows, anything else (activations, BinaryLinear) as it is."""
+    if isinstance(module, nn.Conv1d):
+        if module.kernel_size != (1,):
+            raise ValueError(f"per-point layers are 1x1 convolutions, got kernel {module.kernel_size}")
+        # x @ W^T rather than F.linear: autograd then forms the weight gradient as x^T @ grad,
+        # [K, B N] x [B N, C], which MKL runs 10x faster than grad^T @ x when K is 3 (the stem)
+        y = x @ module.weight[:, :, 0].T
+        return y if module.bias is None else y + module.bias
+    if isinstance(module, nn.BatchNorm1d):
+        return module(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+    return module(x)
+
+
+def per_point_layers(modules: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``modules`` in turn on point features x [B, N, C]."""
+    for module in modules:
+        x = per_point(module, x)
+    return x
