@@ -126,8 +126,7 @@ class _PointPool(torch.autograd.Function):
         const = -p * dbeta / m  # ... and const_c
         kmat = s * s * (w64.T * lin) @ w64  # [K, K]
         row = s * (w64.T @ const) - kmat @ a_mean  # [K]
-        grad_a = torch.matmul(a, kmat.to(a.dtype))  # [B, N, K]
-        grad_a += row.to(a.dtype)
+        grad_a = torch.addmm(row.to(a.dtype), a.reshape(-1, a.shape[-1]), kmat.to(a.dtype)).view(a.shape)  # [B, N, K]
         point_coef = s * p * g / counts  # d r at each tied point, [B, C]
         sparse_w = ctx.ties.scatter(point_coef.to(a.dtype), a.detach(), weight.detach(), grad_a)
         grad_weight = (sparse_w.double() + s * const[:, None] * a_sum[None, :]

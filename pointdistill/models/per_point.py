@@ -16,9 +16,10 @@ def per_point(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.Conv1d):
         if module.kernel_size != (1,):
             raise ValueError(f"per-point layers are 1x1 convolutions, got kernel {module.kernel_size}")
-        # x @ W^T rather than F.linear: autograd then forms the weight gradient as x^T @ grad,
-        # [K, B N] x [B N, C], which MKL runs 10x faster than grad^T @ x when K is 3 (the stem)
-        y = x @ module.weight[:, :, 0].T
+        # x @ (W^T, contiguous) rather than F.linear: autograd then forms the weight gradient as
+        # x^T @ grad, [K, B N] x [B N, C], which MKL runs 10x faster than grad^T @ x when K is 3
+        # (the stem); a transposed view would make it follow the view's strides back to the slow form
+        y = x @ module.weight[:, :, 0].T.contiguous()
         return y if module.bias is None else y + module.bias
     if isinstance(module, nn.BatchNorm1d):
         return module(x.reshape(-1, x.shape[-1])).reshape(x.shape)
