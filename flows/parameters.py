@@ -72,8 +72,8 @@ class OneOf:
 ExistingPath = Annotated[str, MustExist()]
 Device = Annotated[str, Help("cpu, cuda, cuda:N or auto")]
 Kernel = Annotated[TrainingKernel, Help(
-    "fast: the last point layer, BatchNorm and max fused on the CPU; reference: plain autograd, to re-check "
-    "a result (CUDA always runs it)")]
+    "fast: on the CPU, binary point layers with BatchNorm and Hardtanh, and the widest layer with BatchNorm "
+    "and the max, fused over C kernels; reference: plain autograd, to re-check a result (CUDA always runs it)")]
 Resume = Annotated[bool, OneOf("existing"), Help(
     "continue the interrupted run at out from its last finished epoch (bit-identical to an uninterrupted run "
     "on the CPU); a finished run is reported, not retrained")]

@@ -46,7 +46,7 @@ def train_teacher(
         existing=existing_mode(resume, overwrite))
     if kernel == "fast" and (input_transform or feature_transform):
         get_run_logger().info("kernel fast: the T-Nets take the reference (autograd) path; "
-                              "the last point layer is fused")
+                              "the widest point layer is fused")
     result = {k: v for k, v in run_teacher_job(job, progress=progress).items() if k not in ("history", "settings")}
     get_run_logger().info("teacher saved to %s: test OA %.4f, mean-class %.4f", out,
                           result["test_overall_accuracy"], result["test_mean_class_accuracy"])

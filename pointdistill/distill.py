@@ -32,8 +32,9 @@ from pointdistill.train import (
 @dataclass(frozen=True)
 class StudentTrainConfig:
     """Adam + cosine schedule over all steps; one recorded augmentation per shape per epoch.
-    kernel: "fast" (the last point layer, BatchNorm and aggregation fused with XNOR-popcount
-    kernels on the CPU) or "reference" (plain autograd); CUDA always runs the reference."""
+    kernel: "fast" (on the CPU, the binary point layers with BatchNorm and Hardtanh, and the widest
+    layer with BatchNorm and the aggregation, fused over XNOR-popcount kernels) or "reference"
+    (plain autograd); CUDA always runs the reference."""
 
     epochs: int = 20
     batch_size: int = 32

@@ -31,7 +31,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass(frozen=True)
 class TrainConfig:
     """Adam + cosine schedule; each epoch draws one fresh augmentation per shape. kernel: "fast"
-    (the last point layer, BatchNorm and max fused on the CPU) or "reference" (plain autograd);
+    (the widest point layer, BatchNorm and max fused on the CPU) or "reference" (plain autograd);
     both compute the same gradients within float32 rounding, CUDA always runs the reference."""
 
     epochs: int = 20

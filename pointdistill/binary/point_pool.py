@@ -1,4 +1,4 @@
-"""The last point layer, its BatchNorm and the max over points, fused for CPU training.
+"""The widest (last) point layer, its BatchNorm and the max over points, fused for CPU training.
 
 PointNet's widest layer (128 -> 1024 per point) feeds a training-mode BatchNorm and a max over
 the N points of each cloud. The autograd path forms the dense [B, N, C] product three times

@@ -70,7 +70,7 @@ class TNet(nn.Module):
 
 
 class PointNet(nn.Module):
-    """``training_kernel``: "reference" (autograd) or "fast" (the last point layer, its BatchNorm
+    """``training_kernel``: "reference" (autograd) or "fast" (the widest point layer, its BatchNorm
     and the max fused on the CPU, pointdistill.binary.point_pool); the T-Nets always take autograd."""
 
     def __init__(self, config: PointNetConfig):
