@@ -8,8 +8,9 @@ computes the same loss and the same gradients without the dense backward product
 * BatchNorm is monotone per channel, so max_n BN(y) is BN at the max (or, where the slope
   gamma * scale is negative, the min) of the raw product r = a . w_c. Binary layers find it with
   XNOR-popcount kernels (``_point_kernels.c``: a nibble-lookup popcount on AVX2, plain C
-  elsewhere) that keep every popcount as a byte, so the tie passes read bytes instead of
-  recomputing; float layers (the teacher) with one matmul per cloud that is reduced at once.
+  elsewhere) that, per cloud, find the extremes and list the points that reach the pooled one in
+  a cache-resident scratch; float layers (the teacher) with one matmul per 8 clouds, reduced by
+  the same kind of kernel. No [B, N, C] array is kept.
 * The batch statistics come from the input mean and the K x K Gram matrix of the centred input:
   mean_c = w_c . abar, var_c = w_c^T G w_c / M (M = B N points). A binary input's Gram is exact:
   popcounts of its sign bits, point axis packed.
@@ -30,9 +31,9 @@ from torch import nn
 
 from pointdistill.binary.popcount import (
     FALLING, FLAT, RISING, PooledProduct, TieList, in_parallel, kernels, magnitudes_or_ones, path_code,
-    product_moments, resolve_path, sign_moments,
-    update_running_stats,
+    product_moments, resolve_path, sign_moments, update_running_stats,
 )
+
 
 class _FloatTies:
     """A float layer's pooled extreme per (cloud, channel), top float64 [B, C], and the
@@ -40,15 +41,16 @@ class _FloatTies:
 
     CLOUDS_PER_MATMUL = 8
 
-    def __init__(self, a: torch.Tensor, weight: torch.Tensor, kind: torch.Tensor):
-        """a [B, N, K], weight [C, K], kind [B, C] (RISING pools the max product, FALLING the min)."""
+    def __init__(self, a: torch.Tensor, weight: torch.Tensor, kind: torch.Tensor, path: str):
+        """a [B, N, K], weight [C, K], kind [B, C] (RISING pools the max product, FALLING the min),
+        path: the kernel path (resolve_path)."""
         batch, points, _ = a.shape
         channels = weight.shape[0]
         padded = 32 * -(-channels // 32)
         w = torch.zeros(padded, weight.shape[1], dtype=a.dtype)
         w[:channels] = weight
         top = np.empty((batch, padded), np.float32)
-        path = path_code()
+        code = path_code(path)
 
         def fill(ties: TieList) -> None:
             for b0 in range(0, batch, self.CLOUDS_PER_MATMUL):
@@ -56,9 +58,9 @@ class _FloatTies:
                 r = (a[b0:b1] @ w.T).numpy()  # [Bc, N, P]
                 in_parallel(lambda c0, c1: kernels().float_ties(
                     r[c0 - b0:c1 - b0], ties.kind, c0, c1, batch, points, padded, ties.cap, top, ties.counts_all,
-                    ties.ties, ties.total, path), b1 - b0, offset=b0)
+                    ties.ties, ties.total, code), b1 - b0, offset=b0)
 
-        self.tie_list = TieList(batch, points, channels, kind, path, fill)
+        self.tie_list = TieList(batch, points, channels, kind, code, fill)
         self.top = torch.from_numpy(top[:, :channels]).double()
 
 
@@ -71,36 +73,29 @@ class _PointPool(torch.autograd.Function):
         m = batch * points
         s = float(scale) if scale is not None else 1.0
         w64, g64 = weight.detach().double(), gamma.detach().double()
-        binary = magnitudes is not None
-        if binary:
-            a_scale, w_scale = magnitudes_or_ones(magnitudes, batch, weight.shape[0])
-            slope = g64[None, :] * s * a_scale[:, None] * w_scale[None, :]  # [B, C], d BN / d (sign product)
-            kind = torch.where(slope > 0, RISING, torch.where(slope < 0, FALLING, FLAT))
+        a_scale, w_scale = magnitudes_or_ones(magnitudes or (None, None), batch, weight.shape[0])
+        slope = g64[None, :] * s * a_scale[:, None] * w_scale[None, :]  # [B, C], d BN / d (sign) product
+        kind = torch.where(slope > 0, RISING, torch.where(slope < 0, FALLING, FLAT))
+        if magnitudes is not None:  # a binary layer: a = a_scale[b] * signs, weight = w_scale[c] * signs
             product = PooledProduct(a, weight, kind, path)
-            cloud_sum, a_sum, gram = sign_moments(product, a_scale)  # exact: a = a_scale[b] * signs
+            cloud_sum, a_sum, gram = sign_moments(product, a_scale)  # exact
+            p_min, p_max = product.extremes()
+            dot = k - 2 * torch.where(kind == FALLING, p_max, p_min).double()
+            r_top, tie_list = a_scale[:, None] * w_scale[None, :] * dot, product.tie_list  # [B, C]
         else:
             cloud_sum = a.sum(dim=1).double()  # [B, K]
             a_sum = cloud_sum.sum(0)
             centred = (a - (a_sum / m).to(a.dtype)).reshape(m, k)
             gram = (centred.T @ centred).double()  # [K, K], centred
             del centred
+            ties = _FloatTies(a.detach(), weight.detach(), kind, path)
+            r_top, tie_list = ties.top, ties.tie_list
         a_mean = a_sum / m
         r_mean, r_var = product_moments(weight.detach(), a_sum, gram, m)
         mean, var = s * r_mean, s * s * r_var
         invstd = (var + bn.eps).rsqrt()
-        if binary:
-            p_min, p_max = product.extremes()
-            every = kind == FLAT
-            counts = product.tie_list.counts()
-            dot = k - 2 * torch.where(kind == FALLING, p_max, p_min).double()
-            r_top = a_scale[:, None] * w_scale[None, :] * dot  # [B, C]
-            ctx.ties = product.tie_list
-        else:
-            slope = (g64 * s)[None, :].expand(batch, -1)
-            kind = torch.where(slope > 0, RISING, torch.where(slope < 0, FALLING, FLAT))
-            ties = _FloatTies(a.detach(), weight.detach(), kind)
-            every, counts, r_top = kind == FLAT, ties.tie_list.counts(), ties.top
-            ctx.ties = ties.tie_list
+        every, counts = kind == FLAT, tie_list.counts()
+        ctx.ties = tie_list
         z_top = g64 * (s * r_top - mean) * invstd + beta.detach().double()
         # The max's gradient goes to the tied points; their mean product is r_top, or the cloud's
         # mean product where every point ties (a zero slope: BN(y) is constant over the points).
@@ -150,7 +145,6 @@ def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
     per cloud and weight = +-r_c per row (None: 1), as BinaryLinear.quantized_operands gives
     them; None for a float layer.
     Returns float32 [B, C]: the pooled BatchNorm output, before any offset or activation.
-    A binary layer runs the popcount path of ``$POINTDISTILL_TRAIN_KERNEL`` (default: the fastest).
+    The kernels run the path of ``$POINTDISTILL_TRAIN_KERNEL`` (default: the fastest).
     """
-    path = resolve_path() if magnitudes is not None else None
-    return _PointPool.apply(a, weight, scale, bn.weight, bn.bias, bn, magnitudes, path)
+    return _PointPool.apply(a, weight, scale, bn.weight, bn.bias, bn, magnitudes, resolve_path())
