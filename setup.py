@@ -1,15 +1,21 @@
 """The compiled parts of pointdistill (everything else is in pyproject.toml): the engine's
-XNOR/popcount kernels and the binary point layer's training kernels. -ffp-contract=off keeps
-float rounding identical to the NumPy reference."""
+XNOR/popcount kernels (sources chosen by architecture in pointdistill/engine/kernels/build.py)
+and the binary point layer's training kernels."""
+
+import platform
+import runpy
+from pathlib import Path
 
 from setuptools import Extension, setup
 
-FLAGS = ["-O3", "-ffp-contract=off", "-std=c11"]
+build = runpy.run_path(str(Path(__file__).parent / "pointdistill/engine/kernels/build.py"))
 HEADERS = ["pointdistill/cpu_features.h", "pointdistill/size_checks.h"]
+kernel_sources, kernel_macros = build["kernel_sources"](platform.machine())
 
 setup(ext_modules=[
-    Extension("pointdistill.engine._kernels", ["pointdistill/engine/_kernels.c"], depends=HEADERS,
-              extra_compile_args=FLAGS),
+    Extension("pointdistill.engine._kernels", ["pointdistill/engine/_kernels.c", *kernel_sources],
+              depends=[*HEADERS, *(f"{build['DIRECTORY']}/{h}" for h in build["HEADERS"])],
+              define_macros=kernel_macros, extra_compile_args=build["FLAGS"]),
     Extension("pointdistill.binary._point_kernels", ["pointdistill/binary/_point_kernels.c"], depends=HEADERS,
-              extra_compile_args=FLAGS),
+              extra_compile_args=build["FLAGS"]),
 ])

@@ -1,309 +1,257 @@
-/* XNOR/popcount kernels of pointdistill.engine.
- *
- * Two implementations of every kernel, chosen at run time per call (`kernel` argument):
- *   1: AVX-512 F/BW + VPOPCNTDQ (compiled with target attributes, run only where the CPU has them)
- *   0: scalar, 64-bit popcount per word (hardware POPCNT instruction)
- * so one build serves every x86-64 CPU that has POPCNT. Both give identical bits.
- *
- * Layouts (all little-endian, C order):
- *   packed bits   uint64 [rows, words]: channel k at bit k % 64 of word k // 64, 1 = +1
- *   weights       uint64 [groups, words, 8]: output channel 8 g + lane, word j at [g][j][lane];
- *                 one 512-bit register holds word j of 8 output channels. Padding channels are 0.
- *   thresholds    int64 [groups * 8]: output bit = popcount(x XOR w) <= threshold (-1: never)
- *   stem weights  float32 [3, M16] (x, y, z coefficient rows), scale/offset float32 [M16], M16 = M
- *                 rounded up to 16; output bit m = scale*((wx*px + wy*py) + wz*pz) + offset >= 0,
- *                 evaluated in exactly that order without fused multiply-add.
- */
+/* Python bindings of the engine's kernels (kernels/): a Plan holds an exported network in the
+ * kernels' layout (it keeps the arrays it was given alive and checks every size once), and
+ * Plan.forward runs every layer up to the float hidden layer in one call, on the path asked for.
+ * Path codes and names: kernel_paths(). Sizes from Python are checked, never trusted. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
-#include <string.h>
+#include <stdlib.h>
 
+#include "kernels/kernels.h"
 #include "../cpu_features.h"
 #include "../size_checks.h"
 
-/* ---------------------------------------------------------------- scalar kernels */
+/* ---------------------------------------------------------------- paths */
 
+static const struct kernel_table *runnable_table(int code) {
+    if (code < 0 || code >= KERNEL_PATHS) {
+        PyErr_Format(PyExc_ValueError, "unknown kernel path code %d", code);
+        return NULL;
+    }
+    if (!kernel_runnable(code)) {
+        PyErr_Format(PyExc_RuntimeError, "the %s kernel path cannot run here (%s)", kernel_name(code),
+                     kernel_table_for(code) ? "this CPU lacks its instructions" : "not built for this architecture");
+        return NULL;
+    }
+    return kernel_table_for(code);
+}
+
+static PyObject *py_kernel_paths(PyObject *self, PyObject *args) {
+    PyObject *paths = PyTuple_New(KERNEL_PATHS);
+    if (paths == NULL) return NULL;
+    for (int code = 0; code < KERNEL_PATHS; code++) {
+        PyObject *item = Py_BuildValue("(sOO)", kernel_name(code), kernel_table_for(code) ? Py_True : Py_False,
+                                       kernel_runnable(code) ? Py_True : Py_False);
+        if (item == NULL) { Py_DECREF(paths); return NULL; }
+        PyTuple_SET_ITEM(paths, code, item);
+    }
+    return paths;
+}
+
+static PyObject *py_cpu_features(PyObject *self, PyObject *args) {
 #if HAVE_X86
-/* Hardware POPCNT, present on every x86-64 CPU since 2008-2009 (Nehalem, K10); not checked at run time. */
-#define POPCNT_TARGET __attribute__((target("popcnt")))
+    __builtin_cpu_init();
+    return Py_BuildValue("{sNsNsNsNsN}", "popcnt", PyBool_FromLong(__builtin_cpu_supports("popcnt")),
+                         "avx2", PyBool_FromLong(__builtin_cpu_supports("avx2")),
+                         "avx512f", PyBool_FromLong(__builtin_cpu_supports("avx512f")),
+                         "avx512bw", PyBool_FromLong(__builtin_cpu_supports("avx512bw")),
+                         "avx512vpopcntdq", PyBool_FromLong(__builtin_cpu_supports("avx512vpopcntdq")));
+#elif defined(__aarch64__)
+    return Py_BuildValue("{sO}", "asimd", Py_True);
 #else
-#define POPCNT_TARGET
+    return PyDict_New();
 #endif
-
-static inline int64_t popcount_xor(const uint64_t *x, const uint64_t *w_group, Py_ssize_t words, int lane) {
-    int64_t count = 0;
-    for (Py_ssize_t j = 0; j < words; j++)
-        count += __builtin_popcountll(x[j] ^ w_group[j * 8 + lane]);
-    return count;
 }
 
-static POPCNT_TARGET void stem_scalar(const float *points, const float *w, const float *scale, const float *offset,
-                                    Py_ssize_t rows, Py_ssize_t m16, Py_ssize_t out_words, uint64_t *out) {
-    const float *wx = w, *wy = w + m16, *wz = w + 2 * m16;
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const float px = points[3 * r], py = points[3 * r + 1], pz = points[3 * r + 2];
-        uint64_t *o = out + r * out_words;
-        memset(o, 0, out_words * sizeof(uint64_t));
-        for (Py_ssize_t m = 0; m < out_words * 64 && m < m16; m++) {
-            /* built with -ffp-contract=off: no FMA, the same rounding as NumPy's separate ops */
-            const float z = (wx[m] * px + wy[m] * py) + wz[m] * pz;
-            const float v = scale[m] * z + offset[m];
-            if (v >= 0.0f) o[m >> 6] |= (uint64_t)1 << (m & 63);
-        }
-    }
+/* ---------------------------------------------------------------- Plan */
+
+#define MAX_LAYERS 64
+
+typedef struct {
+    PyObject_HEAD
+    struct plan plan;
+    struct binary_layer layers[MAX_LAYERS];  /* point layers, then head layers */
+    Py_buffer views[4 * MAX_LAYERS + 8];
+    int view_count;
+} PlanObject;
+
+/* keep a view of obj (C-contiguous) of at least count items of itemsize bytes */
+static const void *take(PlanObject *self, PyObject *obj, Py_ssize_t count, Py_ssize_t itemsize, const char *name) {
+    Py_buffer *view = &self->views[self->view_count];
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    self->view_count++;
+    return check_size(view, count, itemsize, name) ? view->buf : NULL;
 }
 
-static POPCNT_TARGET void binary_scalar(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t rows,
-                                      Py_ssize_t groups, Py_ssize_t words, Py_ssize_t out_words, uint64_t *out) {
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        uint64_t *o = out + r * out_words;
-        memset(o, 0, out_words * sizeof(uint64_t));
-        for (Py_ssize_t g = 0; g < groups; g++)
-            for (int lane = 0; lane < 8; lane++) {
-                Py_ssize_t m = 8 * g + lane;
-                if (popcount_xor(x + r * words, w + g * words * 8, words, lane) <= thr[m])
-                    o[m >> 6] |= (uint64_t)1 << (m & 63);
-            }
-    }
-}
-
-static POPCNT_TARGET void pool_scalar(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t clouds,
-                                    Py_ssize_t points, Py_ssize_t groups, Py_ssize_t words, Py_ssize_t out_words,
-                                    uint64_t *out) {
-    for (Py_ssize_t b = 0; b < clouds; b++) {
-        uint64_t *o = out + b * out_words;
-        memset(o, 0, out_words * sizeof(uint64_t));
-        for (Py_ssize_t g = 0; g < groups; g++)
-            for (int lane = 0; lane < 8; lane++) {
-                Py_ssize_t m = 8 * g + lane;
-                for (Py_ssize_t n = 0; n < points; n++)
-                    if (popcount_xor(x + (b * points + n) * words, w + g * words * 8, words, lane) <= thr[m]) {
-                        o[m >> 6] |= (uint64_t)1 << (m & 63);
-                        break;  /* OR over points: one point is enough */
-                    }
-            }
-    }
-}
-
-static POPCNT_TARGET void counts_scalar(const uint64_t *x, const uint64_t *w, Py_ssize_t rows, Py_ssize_t groups,
-                                      Py_ssize_t words, Py_ssize_t outputs, int32_t *out) {
-    for (Py_ssize_t r = 0; r < rows; r++)
-        for (Py_ssize_t m = 0; m < outputs; m++)
-            out[r * outputs + m] = (int32_t)popcount_xor(x + r * words, w + (m / 8) * words * 8, words, (int)(m % 8));
-}
-
-/* ---------------------------------------------------------------- AVX-512 kernels */
-
-#if HAVE_X86
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,popcnt")))
-
-static AVX512 void stem_avx512(const float *points, const float *w, const float *scale, const float *offset,
-                               Py_ssize_t rows, Py_ssize_t m16, Py_ssize_t out_words, uint64_t *out) {
-    const float *wx = w, *wy = w + m16, *wz = w + 2 * m16;
-    const __m512 zero = _mm512_setzero_ps();
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const __m512 px = _mm512_set1_ps(points[3 * r]), py = _mm512_set1_ps(points[3 * r + 1]),
-                     pz = _mm512_set1_ps(points[3 * r + 2]);
-        uint16_t *o = (uint16_t *)(out + r * out_words);
-        memset(o, 0, out_words * sizeof(uint64_t));
-        for (Py_ssize_t m = 0; m < m16; m += 16) {
-            __m512 z = _mm512_mul_ps(_mm512_loadu_ps(wx + m), px);
-            z = _mm512_add_ps(z, _mm512_mul_ps(_mm512_loadu_ps(wy + m), py));
-            z = _mm512_add_ps(z, _mm512_mul_ps(_mm512_loadu_ps(wz + m), pz));
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(scale + m), z), _mm512_loadu_ps(offset + m));
-            o[m / 16] = (uint16_t)_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ);
-        }
-    }
-}
-
-/* Group-major: the weights of 8 output channels stay in registers while every row streams past;
- * each row gives one byte (8 output bits) of its output row. */
-static AVX512 inline __attribute__((always_inline)) void binary_group_avx512(
-        const uint64_t *x, const uint64_t *wg, __m512i thr, Py_ssize_t rows, Py_ssize_t words, uint8_t *o,
-        Py_ssize_t out_stride) {
-    if (words == 1) {
-        const __m512i w0 = _mm512_loadu_si512(wg);
-        for (Py_ssize_t r = 0; r < rows; r++)
-            o[r * out_stride] = (uint8_t)_mm512_cmple_epi64_mask(
-                _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)x[r]), w0)), thr);
-    } else if (words == 2) {
-        const __m512i w0 = _mm512_loadu_si512(wg), w1 = _mm512_loadu_si512(wg + 8);
-        for (Py_ssize_t r = 0; r < rows; r++)
-            o[r * out_stride] = (uint8_t)_mm512_cmple_epi64_mask(_mm512_add_epi64(
-                _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)x[2 * r]), w0)),
-                _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)x[2 * r + 1]), w1))), thr);
-    } else {
-        for (Py_ssize_t r = 0; r < rows; r++) {
-            const uint64_t *xr = x + r * words;
-            __m512i acc = _mm512_setzero_si512();
-            for (Py_ssize_t j = 0; j < words; j++)
-                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
-                    _mm512_set1_epi64((long long)xr[j]), _mm512_loadu_si512(wg + j * 8))));
-            o[r * out_stride] = (uint8_t)_mm512_cmple_epi64_mask(acc, thr);
-        }
-    }
-}
-
-static AVX512 void binary_avx512(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t rows,
-                                 Py_ssize_t groups, Py_ssize_t words, Py_ssize_t out_words, uint64_t *out) {
-    memset(out, 0, rows * out_words * sizeof(uint64_t));
-    for (Py_ssize_t g = 0; g < groups; g++)
-        binary_group_avx512(x, w + g * words * 8, _mm512_loadu_si512(thr + 8 * g), rows, words,
-                            (uint8_t *)out + g, out_words * 8);
-}
-
-/* Fused last point layer + max-pool + sign: per 8 channels, the minimum popcount over the points
- * is compared once with the threshold, so the [N, M] layer output is never materialised.
- * BLOCK groups at a time keep BLOCK * WORDS weight registers live across the point loop. */
-#define POOL_BLOCK 8
-static AVX512 inline __attribute__((always_inline)) void pool_block_avx512(
-        const uint64_t *x, Py_ssize_t points, const uint64_t *wg, Py_ssize_t words, __m512i *mins, int block) {
-    for (int q = 0; q < block; q++) mins[q] = _mm512_set1_epi64(-1);
-    if (words == 1) {
-        __m512i w0[POOL_BLOCK];
-        for (int q = 0; q < block; q++) w0[q] = _mm512_loadu_si512(wg + q * 8);
-        for (Py_ssize_t n = 0; n < points; n++) {
-            const __m512i x0 = _mm512_set1_epi64((long long)x[n]);
-            for (int q = 0; q < block; q++)
-                mins[q] = _mm512_min_epu64(mins[q], _mm512_popcnt_epi64(_mm512_xor_si512(x0, w0[q])));
-        }
-    } else if (words == 2) {
-        __m512i w0[POOL_BLOCK], w1[POOL_BLOCK];
-        for (int q = 0; q < block; q++) {
-            w0[q] = _mm512_loadu_si512(wg + q * 16);
-            w1[q] = _mm512_loadu_si512(wg + q * 16 + 8);
-        }
-        for (Py_ssize_t n = 0; n < points; n++) {
-            const __m512i x0 = _mm512_set1_epi64((long long)x[2 * n]), x1 = _mm512_set1_epi64((long long)x[2 * n + 1]);
-            for (int q = 0; q < block; q++)
-                mins[q] = _mm512_min_epu64(mins[q], _mm512_add_epi64(
-                    _mm512_popcnt_epi64(_mm512_xor_si512(x0, w0[q])),
-                    _mm512_popcnt_epi64(_mm512_xor_si512(x1, w1[q]))));
-        }
-    } else {
-        for (Py_ssize_t n = 0; n < points; n++) {
-            const uint64_t *xn = x + n * words;
-            for (int q = 0; q < block; q++) {
-                const uint64_t *w = wg + q * words * 8;
-                __m512i acc = _mm512_setzero_si512();
-                for (Py_ssize_t j = 0; j < words; j++)
-                    acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
-                        _mm512_set1_epi64((long long)xn[j]), _mm512_loadu_si512(w + j * 8))));
-                mins[q] = _mm512_min_epu64(mins[q], acc);
-            }
-        }
-    }
-}
-
-static AVX512 void pool_avx512(const uint64_t *x, const uint64_t *w, const int64_t *thr, Py_ssize_t clouds,
-                               Py_ssize_t points, Py_ssize_t groups, Py_ssize_t words, Py_ssize_t out_words,
-                               uint64_t *out) {
-    for (Py_ssize_t b = 0; b < clouds; b++) {
-        uint8_t *o = (uint8_t *)(out + b * out_words);
-        memset(o, 0, out_words * sizeof(uint64_t));
-        const uint64_t *xb = x + b * points * words;
-        for (Py_ssize_t g = 0; g < groups; g += POOL_BLOCK) {
-            int block = groups - g < POOL_BLOCK ? (int)(groups - g) : POOL_BLOCK;
-            __m512i mins[POOL_BLOCK];
-            pool_block_avx512(xb, points, w + g * words * 8, words, mins, block);
-            for (int q = 0; q < block; q++)
-                o[g + q] = (uint8_t)_mm512_cmple_epi64_mask(mins[q], _mm512_loadu_si512(thr + 8 * (g + q)));
-        }
-    }
-}
-
-/* Peak: independent VPOPCNTQ on registers, the ceiling any popcount kernel can reach here. */
-static AVX512 uint64_t popcount_peak_avx512(Py_ssize_t iterations) {
-    __m512i a0 = _mm512_set1_epi64(0x0123456789abcdefLL), a1 = _mm512_set1_epi64(0x1111), a2 = _mm512_set1_epi64(7),
-            a3 = _mm512_set1_epi64(-1), a4 = _mm512_set1_epi64(3), a5 = _mm512_set1_epi64(5),
-            a6 = _mm512_set1_epi64(9), a7 = _mm512_set1_epi64(11);
-    for (Py_ssize_t i = 0; i < iterations; i++) {
-        a0 = _mm512_popcnt_epi64(a0); a1 = _mm512_popcnt_epi64(a1); a2 = _mm512_popcnt_epi64(a2);
-        a3 = _mm512_popcnt_epi64(a3); a4 = _mm512_popcnt_epi64(a4); a5 = _mm512_popcnt_epi64(a5);
-        a6 = _mm512_popcnt_epi64(a6); a7 = _mm512_popcnt_epi64(a7);
-        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7));
-    }
-    __m512i s = _mm512_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)),
-                                 _mm512_add_epi64(_mm512_add_epi64(a4, a5), _mm512_add_epi64(a6, a7)));
-    return (uint64_t)_mm512_reduce_add_epi64(s);
-}
-#endif
-
-/* ---------------------------------------------------------------- Python bindings */
-
-static int check_kernel(int kernel) {
-    if (kernel == 1 && !cpu_has_avx512()) {
-        PyErr_SetString(PyExc_RuntimeError, "the AVX-512 VPOPCNTDQ kernel was asked for but this CPU lacks it");
+/* (weights, thresholds or None, groups, words, out_words) -> layer; in_words: what the previous layer gives */
+static int take_layer(PlanObject *self, PyObject *spec, struct binary_layer *layer, index_t in_words, int pooled,
+                      const char *name) {
+    PyObject *w, *thr;
+    Py_ssize_t groups, words, out_words;
+    if (!PyArg_ParseTuple(spec, "OOnnn", &w, &thr, &groups, &words, &out_words)) return 0;
+    if (groups < 1 || words < 1 || words != in_words || out_words < 1 || groups > mul3(out_words, 8, 1)) {
+        PyErr_Format(PyExc_ValueError, "%s: inconsistent sizes (groups %zd, words %zd after %zd, out_words %zd)", name,
+                     groups, words, (Py_ssize_t)in_words, out_words);
         return 0;
     }
+    layer->groups = groups, layer->words = words, layer->out_words = out_words;
+    if (!(layer->w = take(self, w, mul3(groups, words, 8), 8, name))) return 0;
+    layer->thr = NULL;
+    if (!pooled && !(layer->thr = take(self, thr, mul3(groups, 8, 1), 8, name))) return 0;
     return 1;
 }
 
-static PyObject *py_stem(PyObject *self, PyObject *args) {
-    Py_buffer p, w, s, c, out;
-    Py_ssize_t rows, m16, out_words;
-    int kernel;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*nnnw*i", &p, &w, &s, &c, &rows, &m16, &out_words, &out, &kernel)) return NULL;
-    PyObject *result = NULL;
-    if (m16 >= 0 && m16 % 16 == 0 && out_words >= (m16 + 63) / 64 && check_kernel(kernel)
-        && check_size(&p, mul3(rows, 3, 1), 4, "points") && check_size(&w, mul3(3, m16, 1), 4, "weight")
-        && check_size(&s, m16, 4, "scale") && check_size(&c, m16, 4, "offset")
-        && check_size(&out, mul3(rows, out_words, 1), 8, "out")) {
-        Py_BEGIN_ALLOW_THREADS
-#if HAVE_X86
-        if (kernel == 1) stem_avx512(p.buf, w.buf, s.buf, c.buf, rows, m16, out_words, out.buf); else
-#endif
-        stem_scalar(p.buf, w.buf, s.buf, c.buf, rows, m16, out_words, out.buf);
-        Py_END_ALLOW_THREADS
-        result = Py_NewRef(Py_None);
-    } else if (!PyErr_Occurred()) {
-        PyErr_SetString(PyExc_ValueError, "stem: inconsistent sizes");
+static void plan_dealloc(PlanObject *self) {
+    for (int i = 0; i < self->view_count; i++) PyBuffer_Release(&self->views[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
+    PyObject *stem_w, *stem_scale, *stem_offset, *points, *pool, *heads, *last_w, *last_scale, *last_offset;
+    Py_ssize_t m16, stem_out_words, last_groups, last_words, last_outputs, last_inputs;
+    static char *keywords[] = {"stem", "point_layers", "pool", "head_layers", "last", NULL};
+    PyObject *stem, *last;
+    if (self->view_count) { PyErr_SetString(PyExc_RuntimeError, "Plan is already initialised"); return -1; }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OO!O!", keywords, &PyTuple_Type, &stem, &PyTuple_Type, &points,
+                                     &pool, &PyTuple_Type, &heads, &PyTuple_Type, &last))
+        return -1;
+    if (!PyArg_ParseTuple(stem, "OOOnn", &stem_w, &stem_scale, &stem_offset, &m16, &stem_out_words)) return -1;
+    if (!PyArg_ParseTuple(last, "OnnnnOO", &last_w, &last_groups, &last_words, &last_outputs, &last_inputs,
+                          &last_scale, &last_offset))
+        return -1;
+    const Py_ssize_t point_count = PyTuple_GET_SIZE(points), head_count = PyTuple_GET_SIZE(heads);
+    if (point_count + head_count > MAX_LAYERS) {
+        PyErr_Format(PyExc_ValueError, "at most %d binary layers, got %zd", MAX_LAYERS, point_count + head_count);
+        return -1;
     }
-    PyBuffer_Release(&p); PyBuffer_Release(&w); PyBuffer_Release(&s); PyBuffer_Release(&c); PyBuffer_Release(&out);
+    if (m16 < 16 || m16 % 16 || stem_out_words < (m16 + 63) / 64) {
+        PyErr_Format(PyExc_ValueError, "stem: inconsistent sizes (m16 %zd, out_words %zd)", m16, stem_out_words);
+        return -1;
+    }
+    struct plan *p = &self->plan;
+    p->m16 = m16, p->stem_out_words = stem_out_words;
+    if (!(p->stem_w = take(self, stem_w, mul3(3, m16, 1), 4, "stem weight"))
+        || !(p->stem_scale = take(self, stem_scale, m16, 4, "stem scale"))
+        || !(p->stem_offset = take(self, stem_offset, m16, 4, "stem offset")))
+        return -1;
+    index_t words = stem_out_words;
+    char name[48];
+    for (Py_ssize_t i = 0; i < point_count; i++) {
+        snprintf(name, sizeof name, "point layer %zd", i);
+        if (!take_layer(self, PyTuple_GET_ITEM(points, i), &self->layers[i], words, 0, name)) return -1;
+        words = self->layers[i].out_words;
+    }
+    if (!take_layer(self, pool, &p->pool, words, 1, "pooled layer")) return -1;
+    words = p->pool.out_words;
+    for (Py_ssize_t i = 0; i < head_count; i++) {
+        snprintf(name, sizeof name, "head layer %zd", i);
+        if (!take_layer(self, PyTuple_GET_ITEM(heads, i), &self->layers[point_count + i], words, 0, name)) return -1;
+        words = self->layers[point_count + i].out_words;
+    }
+    if (last_words != words || last_outputs < 1 || last_groups < (last_outputs + 7) / 8 || last_inputs < 1
+        || last_inputs > mul3(last_words, 64, 1)) {
+        PyErr_Format(PyExc_ValueError, "last layer: inconsistent sizes (groups %zd, words %zd after %zd, outputs %zd, "
+                     "inputs %zd)", last_groups, last_words, (Py_ssize_t)words, last_outputs, last_inputs);
+        return -1;
+    }
+    p->last_groups = last_groups, p->last_words = last_words, p->last_outputs = last_outputs;
+    p->last_inputs = last_inputs;
+    if (!(p->last_w = take(self, last_w, mul3(last_groups, last_words, 8), 8, "last layer weight"))
+        || !(p->last_scale = take(self, last_scale, last_outputs, 4, "last layer scale"))
+        || !(p->last_offset = take(self, last_offset, last_outputs, 4, "last layer offset")))
+        return -1;
+    p->point_count = point_count, p->head_count = head_count;
+    p->point_layers = self->layers, p->head_layers = self->layers + point_count;
+    return 0;
+}
+
+/* words of layer i's output per cloud of n points (i: 0 stem, then point layers, pooled, head layers) */
+static index_t output_words(const struct plan *p, Py_ssize_t i, index_t n) {
+    if (i == 0) return mul3(n, p->stem_out_words, 1);
+    if (i <= p->point_count) return mul3(n, p->point_layers[i - 1].out_words, 1);
+    if (i == p->point_count + 1) return p->pool.out_words;
+    return p->head_layers[i - p->point_count - 2].out_words;
+}
+
+/* forward(kernel, points, clouds, n, pool_thr, h, trace=None): float32 [clouds, n, 3] -> h float32
+ * [clouds, last_outputs]; trace (a tuple, one uint64 array per layer, whole batch) receives every layer's bits */
+static PyObject *plan_forward_py(PlanObject *self, PyObject *args) {
+    int code;
+    Py_ssize_t clouds, n;
+    Py_buffer points, thr, h;
+    PyObject *trace = Py_None;
+    if (!self->view_count) { PyErr_SetString(PyExc_RuntimeError, "Plan is not initialised"); return NULL; }
+    if (!PyArg_ParseTuple(args, "iy*nny*w*|O", &code, &points, &clouds, &n, &thr, &h, &trace)) return NULL;
+    const struct plan *p = &self->plan;
+    const Py_ssize_t layer_count = p->point_count + p->head_count + 2;
+    Py_buffer trace_views[MAX_LAYERS + 2];
+    uint64_t *trace_bases[MAX_LAYERS + 2];
+    Py_ssize_t traced = 0;
+    void *work = NULL;
+    PyObject *result = NULL;
+    const struct kernel_table *table = runnable_table(code);
+    const index_t work_bytes = plan_work_bytes(p, n);
+    if (table == NULL) goto done;
+    if (clouds < 0 || n < 1 || work_bytes < 0) {
+        PyErr_Format(PyExc_ValueError, "forward: bad sizes (clouds %zd, n %zd)", clouds, n);
+        goto done;
+    }
+    if (!check_size(&points, mul3(clouds, n, 3), 4, "points")
+        || !check_size(&thr, mul3(p->pool.groups, 8, 1), 8, "pool thresholds")
+        || !check_size(&h, mul3(clouds, p->last_outputs, 1), 4, "h"))
+        goto done;
+    if (trace != Py_None) {
+        if (!PyTuple_Check(trace) || PyTuple_GET_SIZE(trace) != layer_count) {
+            PyErr_Format(PyExc_ValueError, "trace must be None or a tuple of %zd arrays", layer_count);
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < layer_count; i++) {
+            if (PyObject_GetBuffer(PyTuple_GET_ITEM(trace, i), &trace_views[i], PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+                goto done;
+            traced++;
+            char name[32];
+            snprintf(name, sizeof name, "trace %zd", i);
+            if (!check_size(&trace_views[i], mul3(clouds, output_words(p, i, n), 1), 8, name)) goto done;
+            trace_bases[i] = trace_views[i].buf;
+        }
+    }
+    if (!(work = malloc(work_bytes))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    plan_forward(p, table, points.buf, clouds, n, thr.buf, trace == Py_None ? NULL : trace_bases, work, h.buf);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    free(work);
+    for (Py_ssize_t i = 0; i < traced; i++) PyBuffer_Release(&trace_views[i]);
+    PyBuffer_Release(&points); PyBuffer_Release(&thr); PyBuffer_Release(&h);
     return result;
 }
 
-static PyObject *py_binary(PyObject *self, PyObject *args) {
-    Py_buffer x, w, t, out;
-    Py_ssize_t rows, groups, words, out_words;
-    int kernel;
-    if (!PyArg_ParseTuple(args, "y*y*y*nnnnw*i", &x, &w, &t, &rows, &groups, &words, &out_words, &out, &kernel))
-        return NULL;
-    PyObject *result = NULL;
-    if (words >= 1 && groups >= 0 && out_words >= (groups + 7) / 8 && check_kernel(kernel)
-        && check_size(&x, mul3(rows, words, 1), 8, "x") && check_size(&w, mul3(groups, words, 8), 8, "weights")
-        && check_size(&t, mul3(groups, 8, 1), 8, "thresholds") && check_size(&out, mul3(rows, out_words, 1), 8, "out")) {
-        Py_BEGIN_ALLOW_THREADS
-#if HAVE_X86
-        if (kernel == 1) binary_avx512(x.buf, w.buf, t.buf, rows, groups, words, out_words, out.buf); else
-#endif
-        binary_scalar(x.buf, w.buf, t.buf, rows, groups, words, out_words, out.buf);
-        Py_END_ALLOW_THREADS
-        result = Py_NewRef(Py_None);
-    } else if (!PyErr_Occurred()) {
-        PyErr_SetString(PyExc_ValueError, "binary: inconsistent sizes");
-    }
-    PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&t); PyBuffer_Release(&out);
-    return result;
-}
+static PyMethodDef plan_methods[] = {
+    {"forward", (PyCFunction)plan_forward_py, METH_VARARGS,
+     "forward(kernel, points, clouds, n, pool_thr, h, trace=None): every layer up to the float hidden layer"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pointdistill.engine._kernels.Plan",
+    .tp_doc = "Plan(stem, point_layers, pool, head_layers, last): an exported network in the kernels' layout",
+    .tp_basicsize = sizeof(PlanObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)plan_init,
+    .tp_dealloc = (destructor)plan_dealloc,
+    .tp_methods = plan_methods,
+};
+
+/* ---------------------------------------------------------------- one pooled layer (benchmarks, tests) */
 
 static PyObject *py_pool(PyObject *self, PyObject *args) {
     Py_buffer x, w, t, out;
-    Py_ssize_t clouds, points, groups, words, out_words;
-    int kernel;
-    if (!PyArg_ParseTuple(args, "y*y*y*nnnnnw*i", &x, &w, &t, &clouds, &points, &groups, &words, &out_words, &out,
-                          &kernel))
+    Py_ssize_t points, groups, words, out_words;
+    int code;
+    if (!PyArg_ParseTuple(args, "iy*y*y*nnnnw*", &code, &x, &w, &t, &points, &groups, &words, &out_words, &out))
         return NULL;
     PyObject *result = NULL;
-    if (words >= 1 && points >= 1 && groups >= 0 && out_words >= (groups + 7) / 8 && check_kernel(kernel)
-        && check_size(&x, mul3(clouds, points, words), 8, "x") && check_size(&w, mul3(groups, words, 8), 8, "weights")
-        && check_size(&t, mul3(groups, 8, 1), 8, "thresholds") && check_size(&out, mul3(clouds, out_words, 1), 8, "out")) {
+    const struct kernel_table *table = runnable_table(code);
+    if (table && words >= 1 && groups >= 0 && out_words >= (groups + 7) / 8
+        && check_size(&x, mul3(points, words, 1), 8, "x") && check_size(&w, mul3(groups, words, 8), 8, "weights")
+        && check_size(&t, mul3(groups, 8, 1), 8, "thresholds") && check_size(&out, out_words, 8, "out")) {
         Py_BEGIN_ALLOW_THREADS
-#if HAVE_X86
-        if (kernel == 1) pool_avx512(x.buf, w.buf, t.buf, clouds, points, groups, words, out_words, out.buf); else
-#endif
-        pool_scalar(x.buf, w.buf, t.buf, clouds, points, groups, words, out_words, out.buf);
+        table->pool(x.buf, w.buf, t.buf, points, groups, words, out_words, out.buf);
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     } else if (!PyErr_Occurred()) {
@@ -313,45 +261,23 @@ static PyObject *py_pool(PyObject *self, PyObject *args) {
     return result;
 }
 
-static PyObject *py_counts(PyObject *self, PyObject *args) {
-    Py_buffer x, w, out;
-    Py_ssize_t rows, groups, words, outputs;
-    if (!PyArg_ParseTuple(args, "y*y*nnnnw*", &x, &w, &rows, &groups, &words, &outputs, &out)) return NULL;
-    PyObject *result = NULL;
-    if (words >= 1 && groups >= 0 && outputs >= 0 && (outputs + 7) / 8 <= groups && check_size(&x, mul3(rows, words, 1), 8, "x")
-        && check_size(&w, mul3(groups, words, 8), 8, "weights") && check_size(&out, mul3(rows, outputs, 1), 4, "out")) {
-        Py_BEGIN_ALLOW_THREADS
-        counts_scalar(x.buf, w.buf, rows, groups, words, outputs, out.buf);
-        Py_END_ALLOW_THREADS
-        result = Py_NewRef(Py_None);
-    } else if (!PyErr_Occurred()) {
-        PyErr_SetString(PyExc_ValueError, "counts: inconsistent sizes");
-    }
-    PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&out);
-    return result;
-}
-
-static PyObject *py_has_avx512(PyObject *self, PyObject *args) { return PyBool_FromLong(cpu_has_avx512()); }
-
 static PyObject *py_popcount_peak(PyObject *self, PyObject *args) {
     Py_ssize_t iterations;
     if (!PyArg_ParseTuple(args, "n", &iterations)) return NULL;
-    if (!check_kernel(1)) return NULL;
+    if (!runnable_table(KERNEL_AVX512)) return NULL;
     uint64_t sink = 0;
-#if HAVE_X86
+#ifdef POINTDISTILL_X86_KERNELS
     Py_BEGIN_ALLOW_THREADS
-    sink = popcount_peak_avx512(iterations);
+    sink = avx512_popcount_peak(iterations);
     Py_END_ALLOW_THREADS
 #endif
     return PyLong_FromUnsignedLongLong(sink);
 }
 
 static PyMethodDef methods[] = {
-    {"stem", py_stem, METH_VARARGS, "float points -> packed sign bits of the folded first layer"},
-    {"binary", py_binary, METH_VARARGS, "packed bits -> packed bits: popcount(x XOR w) <= threshold"},
-    {"pool", py_pool, METH_VARARGS, "packed bits per point -> per cloud: OR over points, fused"},
-    {"counts", py_counts, METH_VARARGS, "packed bits -> int32 popcount(x XOR w) per row and channel"},
-    {"has_avx512_vpopcntdq", py_has_avx512, METH_NOARGS, "whether this CPU runs the AVX-512 kernel"},
+    {"kernel_paths", py_kernel_paths, METH_NOARGS, "((name, compiled, runnable), ...) indexed by path code"},
+    {"cpu_features", py_cpu_features, METH_NOARGS, "the CPU features the kernel paths depend on"},
+    {"pool", py_pool, METH_VARARGS, "pool(kernel, x, w, thr, points, groups, words, out_words, out): one cloud"},
     {"popcount_peak", py_popcount_peak, METH_VARARGS, "run iterations x 8 independent VPOPCNTQ (benchmark)"},
     {NULL, NULL, 0, NULL},
 };
@@ -360,4 +286,10 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_kernels", .m_doc = "XNOR/popcount kernels", .m_size = -1, .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void) {
+    if (PyType_Ready(&PlanType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Plan", (PyObject *)&PlanType) < 0) { Py_DECREF(m); return NULL; }
+    return m;
+}

@@ -1,14 +1,18 @@
 """Running an exported network with the compiled kernels.
 
-Kernel choice: ``POINTDISTILL_ENGINE_KERNEL`` = ``auto`` (default: AVX-512 VPOPCNTDQ where the
-CPU has it, else scalar), ``avx512``, ``scalar`` (forces the fallback) or ``numpy`` (the
-reference engine). Without the compiled extension, ``auto`` falls back to ``numpy`` with a warning.
+Kernel choice: ``POINTDISTILL_ENGINE_KERNEL`` = ``auto`` (default: the fastest path this CPU
+runs), one of the compiled paths (``avx512``: AVX-512 VPOPCNTDQ; ``avx2``: AVX2 nibble-lookup
+popcount; ``neon``: ARM64 Advanced SIMD; ``scalar``: x86-64 POPCNT; ``generic``: plain C, no
+popcount instruction) or ``numpy`` (the reference engine). A path this build or CPU cannot run is
+refused with the list of those it can. Without the compiled extension, ``auto`` falls back to
+``numpy`` with a warning.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,22 +22,31 @@ from pointdistill.engine.export import pool_thresholds
 from pointdistill.engine.model_file import BinaryNetwork, Layer, words
 
 KERNEL_ENV = "POINTDISTILL_ENGINE_KERNEL"
-KERNELS = ("auto", "avx512", "scalar", "numpy")
+FASTEST_FIRST = ("avx512", "avx2", "neon", "scalar", "generic")  # every compiled path, in preference order
+KERNELS = ("auto", *FASTEST_FIRST, "numpy")
 
 try:
     from pointdistill.engine import _kernels
 except ImportError:  # built without a C compiler
     _kernels = None
 
+# name -> (path code, compiled into this build, runnable on this CPU)
+_PATHS = {name: (code, compiled, runnable)
+          for code, (name, compiled, runnable) in enumerate(_kernels.kernel_paths() if _kernels else ())}
+
 
 def available_kernels() -> list[str]:
-    """Kernels this machine can run, fastest first."""
-    found = []
-    if _kernels is not None:
-        if _kernels.has_avx512_vpopcntdq():
-            found.append("avx512")
-        found.append("scalar")
-    return [*found, "numpy"]
+    """Kernels this machine can run, fastest first (``numpy`` last)."""
+    return [name for name in FASTEST_FIRST if _PATHS.get(name, (0, False, False))[2]] + ["numpy"]
+
+
+def kernel_info() -> dict:
+    """What the engine sees: CPU features, each path's state and the kernel ``auto`` picks."""
+    paths = {name: ("runs here" if runnable else "compiled, this CPU lacks its instructions" if compiled
+                    else "not built for this architecture") for name, (_, compiled, runnable) in _PATHS.items()}
+    return {"cpu_features": _kernels.cpu_features() if _kernels else {},
+            "paths": paths or {"(compiled kernels)": "not built"},
+            "auto": available_kernels()[0]}
 
 
 def resolve_kernel(kernel: str | None = None) -> str:
@@ -52,8 +65,8 @@ def resolve_kernel(kernel: str | None = None) -> str:
 
 
 def interleave(bits: np.ndarray) -> np.ndarray:
-    """uint64 [M, Kw] -> [ceil(M / 8), Kw, 8]: word j of output channels 8g..8g+7 side by side
-    (one 512-bit register), padding channels all zero."""
+    """uint64 [M, Kw] -> [ceil(M / 8), Kw, 8]: word j of output channels 8g..8g+7 side by side,
+    padding channels all zero."""
     m, kw = bits.shape
     groups = -(-m // 8)
     padded = np.zeros((groups * 8, kw), dtype=np.uint64)
@@ -68,15 +81,71 @@ def padded_thresholds(threshold: np.ndarray) -> np.ndarray:
     return out
 
 
-class _PackedLayer:
-    """A binary layer in the kernels' layout."""
+@dataclass(frozen=True)
+class PackedLayer:
+    """A binary layer in the kernels' layout: weights uint64 [groups, words, 8], thresholds int64
+    [groups * 8] (None for the pooled layer: they depend on the point count)."""
 
-    def __init__(self, layer: Layer):
-        self.layer = layer
-        self.weights = interleave(layer.tensors["bits"])
-        self.groups, self.words = self.weights.shape[0], layer.tensors["bits"].shape[1]
-        self.out_words = words(layer.outputs)
-        self.thresholds = padded_thresholds(layer.tensors["threshold"]) if "threshold" in layer.tensors else None
+    weights: np.ndarray
+    thresholds: np.ndarray | None
+    out_words: int
+
+    @classmethod
+    def of(cls, layer: Layer) -> PackedLayer:
+        thresholds = padded_thresholds(layer.tensors["threshold"]) if "threshold" in layer.tensors else None
+        return cls(interleave(layer.tensors["bits"]), thresholds, words(layer.outputs))
+
+    def spec(self) -> tuple:
+        """(weights, thresholds, groups, words, out_words), as the kernels' Plan takes it."""
+        return (self.weights, self.thresholds, self.weights.shape[0], self.weights.shape[1], self.out_words)
+
+
+@dataclass(frozen=True)
+class PackedNetwork:
+    """An exported network in the kernels' layout, up to its float hidden layer (``last``)."""
+
+    stem: tuple  # (weight float32 [3, M16], scale [M16], offset [M16] (padding: -1, bit 0), M16, out_words)
+    point_layers: tuple[PackedLayer, ...]
+    pool: PackedLayer
+    head_layers: tuple[PackedLayer, ...]
+    last: tuple  # (weights, groups, words, outputs, inputs, scale float32 [outputs], offset)
+
+    @classmethod
+    def of(cls, network: BinaryNetwork) -> PackedNetwork:
+        layers = network.layers
+        stem, m = layers[0].tensors, layers[0].outputs
+        m16 = -(-m // 16) * 16
+        weight = np.zeros((3, m16), dtype=np.float32)
+        weight[:, :m] = stem["weight"].T
+        scale = np.zeros(m16, dtype=np.float32)
+        scale[:m] = stem["scale"]
+        offset = np.full(m16, -1, dtype=np.float32)
+        offset[:m] = stem["offset"]
+        pool = next(i for i, layer in enumerate(layers) if layer.kind == "binary_pool")
+        last = layers[-2]
+        last_weights = interleave(last.tensors["bits"])
+        return cls(
+            stem=(weight, scale, offset, m16, words(m)),
+            point_layers=tuple(PackedLayer.of(layer) for layer in layers[1:pool]),
+            pool=PackedLayer.of(layers[pool]),
+            head_layers=tuple(PackedLayer.of(layer) for layer in layers[pool + 1:-2]),
+            last=(last_weights, last_weights.shape[0], last_weights.shape[1], last.outputs, last.inputs,
+                  np.ascontiguousarray(last.tensors["scale"], dtype=np.float32),
+                  np.ascontiguousarray(last.tensors["offset"], dtype=np.float32)))
+
+    def plan(self):
+        """The kernels' Plan (checks every size once and keeps the arrays alive)."""
+        pool = self.pool.spec()
+        return _kernels.Plan(self.stem, tuple(layer.spec() for layer in self.point_layers), pool,
+                             tuple(layer.spec() for layer in self.head_layers), self.last)
+
+    def trace_buffers(self, clouds: int, num_points: int) -> tuple[np.ndarray, ...]:
+        """One uint64 array per layer output: [clouds, N, words] per point layer (the stem first),
+        [clouds, words] for the pooled and head layers."""
+        per_point = [self.stem[4], *(layer.out_words for layer in self.point_layers)]
+        per_cloud = [self.pool.out_words, *(layer.out_words for layer in self.head_layers)]
+        return (tuple(np.zeros((clouds, num_points, w), dtype=np.uint64) for w in per_point)
+                + tuple(np.zeros((clouds, w), dtype=np.uint64) for w in per_cloud))
 
 
 class Engine:
@@ -85,22 +154,8 @@ class Engine:
     def __init__(self, network: BinaryNetwork, kernel: str | None = None):
         self.network = network
         self.kernel = resolve_kernel(kernel)
-        stem = network.layers[0].tensors
-        m = network.layers[0].outputs
-        m16 = -(-m // 16) * 16
-        self.stem_weight = np.zeros((3, m16), dtype=np.float32)
-        self.stem_weight[:, :m] = stem["weight"].T
-        self.stem_scale = np.zeros(m16, dtype=np.float32)
-        self.stem_scale[:m] = stem["scale"]
-        self.stem_offset = np.full(m16, -1, dtype=np.float32)  # padding channels: bit 0
-        self.stem_offset[:m] = stem["offset"]
-        self.stem_out_words = words(m)
-        layers = network.layers
-        pool = next(i for i, layer in enumerate(layers) if layer.kind == "binary_pool")
-        self.point_layers = [_PackedLayer(layer) for layer in layers[1:pool]]
-        self.pool = _PackedLayer(layers[pool])
-        self.head_layers = [_PackedLayer(layer) for layer in layers[pool + 1:-2]]
-        self.float_layer = _PackedLayer(layers[-2])
+        self.packed = PackedNetwork.of(network)
+        self._plan = self.packed.plan() if self.kernel != "numpy" else None
         self._pool_thresholds: dict[int, np.ndarray] = {}
 
     @property
@@ -108,43 +163,25 @@ class Engine:
         return list(self.network.class_names)
 
     def pool_thresholds(self, num_points: int) -> np.ndarray:
+        """int64 [groups * 8]: the pooled layer's thresholds for clouds of ``num_points`` points."""
         if num_points not in self._pool_thresholds:
+            pool = next(layer for layer in self.network.layers if layer.kind == "binary_pool")
             self._pool_thresholds[num_points] = padded_thresholds(
-                pool_thresholds(self.pool.layer, self.network.aggregation, num_points))
+                pool_thresholds(pool, self.network.aggregation, num_points))
         return self._pool_thresholds[num_points]
 
     def __call__(self, points: np.ndarray, trace: list | None = None) -> np.ndarray:
         """float32 [B, N, 3] -> logits float32 [B, C]; ``trace`` (a list) receives every layer's output
-        (packed bits [B, N, words] per point layer, [B, words] after pooling, float before the classifier)."""
+        (packed bits [B, N, words] per point layer, [B, words] after pooling, float before the classifier).
+        One call into the kernels runs every layer up to the float hidden layer, cloud by cloud."""
         if self.kernel == "numpy":
             return reference.forward(self.network, points, trace)
         points = reference.checked_points(points)
         b, n, _ = points.shape
-        use_avx512 = int(self.kernel == "avx512")
-        x = np.empty((b * n, self.stem_out_words), dtype=np.uint64)
-        _kernels.stem(points, self.stem_weight, self.stem_scale, self.stem_offset, b * n, self.stem_weight.shape[1],
-                      self.stem_out_words, x, use_avx512)
-        record(trace, x.reshape(b, n, -1))
-        for layer in self.point_layers:
-            y = np.empty((b * n, layer.out_words), dtype=np.uint64)
-            _kernels.binary(x, layer.weights, layer.thresholds, b * n, layer.groups, layer.words, layer.out_words, y,
-                            use_avx512)
-            x = y
-            record(trace, x.reshape(b, n, -1))
-        pooled = np.empty((b, self.pool.out_words), dtype=np.uint64)
-        _kernels.pool(x, self.pool.weights, self.pool_thresholds(n), b, n, self.pool.groups, self.pool.words,
-                      self.pool.out_words, pooled, use_avx512)
-        x = pooled
-        record(trace, x)
-        for layer in self.head_layers:
-            y = np.empty((b, layer.out_words), dtype=np.uint64)
-            _kernels.binary(x, layer.weights, layer.thresholds, b, layer.groups, layer.words, layer.out_words, y,
-                            use_avx512)
-            x = y
-            record(trace, x)
-        last = self.float_layer
-        counts = np.empty((b, last.layer.outputs), dtype=np.int32)
-        _kernels.counts(x, last.weights, b, last.groups, last.words, last.layer.outputs, counts)
-        h = reference.float_output(counts, last.layer)
+        h = np.empty((b, self.packed.last[3]), dtype=np.float32)
+        buffers = self.packed.trace_buffers(b, n) if trace is not None else None
+        self._plan.forward(_PATHS[self.kernel][0], points, b, n, self.pool_thresholds(n), h, buffers)
+        for bits in buffers or ():
+            record(trace, bits)
         record(trace, h)
         return reference.classify(h, self.network.layers[-1])

@@ -96,12 +96,19 @@ def test_a_trained_student_exports_and_predicts_like_pytorch(recorded_store, sha
     assert len(rows) == len(test_set) + 1
 
 
-@pytest.mark.skipif("avx512" not in COMPILED, reason="this CPU has no AVX-512 VPOPCNTDQ")
-def test_the_environment_variable_forces_the_scalar_fallback(monkeypatch):
+@pytest.mark.skipif(not COMPILED, reason="the C extension is not built")
+def test_the_environment_variable_forces_every_path_and_refuses_one_that_cannot_run(monkeypatch):
+    from pointdistill.engine.runtime import FASTEST_FIRST
+
     network = export_student(random_student("lsr", "ema"))
-    assert Engine(network).kernel == "avx512"
-    monkeypatch.setenv(KERNEL_ENV, "scalar")
-    assert Engine(network).kernel == "scalar"
+    assert Engine(network).kernel == COMPILED[0]
+    for kernel in [*COMPILED, "numpy"]:
+        monkeypatch.setenv(KERNEL_ENV, kernel)
+        assert Engine(network).kernel == kernel
+    for kernel in set(FASTEST_FIRST) - set(COMPILED):  # e.g. neon on x86, avx512 on an AVX2-only CPU
+        monkeypatch.setenv(KERNEL_ENV, kernel)
+        with pytest.raises(RuntimeError, match=f"{kernel!r} cannot run here; available"):
+            Engine(network)
     monkeypatch.setenv(KERNEL_ENV, "fastest")
     with pytest.raises(ValueError, match=KERNEL_ENV):
         Engine(network)
@@ -176,23 +183,41 @@ def test_cli_names_a_bad_model_file_and_exits_2(tmp_path):
 
 
 @pytest.mark.skipif(not COMPILED, reason="the C extension is not built")
-def test_kernels_check_buffer_sizes_instead_of_overrunning():
+def test_kernels_check_sizes_instead_of_overrunning():
     from pointdistill.engine import _kernels
+    from pointdistill.engine.runtime import _PATHS
 
-    x = np.zeros((4, 2), dtype=np.uint64)
-    weights, thresholds = np.zeros((2, 2, 8), dtype=np.uint64), np.zeros(16, dtype=np.int64)
-    out = np.zeros((4, 1), dtype=np.uint64)
-    with pytest.raises(ValueError, match="x: buffer of 64 bytes is too small"):
-        _kernels.binary(x, weights, thresholds, 8, 2, 2, 1, out, 0)
-    with pytest.raises(ValueError, match="out"):
-        _kernels.pool(x, weights, thresholds, 2, 2, 2, 2, 1, np.zeros(1, dtype=np.uint64), 0)
-    # Sizes whose products wrap around 2**64 (rows * words = 2**64 -> 0) are refused, not run.
+    engine = Engine(export_student(random_student("lsr", "ema")), COMPILED[0])
+    packed, code = engine.packed, _PATHS[COMPILED[0]][0]
+    specs = [layer.spec() for layer in packed.point_layers]
+    short = (specs[0][0][:1], *specs[0][1:])  # a weight array of one group where the sizes say more
+    with pytest.raises(ValueError, match="point layer 0: buffer of 64 bytes is too small"):
+        _kernels.Plan(packed.stem, (short, *specs[1:]), packed.pool.spec(), (), packed.last)
+    with pytest.raises(ValueError, match=r"point layer 1: inconsistent sizes \(groups 13, words 2 after 1"):
+        _kernels.Plan(packed.stem, (specs[0], (*specs[1][:3], 2, specs[1][4])), packed.pool.spec(),
+                      tuple(layer.spec() for layer in packed.head_layers), packed.last)
+    clouds = np.zeros((2, 16, 3), dtype=np.float32)
+    h = np.zeros((2, packed.last[3]), dtype=np.float32)
+    thresholds = engine.pool_thresholds(16)
+    with pytest.raises(ValueError, match="points: buffer"):
+        engine._plan.forward(code, clouds, 3, 16, thresholds, h)
+    # Sizes whose products wrap around 2**64 are refused, not run.
+    with pytest.raises(ValueError, match="bad sizes|points: buffer"):
+        engine._plan.forward(code, clouds, 2**62, 2**3, thresholds, h)
+    with pytest.raises(ValueError, match="h: buffer"):
+        engine._plan.forward(code, clouds, 2, 16, thresholds, h[:1])
+    with pytest.raises(ValueError, match="trace 2: buffer"):
+        trace = list(packed.trace_buffers(2, 16))
+        trace[2] = trace[2][:1]
+        engine._plan.forward(code, clouds, 2, 16, thresholds, h, tuple(trace))
+    x, out = np.zeros((4, 3), dtype=np.uint64), np.zeros(1, dtype=np.uint64)
+    pool = packed.pool
+    with pytest.raises(ValueError, match="x: buffer of 96 bytes is too small"):
+        _kernels.pool(code, x, pool.weights, thresholds, 16, pool.weights.shape[0], 3, pool.out_words, out)
     with pytest.raises(ValueError, match="x: buffer"):
-        _kernels.binary(x, weights, thresholds, 2**62, 2, 4, 1, out, 0)
-    with pytest.raises(ValueError, match="x: buffer"):
-        _kernels.pool(x, weights, thresholds, 2**31, 2**31, 2, 4, 1, out, 0)
-    with pytest.raises(ValueError, match="out: buffer"):
-        _kernels.binary(x, weights, thresholds, 4, 2, 2, 2**61, out, 0)
+        _kernels.pool(code, x, pool.weights, thresholds, 2**62, pool.weights.shape[0], 4, pool.out_words, out)
+    with pytest.raises(ValueError, match="unknown kernel path code 99"):
+        _kernels.pool(99, x, pool.weights, thresholds, 1, 1, 3, 1, out)
 
 
 def test_non_finite_weights_are_refused_by_export_and_by_the_engine(tmp_path):

@@ -1,0 +1,146 @@
+/* Path lookup (compiled in, runnable on this CPU) and the whole-network forward over a table. */
+#include <string.h>
+
+#include "kernels.h"
+#include "../../cpu_features.h"
+
+static const char *const NAMES[KERNEL_PATHS] = {"generic", "scalar", "avx2", "avx512", "neon"};
+
+const char *kernel_name(int code) { return code >= 0 && code < KERNEL_PATHS ? NAMES[code] : "unknown"; }
+
+const struct kernel_table *kernel_table_for(int code) {
+    switch (code) {
+    case KERNEL_GENERIC: return &generic_kernels;
+#ifdef POINTDISTILL_X86_KERNELS
+    case KERNEL_SCALAR: return &scalar_kernels;
+    case KERNEL_AVX2: return &avx2_kernels;
+    case KERNEL_AVX512: return &avx512_kernels;
+#endif
+#ifdef POINTDISTILL_NEON_KERNELS
+    case KERNEL_NEON: return &neon_kernels;
+#endif
+    default: return NULL;
+    }
+}
+
+int kernel_runnable(int code) {
+    if (kernel_table_for(code) == NULL) return 0;
+    switch (code) {
+    case KERNEL_SCALAR: return cpu_has_popcnt();
+    case KERNEL_AVX2: return cpu_has_avx2();
+    case KERNEL_AVX512: return cpu_has_avx512();
+    default: return 1;  /* generic: plain C; neon: baseline on AArch64 */
+    }
+}
+
+/* ---------------------------------------------------------------- distinct rows */
+
+/* the smallest power of two >= 2 n: the hash table's size (load factor <= 1/2) */
+static index_t table_size(index_t n) {
+    index_t size = 1;
+    while (size < 2 * n) size *= 2;
+    return size;
+}
+
+static uint64_t row_hash(const uint64_t *row, index_t words) {
+    uint64_t h = 0x9e3779b97f4a7c15u;
+    for (index_t j = 0; j < words; j++) {
+        h = (h ^ row[j]) * 0xbf58476d1ce4e5b9u;
+        h ^= h >> 31;
+    }
+    return h;
+}
+
+/* Copies the distinct rows of x [n, words] to unique in order of first appearance; row_of[i] is the
+ * index in unique of row i. table: int32 [table_size(n)] scratch. Returns the number of distinct rows. */
+static index_t distinct_rows(const uint64_t *x, index_t n, index_t words, uint64_t *unique, int32_t *row_of,
+                             int32_t *table) {
+    const index_t size = table_size(n);
+    memset(table, 0xff, size * sizeof(int32_t));
+    index_t count = 0;
+    for (index_t i = 0; i < n; i++) {
+        const uint64_t *row = x + i * words;
+        index_t slot = (index_t)(row_hash(row, words) & (uint64_t)(size - 1));
+        while (table[slot] >= 0 && memcmp(unique + table[slot] * words, row, words * sizeof(uint64_t)) != 0)
+            slot = (slot + 1) & (size - 1);
+        if (table[slot] < 0) {
+            table[slot] = (int32_t)count;
+            memcpy(unique + count * words, row, words * sizeof(uint64_t));
+            count++;
+        }
+        row_of[i] = table[slot];
+    }
+    return count;
+}
+
+/* out [n, words] row i = rows[row_of[i]] (a traced point layer, from its distinct rows) */
+static void expand_rows(const uint64_t *rows, const int32_t *row_of, index_t n, index_t words, uint64_t *out) {
+    for (index_t i = 0; i < n; i++) memcpy(out + i * words, rows + row_of[i] * words, words * sizeof(uint64_t));
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* the widest point-layer row, in words (stem included) */
+static index_t widest_point_row(const struct plan *p) {
+    index_t words = p->stem_out_words;
+    for (index_t i = 0; i < p->point_count; i++)
+        if (p->point_layers[i].out_words > words) words = p->point_layers[i].out_words;
+    return words;
+}
+
+static index_t widest_cloud_row(const struct plan *p) {
+    index_t words = p->pool.out_words;
+    for (index_t i = 0; i < p->head_count; i++)
+        if (p->head_layers[i].out_words > words) words = p->head_layers[i].out_words;
+    return words;
+}
+
+/* work layout, for one cloud: stem bits [n, stem_out_words], two ping-pong row buffers
+ * [n, widest], two cloud rows [widest], counts int32 [last_outputs], row_of int32 [n],
+ * the hash table int32 [table_size(n)] */
+index_t plan_work_bytes(const struct plan *p, index_t n) {
+    const index_t limit = (index_t)1 << 40;
+    const index_t widest = widest_point_row(p);
+    if (n < 1 || n > limit || widest > limit / n) return -1;
+    return 8 * (n * p->stem_out_words + 2 * n * widest + 2 * widest_cloud_row(p))
+         + 4 * (p->last_outputs + n + table_size(n)) + 8;
+}
+
+void plan_forward(const struct plan *p, const struct kernel_table *k, const float *points, index_t clouds,
+                  index_t n, const int64_t *pool_thr, uint64_t *const *trace, void *work, float *h) {
+    const index_t widest = widest_point_row(p), cloud_widest = widest_cloud_row(p);
+    uint64_t *stem_bits = work, *rows[2] = {stem_bits + n * p->stem_out_words, stem_bits + n * p->stem_out_words + n * widest};
+    uint64_t *cloud_rows[2] = {rows[1] + n * widest, rows[1] + n * widest + cloud_widest};
+    int32_t *counts = (int32_t *)(cloud_rows[1] + cloud_widest), *row_of = counts + p->last_outputs,
+            *table = row_of + n;
+    for (index_t b = 0; b < clouds; b++) {
+        uint64_t *stem_out = trace ? trace[0] + b * n * p->stem_out_words : stem_bits;
+        k->stem(points + b * n * 3, p->stem_w, p->stem_scale, p->stem_offset, n, p->m16, p->stem_out_words, stem_out);
+        const index_t u = distinct_rows(stem_out, n, p->stem_out_words, rows[0], row_of, table);
+        uint64_t *x = rows[0];
+        for (index_t i = 0; i < p->point_count; i++) {
+            const struct binary_layer *layer = &p->point_layers[i];
+            uint64_t *y = rows[(i + 1) % 2];
+            k->binary(x, layer->w, layer->thr, u, layer->groups, layer->words, layer->out_words, y);
+            if (trace) expand_rows(y, row_of, n, layer->out_words, trace[1 + i] + b * n * layer->out_words);
+            x = y;
+        }
+        uint64_t *pooled = trace ? trace[1 + p->point_count] + b * p->pool.out_words : cloud_rows[0];
+        k->pool(x, p->pool.w, pool_thr, u, p->pool.groups, p->pool.words, p->pool.out_words, pooled);
+        x = pooled;
+        for (index_t i = 0; i < p->head_count; i++) {
+            const struct binary_layer *layer = &p->head_layers[i];
+            uint64_t *y = trace ? trace[2 + p->point_count + i] + b * layer->out_words : cloud_rows[(i + 1) % 2];
+            k->binary(x, layer->w, layer->thr, 1, layer->groups, layer->words, layer->out_words, y);
+            x = y;
+        }
+        k->counts(x, p->last_w, 1, p->last_groups, p->last_words, p->last_outputs, counts);
+        float *hb = h + b * p->last_outputs;
+        for (index_t m = 0; m < p->last_outputs; m++) {
+            /* NumPy's order: dot as float32, then scale * dot + offset (no FMA), then clip to [-1, 1] */
+            const float dot = (float)(p->last_inputs - 2 * (index_t)counts[m]);
+            const float v = p->last_scale[m] * dot + p->last_offset[m];
+            hb[m] = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+        }
+    }
+}
