@@ -5,10 +5,14 @@
 Times per sample, batch 1 and batch 32, measured side by side in rounds that alternate the
 contenders (the median round is reported): (a) the float PointNet of the same widths (no T-Nets)
 in fp32 eager PyTorch, (b) the same under torch.compile, (s) the binary student's simulated
-forward in PyTorch, and (c) the engine with each kernel this CPU runs. Then the fused
-128 -> 1024 layer alone: bit-ops/s (one XNOR+popcount per weight bit per point) as a fraction of
-this core's measured VPOPCNTQ peak, and the file sizes. Speed does not depend on the weights, so
-a random student is used unless --student is given; --points uses real clouds instead of noise.
+forward in PyTorch, and (c) the engine with each kernel path this CPU runs (one row each, labelled
+by path, with its ratio to the faster of (a) and (b)). Then the fused 128 -> 1024 pooled layer
+alone per path, on the student's own activations of a real cloud: bit-ops/s (one XNOR+popcount
+per weight bit per point scanned) and, on AVX-512, the fraction of this core's VPOPCNTQ peak; and
+the file sizes. Speed depends on the weights and the clouds (the pooled layer stops scanning a
+channel once it fires; the engine runs only a cloud's distinct first-layer codes), so give a
+trained --student and real --points for numbers that mean something; without them a random
+student and noise are used.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch  # noqa: E402
 
 from pointdistill.engine import Engine, available_kernels, export_student, save_network  # noqa: E402
 from pointdistill.engine import _kernels  # noqa: E402
+from pointdistill.engine.runtime import path_code  # noqa: E402
 from pointdistill.models import (  # noqa: E402
     Checkpoint, PointNetConfig, create_model, load_checkpoint, model_spec, save_checkpoint,
 )
@@ -119,39 +124,48 @@ def main() -> None:
                     timings[name] += per_sample_seconds(run, batch, 1)
         results[batch] = {name: statistics.median(t) for name, t in timings.items()}
 
-    print(f"\n{'per sample (median of ' + str(args.rounds) + ' rounds)':48s} {'batch 1':>12s} {'batch 32':>12s}")
+    torch_best = {batch: min(v for k, v in results[batch].items() if k.startswith(("(a)", "(b)"))) for batch in (1, 32)}
+    print(f"\n{'per sample (median of ' + str(args.rounds) + ' rounds)':48s} {'batch 1':>12s} {'batch 32':>12s}"
+          f" {'vs torch, b1':>13s} {'b32':>7s}")
     for name in results[1]:
-        print(f"{name:48s} {results[1][name] * 1e3:10.4f}ms {results[32][name] * 1e3:10.4f}ms")
-    best_engine = f"(c) engine, {next(iter(engines))} kernel"
-    for batch in (1, 32):
-        torch_best = min(v for k, v in results[batch].items() if k.startswith(("(a)", "(b)")))
-        print(f"batch {batch:2d}: engine ({next(iter(engines))}) is {torch_best / results[batch][best_engine]:.1f}x "
-              f"faster than the faster of (a) and (b)"
-              + (f"; the scalar kernel {torch_best / results[batch]['(c) engine, scalar kernel']:.1f}x"
-                 if "scalar" in engines and len(engines) > 1 else ""))
+        ratios = (f" {torch_best[1] / results[1][name]:12.1f}x {torch_best[32] / results[32][name]:6.1f}x"
+                  if name.startswith("(c)") else "")
+        print(f"{name:48s} {results[1][name] * 1e3:10.4f}ms {results[32][name] * 1e3:10.4f}ms{ratios}")
+    for kernel in engines:
+        row = f"(c) engine, {kernel} kernel"
+        print(f"{kernel} kernel: {torch_best[1] / results[1][row]:.1f}x at batch 1, "
+              f"{torch_best[32] / results[32][row]:.1f}x at batch 32 faster than the faster of (a) and (b)")
 
+    # The pooled layer alone, on the student's own input to it for the first real cloud.
+    engine = next(iter(engines.values()))
+    trace = []
+    engine(np.ascontiguousarray(clouds[:1]), trace)
+    packed = engine.packed
+    pool_input = np.ascontiguousarray(trace[len(packed.point_layers)][0])
+    distinct = np.unique(trace[0][0], axis=0).shape[0]
+    print(f"\nfirst cloud: {distinct} distinct first-layer codes of {args.num_points} points "
+          f"(the engine runs those only); the pooled layer fires {np.unpackbits(trace[len(packed.point_layers) + 1][0].view(np.uint8)).mean():.0%} of its channels")
     pool = next(layer for layer in network.layers if layer.kind == "binary_pool")
-    engine = engines[next(iter(engines))]
-    x_bits = np.random.default_rng(1).integers(0, 2**63, size=(args.num_points, pool.tensors["bits"].shape[1]),
-                                               dtype=np.uint64)
     thresholds = engine.pool_thresholds(args.num_points)
-    out = np.empty((1, engine.pool.out_words), dtype=np.uint64)
-    use_avx512 = int(next(iter(engines)) == "avx512")
-
-    def pool_layer():
-        _kernels.pool(x_bits, engine.pool.weights, thresholds, 1, args.num_points, engine.pool.groups,
-                      engine.pool.words, engine.pool.out_words, out, use_avx512)
-
-    layer_seconds = statistics.median(per_sample_seconds(pool_layer, 1, args.rounds))
+    out = np.empty(packed.pool.out_words, dtype=np.uint64)
     bit_ops = args.num_points * pool.inputs * pool.outputs
-    print(f"\nfused {pool.inputs} -> {pool.outputs} layer + max-pool, one cloud: {layer_seconds * 1e6:.1f} us, "
-          f"{bit_ops / layer_seconds / 1e9:.0f} G bit-ops/s")
-    if use_avx512:
+    peak = None
+    if "avx512" in engines:
         iterations = 10_000_000
         peak_seconds = statistics.median(per_sample_seconds(lambda: _kernels.popcount_peak(iterations), 1, 3))
         peak = iterations * 8 * 512 / peak_seconds
-        print(f"VPOPCNTQ peak (8 independent chains): {peak / 1e9:.0f} G bits/s "
-              f"-> the layer runs at {bit_ops / layer_seconds / peak:.1%} of popcount peak")
+        print(f"VPOPCNTQ peak (8 independent chains): {peak / 1e9:.0f} G bits/s")
+    for kernel in engines:
+        code = path_code(kernel)
+        w, _, groups, words, out_words = packed.pool.spec()
+
+        def pool_layer():
+            _kernels.pool(code, pool_input, w, thresholds, args.num_points, groups, words, out_words, out)
+
+        layer_seconds = statistics.median(per_sample_seconds(pool_layer, 1, args.rounds))
+        print(f"fused {pool.inputs} -> {pool.outputs} layer + pooling, {kernel} kernel, one cloud, all "
+              f"{args.num_points} points: {layer_seconds * 1e6:.1f} us, {bit_ops / layer_seconds / 1e9:.0f} G bit-ops/s"
+              + (f", {bit_ops / layer_seconds / peak:.1%} of popcount peak" if peak and kernel == "avx512" else ""))
 
     student_file, float_file = os.path.getsize(student_path), os.path.getsize(float_path)
     print(f"\nexported model {model_bytes:,} bytes; student float checkpoint {student_file:,} bytes "

@@ -141,7 +141,20 @@ def _predict(args) -> None:
 
     from pointdistill.engine import Engine, load_network
     from pointdistill.engine.predict import predict, read_clouds
+    from pointdistill.engine.runtime import KERNEL_ENV, kernel_info, resolve_kernel
 
+    if args.info:
+        info = kernel_info()
+        features = ", ".join(f"{name} {'yes' if seen else 'no'}" for name, seen in info["cpu_features"].items())
+        print(f"CPU features seen: {features or 'none checked on this architecture'}")
+        for name, state in info["paths"].items():
+            print(f"kernel path {name:8s} {state}")
+        print(f"kernel chosen: {resolve_kernel()} (auto: {info['auto']}; ${KERNEL_ENV} overrides)")
+        if args.model is None:
+            return
+    if args.model is None or args.input is None:
+        print("pointdistill predict: error: a model file and an input are required (or --info alone)", file=sys.stderr)
+        raise SystemExit(2)
     network = load_network(args.model)
     num_points = args.num_points or network.source.get("num_points") or 1024
     points, labels = read_clouds(args.input, num_points, args.split)
@@ -380,8 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_export)
 
     p = commands.add_parser("predict", help="classify point clouds with an exported model (pointdistill.engine)")
-    p.add_argument("model", help="exported model file (.pdbn)")
-    p.add_argument("input", help="dataset directory, .npy ([B, N, 3] or [N, 3]) or .npz (points, labels)")
+    p.add_argument("model", nargs="?", help="exported model file (.pdbn)")
+    p.add_argument("input", nargs="?", help="dataset directory, .npy ([B, N, 3] or [N, 3]) or .npz (points, labels)")
+    p.add_argument("--info", action="store_true",
+                   help="print the CPU features seen, every kernel path's state and the kernel chosen (alone: only that)")
     p.add_argument("--split", default="test", help="with a dataset directory: the split to classify")
     p.add_argument("--num-points", type=_positive_int, default=None, help="default: the student's training value")
     p.add_argument("--batch-size", type=int, default=32)

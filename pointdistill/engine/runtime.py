@@ -49,6 +49,11 @@ def kernel_info() -> dict:
             "auto": available_kernels()[0]}
 
 
+def path_code(kernel: str) -> int:
+    """The compiled kernels' code for a path name (``avx2``, ...), as Plan.forward and pool take it."""
+    return _PATHS[kernel][0]
+
+
 def resolve_kernel(kernel: str | None = None) -> str:
     kernel = kernel or os.environ.get(KERNEL_ENV, "auto")
     if kernel not in KERNELS:
@@ -180,7 +185,7 @@ class Engine:
         b, n, _ = points.shape
         h = np.empty((b, self.packed.last[3]), dtype=np.float32)
         buffers = self.packed.trace_buffers(b, n) if trace is not None else None
-        self._plan.forward(_PATHS[self.kernel][0], points, b, n, self.pool_thresholds(n), h, buffers)
+        self._plan.forward(path_code(self.kernel), points, b, n, self.pool_thresholds(n), h, buffers)
         for bits in buffers or ():
             record(trace, bits)
         record(trace, h)

@@ -185,10 +185,10 @@ def test_cli_names_a_bad_model_file_and_exits_2(tmp_path):
 @pytest.mark.skipif(not COMPILED, reason="the C extension is not built")
 def test_kernels_check_sizes_instead_of_overrunning():
     from pointdistill.engine import _kernels
-    from pointdistill.engine.runtime import _PATHS
+    from pointdistill.engine.runtime import path_code
 
     engine = Engine(export_student(random_student("lsr", "ema")), COMPILED[0])
-    packed, code = engine.packed, _PATHS[COMPILED[0]][0]
+    packed, code = engine.packed, path_code(COMPILED[0])
     specs = [layer.spec() for layer in packed.point_layers]
     short = (specs[0][0][:1], *specs[0][1:])  # a weight array of one group where the sizes say more
     with pytest.raises(ValueError, match="point layer 0: buffer of 64 bytes is too small"):
@@ -244,6 +244,24 @@ def save_network_unchecked(path, network) -> None:
         save_network(path, network)
     finally:
         model_file.BinaryNetwork.validate = validate
+
+
+def test_predict_info_names_the_cpu_features_every_path_and_the_kernel_chosen(monkeypatch, capsys):
+    from flows.cli import main
+
+    main(["predict", "--info"])
+    out = capsys.readouterr().out
+    assert f"kernel chosen: {available_kernels()[0]} (auto: {available_kernels()[0]};" in out
+    for path in ("generic", "avx2", "avx512", "neon"):
+        assert f"kernel path {path}" in out
+    if COMPILED:
+        assert "CPU features seen: " in out and " yes" in out
+        monkeypatch.setenv(KERNEL_ENV, "generic")
+        main(["predict", "--info"])
+        assert "kernel chosen: generic" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict"])
+    assert exit_.value.code == 2 and "a model file and an input are required" in capsys.readouterr().err
 
 
 def test_predict_refuses_a_point_count_below_one(model_file, capsys):

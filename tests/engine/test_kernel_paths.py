@@ -25,13 +25,14 @@ HARNESS = ROOT / "tests/engine/kernel_harness.c"
 BUILD = runpy.run_path(str(ROOT / "pointdistill/engine/kernels/build.py"))
 CROSS_COMPILER, QEMU = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
 
-# (quantizer, aggregation, widths, point counts): odd widths, several words per row (more than the
-# 31 words a byte counter holds in the 2050-wide layers), one point, odd point counts
+# (quantizer, aggregation, widths, point counts): odd widths, several words per row (a two-word
+# first layer; more than the 31 words a byte counter holds in the 2050-wide layers), one point,
+# odd point counts
 CASES = [
     ("lsr", "ema", {}, (1024,)),
     ("bnn", "max", {}, (65,)),
     ("bireal", "ema", {"point_widths": (5, 7, 130), "head_widths": (2050, 33)}, (1, 3, 64)),
-    ("irnet", "max", {"point_widths": (64, 2050, 200), "head_widths": (70,)}, (37,)),
+    ("irnet", "max", {"point_widths": (100, 2050, 200), "head_widths": (70,)}, (37,)),
 ]
 
 
@@ -86,6 +87,7 @@ def run_cases(tmp_path: Path, runner: list[str], paths: list[str]) -> None:
         engine = Engine(network, "numpy")
         for n in point_counts:
             clouds = np.random.default_rng(n).standard_normal((3, n, 3)).astype(np.float32)
+            clouds[:, n // 2:] = clouds[:, : n - n // 2]  # repeated points: the engine runs distinct rows once
             case_file = tmp_path / f"case{case}-{n}.bin"
             write_case(case_file, engine, clouds)
             for path in paths:
