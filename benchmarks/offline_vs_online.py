@@ -31,7 +31,7 @@ job = StudentJob(store=store, dataset=dataset, out=out, quantizer="lsr", aggrega
                  online_teacher=teacher or None)
 summary = run_student_job(job, progress=False)
 import pyarrow.parquet as pq
-seconds = pq.read_table(summary["outputs"]["metrics"]).to_pylist()[0]["seconds"]
+seconds = pq.read_table(summary["outputs"]["metrics"], use_threads=False).to_pylist()[0]["seconds"]
 peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 print(json.dumps({"seconds": seconds, "peak_bytes": peak}))

@@ -41,7 +41,7 @@ def test_trains_without_the_teacher_file_and_writes_every_output(teacher_path, s
     after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     assert before == after  # the store is never written
     outputs = summary["outputs"]
-    history = pq.read_table(outputs["metrics"]).to_pylist()
+    history = pq.read_table(outputs["metrics"], use_threads=False).to_pylist()
     assert [row["epoch"] for row in history] == [1, 2]
     assert {"loss_ce", "loss_kd", "loss_reg", "loss_self", "loss_total", "train_accuracy",
             "test_overall_accuracy", "test_mean_class_accuracy"} <= set(history[0])

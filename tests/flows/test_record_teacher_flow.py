@@ -84,7 +84,7 @@ def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, sha
     assert checkpoint.metrics["test_overall_accuracy"] == metrics["test_overall_accuracy"]
     assert checkpoint.dataset["fingerprint"] == load_dataset(shapes_dir, "train", 64).fingerprint()
     assert checkpoint.spec["point_widths"] == [8, 8, 16]
-    history = pq.read_table(metrics["outputs"]["metrics"]).to_pylist()
+    history = pq.read_table(metrics["outputs"]["metrics"], use_threads=False).to_pylist()
     assert [row["epoch"] for row in history] == [1]
     assert history[0]["test_overall_accuracy"] == metrics["test_overall_accuracy"]
     assert Path(metrics["outputs"]["curves"]).read_bytes().startswith(b"\x89PNG")
@@ -107,7 +107,7 @@ def test_ablation_flow_writes_the_table(prefect_api, recorded_store, shapes_dir,
 
     result = ablation(store=recorded_store, dataset=shapes_dir, out=str(tmp_path / "ablation"), epochs=1,
                       batch_size=16, quantizers=["lsr"], aggregations=["ema"], workers=0)
-    rows = pq.read_table(result["paths"]["parquet"]).to_pylist()
+    rows = pq.read_table(result["paths"]["parquet"], use_threads=False).to_pylist()
     grid = {r["column"] for r in rows if r["table"] == "grid"}
     assert grid == {"original", "+KD", "+reg", "+KD+reg"}
     assert {r["column"] for r in rows if r["table"] == "regularizer"} == {

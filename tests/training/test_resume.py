@@ -56,7 +56,7 @@ def assert_same_student(a: Path, b: Path):
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
-    ha, hb = (pq.read_table(p / "metrics.parquet").to_pylist() for p in (a, b))
+    ha, hb = (pq.read_table(p / "metrics.parquet", use_threads=False).to_pylist() for p in (a, b))
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in ha] == \
            [{k: v for k, v in r.items() if k != "seconds"} for r in hb]
     sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
@@ -246,5 +246,6 @@ train.run_teacher_job(teacher_job({shapes_dir!r}, {str(out)!r}), progress=False)
     a, b = load_checkpoint(reference), load_checkpoint(out)
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert a.metrics == b.metrics == {k: v for k, v in metrics.items() if k != "outputs"}
-    rows = pq.read_table(metrics["outputs"]["metrics"]).to_pylist()  # the epochs before the kill included
+    # the epochs before the kill included
+    rows = pq.read_table(metrics["outputs"]["metrics"], use_threads=False).to_pylist()
     assert rows == a.metrics["history"] and len(rows) == 3
