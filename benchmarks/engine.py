@@ -8,8 +8,9 @@ in fp32 eager PyTorch, (b) the same under torch.compile, (s) the binary student'
 forward in PyTorch, and (c) the engine with each kernel path this CPU runs (one row each, labelled
 by path, with its ratio to the faster of (a) and (b)). Then the fused 128 -> 1024 pooled layer
 alone per path, on the student's own activations of a real cloud: bit-ops/s (one XNOR+popcount
-per weight bit per point scanned) and, on AVX-512, the fraction of this core's VPOPCNTQ peak; and
-the file sizes. Speed depends on the weights and the clouds (the pooled layer stops scanning a
+per weight bit per point scanned) and, on AVX-512, the fraction of this core's VPOPCNTQ peak; per
+path, the engine's time on that cloud split into the fused layer on the cloud's distinct rows and
+everything else (stem, small layers, head, classifier, Python); and the file sizes. Speed depends on the weights and the clouds (the pooled layer stops scanning a
 channel once it fires; the engine runs only a cloud's distinct first-layer codes), so give a
 trained --student and real --points for numbers that mean something; without them a random
 student and noise are used.
@@ -142,7 +143,9 @@ def main() -> None:
     engine(np.ascontiguousarray(clouds[:1]), trace)
     packed = engine.packed
     pool_input = np.ascontiguousarray(trace[len(packed.point_layers)][0])
-    distinct = np.unique(trace[0][0], axis=0).shape[0]
+    distinct_rows = np.sort(np.unique(trace[0][0], axis=0, return_index=True)[1])
+    distinct = len(distinct_rows)
+    distinct_input = np.ascontiguousarray(pool_input[distinct_rows])  # what the engine's pooled layer scans
     print(f"\nfirst cloud: {distinct} distinct first-layer codes of {args.num_points} points "
           f"(the engine runs those only); the pooled layer fires {np.unpackbits(trace[len(packed.point_layers) + 1][0].view(np.uint8)).mean():.0%} of its channels")
     pool = next(layer for layer in network.layers if layer.kind == "binary_pool")
@@ -162,10 +165,21 @@ def main() -> None:
         def pool_layer():
             _kernels.pool(code, pool_input, w, thresholds, args.num_points, groups, words, out_words, out)
 
-        layer_seconds = statistics.median(per_sample_seconds(pool_layer, 1, args.rounds))
+        def pool_layer_distinct():
+            _kernels.pool(code, distinct_input, w, thresholds, distinct, groups, words, out_words, out)
+
+        first_cloud = np.ascontiguousarray(clouds[:1])
+        layer_seconds, distinct_seconds, engine_seconds = (
+            statistics.median(t) for t in zip(*(
+                (per_sample_seconds(pool_layer, 1, 1)[0], per_sample_seconds(pool_layer_distinct, 1, 1)[0],
+                 per_sample_seconds(lambda e=engines[kernel]: e(first_cloud), 1, 1)[0]) for _ in range(args.rounds))))
         print(f"fused {pool.inputs} -> {pool.outputs} layer + pooling, {kernel} kernel, one cloud, all "
               f"{args.num_points} points: {layer_seconds * 1e6:.1f} us, {bit_ops / layer_seconds / 1e9:.0f} G bit-ops/s"
               + (f", {bit_ops / layer_seconds / peak:.1%} of popcount peak" if peak and kernel == "avx512" else ""))
+        print(f"  {kernel} engine, first cloud at batch 1: {engine_seconds * 1e6:.1f} us = fused layer on its "
+              f"{distinct} distinct rows {distinct_seconds * 1e6:.1f} us + the rest (stem, small layers, head, "
+              f"classifier, Python) {(engine_seconds - distinct_seconds) * 1e6:.1f} us "
+              f"({(engine_seconds - distinct_seconds) / engine_seconds:.0%})")
 
     student_file, float_file = os.path.getsize(student_path), os.path.getsize(float_path)
     print(f"\nexported model {model_bytes:,} bytes; student float checkpoint {student_file:,} bytes "
