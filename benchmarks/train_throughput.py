@@ -9,7 +9,9 @@ CE for the teacher, backward, Adam). Every measurement runs in its own process, 
 alternate reference and fast so that both see the same machine load; the best round counts.
 Per row: samples/s of each, the ratio fast / reference, the fraction of this machine's measured
 sgemm peak that the dense-equivalent FLOPs (3 x the forward's multiply-adds x 2) reach, and the
-peak memory of a step (resident set growth over the process before its first step).
+peak memory of training (resident set growth from before the model is built: parameters, Adam
+state and a step's activations). Each process keeps its freed memory as the training loops do
+(pointdistill.process_memory), for both kernels.
 Ends with the line `student speed-up at 1024 points: <R>x` (LSR+EMA).
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -35,6 +36,17 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> None:
+    """Start the process's peak resident size (VmHWM) afresh from its current size (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return 1024 * int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+
+
 def _clouds(points_dir: str | None, batch: int, num_points: int) -> torch.Tensor:
     if points_dir is None:
         cloud = torch.randn(batch, num_points, 3, generator=torch.Generator().manual_seed(0))
@@ -49,13 +61,17 @@ def measure(row: str, kernel: str, num_points: int, batch: int, steps: int, poin
     from pointdistill.distill import student_spec
     from pointdistill.losses import LossConfig, LossTargets, total_loss
     from pointdistill.models import PointNetConfig, create_model, model_spec
+    from pointdistill.process_memory import keep_freed_memory
 
+    keep_freed_memory()  # as the training loops do on the CPU, for both kernels
+    points = _clouds(points_dir, batch, num_points)
+    _reset_peak_rss()  # the dataset load's own peak does not count
+    base = _rss_bytes()
     torch.manual_seed(0)
     teacher = model_spec("pointnet", PointNetConfig(CLASSES, POINT_WIDTHS, HEAD_WIDTHS))
     quantizer, aggregation = dict((r, (q, a)) for r, q, a in ROWS)[row]
     spec = teacher if quantizer is None else student_spec(teacher, quantizer, aggregation)
     model = create_model(spec)
-    points = _clouds(points_dir, batch, num_points)
     labels = torch.randint(0, CLASSES, (batch,))
     targets = LossTargets(labels, torch.randn(batch, CLASSES), torch.randn(batch, POINT_WIDTHS[-1]))
     loss = LossConfig() if quantizer is None else LossConfig(kd_weight=0.5, reg_weight=0.01)
@@ -74,14 +90,13 @@ def measure(row: str, kernel: str, num_points: int, batch: int, steps: int, poin
         total.backward()
         optimizer.step()
 
-    base = _rss_bytes()
     step()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = _peak_rss_bytes() - base
     return {"seconds": min(times), "peak_bytes": peak, "train_flops": 3 * 2 * macs * batch}
 
 

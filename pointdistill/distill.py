@@ -19,6 +19,7 @@ from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import (
     BinaryPointNetConfig, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device,
 )
+from pointdistill.process_memory import keep_freed_memory
 from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
@@ -94,6 +95,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
     if len(loader) == 0:
         raise ValueError(f"{loader.uri}: {loader.shapes.size} shapes make no full batch of {loader.batch_size}")
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # each step's activations reuse warm pages
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
     model.training_kernel = config.kernel

@@ -19,6 +19,7 @@ from pointdistill.models import (
     Checkpoint, PointNetConfig, batched_forward, create_model, load_checkpoint, model_spec, resolve_device,
     save_checkpoint,
 )
+from pointdistill.process_memory import keep_freed_memory
 from pointdistill.progress import EpochClock
 from pointdistill.report import teacher_files, write_teacher_history
 from pointdistill.run_directory import Existing, RunDirectory
@@ -125,6 +126,8 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
     if list(test_set.class_names) != list(train_set.class_names):
         raise ValueError(f"test split {test_set.source} has other class names than {train_set.source}")
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # each step's activations reuse warm pages
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
     model.training_kernel = config.kernel
