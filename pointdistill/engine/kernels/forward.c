@@ -51,6 +51,13 @@ static uint64_t row_hash(const uint64_t *row, index_t words) {
     return h;
 }
 
+/* Rows are a word or two after the stem: compared and copied inline, not by calls into libc. */
+static inline int rows_equal(const uint64_t *a, const uint64_t *b, index_t words) {
+    for (index_t j = 0; j < words; j++)
+        if (a[j] != b[j]) return 0;
+    return 1;
+}
+
 /* Copies the distinct rows of x [n, words] to unique in order of first appearance; row_of[i] is the
  * index in unique of row i. table: int32 [table_size(n)] scratch. Returns the number of distinct rows. */
 static index_t distinct_rows(const uint64_t *x, index_t n, index_t words, uint64_t *unique, int32_t *row_of,
@@ -61,11 +68,11 @@ static index_t distinct_rows(const uint64_t *x, index_t n, index_t words, uint64
     for (index_t i = 0; i < n; i++) {
         const uint64_t *row = x + i * words;
         index_t slot = (index_t)(row_hash(row, words) & (uint64_t)(size - 1));
-        while (table[slot] >= 0 && memcmp(unique + table[slot] * words, row, words * sizeof(uint64_t)) != 0)
+        while (table[slot] >= 0 && !rows_equal(unique + table[slot] * words, row, words))
             slot = (slot + 1) & (size - 1);
         if (table[slot] < 0) {
             table[slot] = (int32_t)count;
-            memcpy(unique + count * words, row, words * sizeof(uint64_t));
+            for (index_t j = 0; j < words; j++) unique[count * words + j] = row[j];
             count++;
         }
         row_of[i] = table[slot];
