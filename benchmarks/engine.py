@@ -10,10 +10,10 @@ by path, with its ratio to the faster of (a) and (b)). Then the fused 128 -> 102
 alone per path, on the student's own activations of a real cloud: bit-ops/s (one XNOR+popcount
 per weight bit per point scanned) and, on AVX-512, the fraction of this core's VPOPCNTQ peak; per
 path, the engine's time on that cloud split into the fused layer on the cloud's distinct rows and
-everything else (stem, small layers, head, classifier, Python); and the file sizes. Speed depends on the weights and the clouds (the pooled layer stops scanning a
-channel once it fires; the engine runs only a cloud's distinct first-layer codes), so give a
-trained --student and real --points for numbers that mean something; without them a random
-student and noise are used.
+everything else (stem, small layers, head, classifier, Python); and the file sizes. Speed depends
+on the weights and the clouds (the pooled layer stops scanning a channel once it fires; the
+engine runs only a cloud's distinct first-layer codes), so give a trained --student and real
+--points for numbers that mean something; without them a random student and noise are used.
 """
 
 from __future__ import annotations
