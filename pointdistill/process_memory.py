@@ -39,4 +39,5 @@ def keep_freed_memory() -> bool:
         log.info("C library is not glibc: freed training activations are returned to the OS as usual")
         return False
     libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) & bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
+    accepted = [libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)]
+    return all(accepted)  # both applied, whichever is refused

@@ -18,4 +18,3 @@ def test_glibc_takes_both_settings_once_per_process():
     result = subprocess.run([sys.executable, "-c", KEEP], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True"]
-
