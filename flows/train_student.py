@@ -6,6 +6,7 @@ from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from pydantic import Field
 
 from flows.parameters import (
     Aggregation, Catalog, Count, Device, ExistingPath, Help, KdWeight, Kernel, OneOf, Overwrite, Positive, Progress,
@@ -46,6 +47,9 @@ def train_student(
     online_teacher: Annotated[ExistingPath | None, Help("baseline: run this teacher checkpoint live instead of "
                                                "replaying the store")] = None,
     use_completed_part: Annotated[bool, Help("train on the done chunks of an incomplete store")] = False,
+    validation_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), Help(
+        "share of each training class held out of replay and evaluated on every epoch, to choose "
+        "settings without the test set (the same shapes in every run; 0 = none)")] = 0.0,
     resume: Resume = False,
     overwrite: Overwrite = False,
     progress: Progress = False,
@@ -70,6 +74,7 @@ def train_student(
         train=StudentTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed,
                                  kernel=kernel),
         online_teacher=online_teacher, use_completed_part=use_completed_part,
+        validation_fraction=validation_fraction,
         existing=existing_mode(resume, overwrite),
     )
     summary = run_student_job(job, progress=progress)

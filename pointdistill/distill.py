@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from pointdistill.binary import initialize_binary_scales, set_training_progress
 from pointdistill.binary.popcount import check_training_kernel
 from pointdistill.data import PointCloudSet, load_dataset
+from pointdistill.data.split import validation_indices, validation_subset
 from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import (
     BinaryPointNetConfig, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device,
@@ -83,8 +84,11 @@ class _SelfRecord:
 
 def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, loss: LossConfig,
                   config: StudentTrainConfig, online_teacher: torch.nn.Module | None = None,
-                  progress: bool = True, run_dir: RunDirectory | None = None) -> StudentRun:
-    """Train the student described by ``spec`` on the records served by ``loader``.
+                  progress: bool = True, run_dir: RunDirectory | None = None,
+                  validation_set: PointCloudSet | None = None) -> StudentRun:
+    """Train the student described by ``spec`` on the records served by ``loader``; after every
+    epoch, evaluate it on ``test_set`` and on ``validation_set`` (held-out training shapes the
+    loader does not serve, for choosing settings without the test set) when there is one.
 
     With ``online_teacher`` the teacher is run live on each rebuilt batch instead of using the
     recorded outputs (same inputs, same seeds): a baseline for checking and benchmarking.
@@ -167,9 +171,12 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             seen_samples += count
             bar.set_postfix(loss=f"{step_terms['total']:.3f}")
         test = evaluate(model, test_set, config.eval_batch_size, device)
+        validation = (evaluate(model, validation_set, config.eval_batch_size, device)
+                      if validation_set is not None else {})
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples,
                **{f"test_{k}": v for k, v in test.items()},
+               **{f"validation_{k}": v for k, v in validation.items()},
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         run.history.append(row)
         if run_dir is not None:
@@ -179,7 +186,9 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             if self_record is not None:
                 saved.update(self_record_p=self_record.p.cpu(), self_record_seen=self_record.seen.cpu())
             run_dir.save_state(saved)
-        clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  "
+        shown_validation = (f"  validation OA {row['validation_overall_accuracy']:.4f}"
+                            if validation_set is not None else "")
+        clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}{shown_validation}  "
                          f"test OA {row['test_overall_accuracy']:.4f}  mAcc {row['test_mean_class_accuracy']:.4f}")
     final = run.history[-1]
     best = max(run.history, key=lambda r: r["test_overall_accuracy"])
@@ -192,6 +201,9 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         metrics={"test_overall_accuracy": final["test_overall_accuracy"],
                  "test_mean_class_accuracy": final["test_mean_class_accuracy"],
                  "best_epoch": best["epoch"], "best_epoch_test_overall_accuracy": best["test_overall_accuracy"],
+                 **{key: final[key] for key in ("validation_overall_accuracy", "validation_mean_class_accuracy")
+                    if key in final},
+                 "validation_shapes": len(validation_set) if validation_set is not None else 0,
                  "records": {"store": loader.uri, "teacher_sha256": loader.attrs["teacher"]["weights_sha256"]},
                  "loss": dataclasses.asdict(loss),
                  "online_teacher": online_teacher is not None},
@@ -203,7 +215,9 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
 class StudentJob:
     """One student run: where the records and data are, the student, the loss and the schedule.
     point_widths / head_widths default to the recorded teacher's. existing: what to do when
-    ``out`` (or an interrupted run of it) is already there: refuse, resume or overwrite."""
+    ``out`` (or an interrupted run of it) is already there: refuse, resume or overwrite.
+    validation_fraction: the share of each training class held out of replay and evaluated on
+    after every epoch (pointdistill.data.split; the same shapes for every run); 0 = none."""
 
     store: str
     dataset: str
@@ -216,8 +230,13 @@ class StudentJob:
     train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
     online_teacher: str | None = None
     use_completed_part: bool = False
+    validation_fraction: float = 0.0
     storage_options: dict | None = None
     existing: Existing = "refuse"
+
+    def __post_init__(self):
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"StudentJob.validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
 
 def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
@@ -237,8 +256,11 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
     epoch beside it, teacher accuracy, model sizes, paths)."""
     train_set = load_dataset(job.dataset, "train", _recorded_points(job))
     test_set = load_dataset(job.dataset, "test", train_set.num_points)
+    held_out = validation_indices(train_set.labels, job.validation_fraction)
+    validation_set = validation_subset(train_set, held_out) if job.validation_fraction > 0 else None
     loader = ReplayLoader(job.store, train_set, job.train.batch_size, seed=job.train.seed,
-                          use_completed_part=job.use_completed_part, storage_options=job.storage_options)
+                          use_completed_part=job.use_completed_part, storage_options=job.storage_options,
+                          held_out=held_out)
     teacher_spec = loader.attrs["teacher"]["model"]
     spec = student_spec(teacher_spec, job.quantizer, job.aggregation, job.point_widths, job.head_widths)
     if job.loss.reg_weight > 0 and spec["point_widths"][-1] != loader.layout.pooled_dim:
@@ -254,7 +276,7 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
             return summary
         online = load_checkpoint(job.online_teacher).build_model() if job.online_teacher else None
         run = train_student(spec, loader, test_set, job.loss, job.train, online_teacher=online,
-                            progress=progress, run_dir=run_dir)
+                            progress=progress, run_dir=run_dir, validation_set=validation_set)
         summary = {**_summary(job, spec, teacher_spec, loader, run), "settings": settings,
                    "outputs": {kind: str(run_dir.out / file) for kind, file in run_files("student").items()}}
         write_run(run_dir.result, run.checkpoint, run.history, summary, name="student")
@@ -269,6 +291,9 @@ def _summary(job: StudentJob, spec: dict, teacher_spec: dict, loader: ReplayLoad
         "loss": dataclasses.asdict(job.loss), "epochs": job.train.epochs, "seed": job.train.seed,
         "final_test_overall_accuracy": metrics["test_overall_accuracy"],
         "final_test_mean_class_accuracy": metrics["test_mean_class_accuracy"],
+        "final_validation_overall_accuracy": metrics.get("validation_overall_accuracy"),
+        "final_validation_mean_class_accuracy": metrics.get("validation_mean_class_accuracy"),
+        "validation_shapes": metrics["validation_shapes"],
         "best_epoch": metrics["best_epoch"],
         "best_epoch_test_overall_accuracy (model selection on test, for comparison only)":
             metrics["best_epoch_test_overall_accuracy"],

@@ -67,8 +67,10 @@ def plot_curves(history: list[dict], title: str, reference: float | None = None,
     left.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 5) if decades > 1 else (2, 3, 4, 5, 6, 8)))
     left.yaxis.set_minor_formatter(plain)
     curves = (("train_accuracy", "train", {"color": "tab:gray", "linewidth": 1}),
+              ("validation_overall_accuracy", "validation OA", {"color": "tab:green", "linewidth": 1}),
               ("test_mean_class_accuracy", "test mean-class", {"color": "tab:blue", "linewidth": 1}),
               ("test_overall_accuracy", "test OA", {"color": "tab:red", "linewidth": 2}))
+    curves = tuple(curve for curve in curves if curve[0] in history[0])
     for key, label, style in curves:  # test OA last: on top
         right.plot(epochs, [100 * row[key] for row in history], label=label, **style, **marker)
     if reference is not None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pointdistill.data import load_dataset
+from pointdistill.data.split import validation_indices, validation_subset
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.engine.export import export_file
 from pointdistill.losses import LossConfig
@@ -96,3 +97,19 @@ def test_a_narrower_student_cannot_use_the_pooling_regulariser(recorded_store, s
         run_student_job(job, progress=False)
     narrow_kd = replace(job, loss=LossConfig(kd_weight=0.5), train=StudentTrainConfig(epochs=1, device="cpu"))
     assert run_student_job(narrow_kd, progress=False)["student"]["point_widths"] == [8, 8, 16, 16, 32]
+
+
+def test_a_validation_split_is_held_out_of_replay_and_evaluated_every_epoch(recorded_store, shapes_dir, tmp_path):
+    summary = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "run", validation_fraction=0.25),
+                              progress=False)
+    train = load_dataset(shapes_dir, "train", 128)
+    held_out = validation_indices(train.labels, 0.25)
+    assert summary["validation_shapes"] == held_out.size > 0
+    assert summary["settings"]["validation_fraction"] == 0.25  # resuming with another split is refused
+    history = pq.read_table(summary["outputs"]["metrics"], use_threads=False).to_pylist()
+    assert all(0 <= row["validation_overall_accuracy"] <= 1 for row in history)
+    student = load_checkpoint(summary["outputs"]["checkpoint"]).build_model()
+    validation = evaluate(student, validation_subset(train, held_out))
+    assert validation["overall_accuracy"] == pytest.approx(summary["final_validation_overall_accuracy"])
+    assert history[-1]["validation_mean_class_accuracy"] == pytest.approx(
+        summary["final_validation_mean_class_accuracy"])

@@ -65,14 +65,15 @@ class ReplayLoader:
 
     store: record store path/URL; dataset: the training split it was recorded on (checked by
     fingerprint, classes and point count). ``use_completed_part`` allows an incomplete store
-    (only finished chunks are used). ``in_memory``: True, False, or None = load when the record
-    arrays take at most ``memory_limit_bytes``.
+    (only finished chunks are used). ``held_out``: shape indices never served (a validation
+    split). ``in_memory``: True, False, or None = load when the record arrays take at most
+    ``memory_limit_bytes``.
     """
 
     def __init__(self, store: str, dataset: PointCloudSet, batch_size: int, seed: int = 0,
                  use_completed_part: bool = False, in_memory: bool | None = None,
                  memory_limit_bytes: int = 2 << 30, storage_options: dict | None = None,
-                 drop_last: bool = True):
+                 drop_last: bool = True, held_out: np.ndarray | None = None):
         self.uri = store
         self.group = open_store(store, storage_options)
         self.attrs = self.group.attrs.asdict()
@@ -87,7 +88,11 @@ class ReplayLoader:
             raise RecordStoreError(f"{store} has no completed chunk")
         self.chunks = np.flatnonzero(done)
         check_chunks_present(self.group, store, self.layout, self.chunks)
+        self.served = np.ones(self.layout.num_shapes, dtype=bool)  # [N]: False for held-out shapes
+        if held_out is not None:
+            self.served[held_out] = False
         self.shapes = np.concatenate([np.arange(*self.layout.chunk_range(int(k))) for k in self.chunks])
+        self.shapes = self.shapes[self.served[self.shapes]]
         self.dataset = dataset
         self.points = torch.from_numpy(dataset.points)
         self.labels = torch.from_numpy(dataset.labels)
@@ -116,20 +121,20 @@ class ReplayLoader:
         return rng.integers(0, self.layout.augmentations, size=self.layout.num_shapes)
 
     def _blocks(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        """One chunk at a time, chunks in shuffled order: its shape indices [S] ("shape") and
-        their chosen records ("params", "logits", "pooled", "augmentation")."""
+        """One chunk at a time, chunks in shuffled order: its served shape indices [S] ("shape")
+        and their chosen records ("params", "logits", "pooled", "augmentation")."""
         rng = np.random.default_rng([self.seed, epoch, 1])
         choice = self._augmentation_choice(epoch)
         for chunk in rng.permutation(self.chunks):
             start, stop = self.layout.chunk_range(int(chunk))
-            shapes = np.arange(start, stop)
-            local = np.arange(stop - start)
+            local = np.flatnonzero(self.served[start:stop])
+            shapes = start + local
             if self.arrays is not None:
                 block = {k: v[start:stop] for k, v in self.arrays.items()}
             else:
                 block = {k: read_block(self.group, self.uri, k, self.layout, int(chunk)) for k in REPLAYED_ARRAYS}
-            records = {k: v[local, choice[start:stop]] for k, v in block.items()}
-            yield {**records, "shape": shapes, "augmentation": choice[start:stop]}
+            records = {k: v[local, choice[shapes]] for k, v in block.items()}
+            yield {**records, "shape": shapes, "augmentation": choice[shapes]}
 
     def _read_ahead(self, blocks: Iterator, depth: int = 2) -> Iterator:
         """Iterate ``blocks`` produced by a background thread, ``depth`` blocks ahead."""

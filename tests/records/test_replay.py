@@ -71,3 +71,21 @@ def test_an_incomplete_store_is_refused_unless_its_completed_part_is_asked_for(r
     group["done"][:] = 0  # nothing recorded yet: refused even when the completed part is asked for
     with pytest.raises(RecordStoreError, match="has no completed chunk"):
         ReplayLoader(str(copy), train_set, 8, use_completed_part=True)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_held_out_shapes_are_never_replayed_and_the_rest_once_per_epoch(recorded_store, train_set, in_memory):
+    held_out = np.array([0, 5, 6, 31, len(train_set) - 1])
+    store = open_store(recorded_store)
+    params = store["params"][:]
+    loader = ReplayLoader(recorded_store, train_set, batch_size=10, seed=1, in_memory=in_memory, drop_last=False,
+                          held_out=held_out)
+    for e in range(2):
+        seen = []
+        for batch in loader.epoch(e):
+            i, a = batch.shape_index.numpy(), batch.augmentation_index.numpy()
+            assert torch.equal(batch.points, apply(torch.from_numpy(train_set.points[i]),
+                                                   torch.from_numpy(params[i, a])))
+            seen.extend(i.tolist())
+        assert sorted(seen) == sorted(set(range(len(train_set))) - set(held_out.tolist()))
+    assert len(loader) == -(-(len(train_set) - held_out.size) // 10)
