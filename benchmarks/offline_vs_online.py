@@ -24,14 +24,14 @@ import json, resource, sys
 import torch
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
+from pointdistill.parquet import parquet_rows
 store, dataset, out, teacher, batch, device = sys.argv[1:7]
 job = StudentJob(store=store, dataset=dataset, out=out, quantizer="lsr", aggregation="ema",
                  loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
                  train=StudentTrainConfig(epochs=1, batch_size=int(batch), device=device),
                  online_teacher=teacher or None)
 summary = run_student_job(job, progress=False)
-import pyarrow.parquet as pq
-seconds = pq.read_table(summary["outputs"]["metrics"], use_threads=False).to_pylist()[0]["seconds"]
+seconds = parquet_rows(summary["outputs"]["metrics"])[0]["seconds"]
 peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 print(json.dumps({"seconds": seconds, "peak_bytes": peak}))

@@ -7,11 +7,10 @@ import json
 import math
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from torch import nn
 
 from pointdistill.models import Checkpoint, save_checkpoint
+from pointdistill.parquet import parquet_bytes
 from pointdistill.storage import write_bytes_atomically
 
 
@@ -91,13 +90,6 @@ def plot_curves(history: list[dict], title: str, reference: float | None = None,
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
     return png.getvalue()
-
-
-def parquet_bytes(rows: list[dict]) -> bytes:
-    """``rows`` (one dict per epoch) as a Parquet file's bytes."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows), sink)
-    return sink.getvalue().to_pybytes()
 
 
 def run_files(name: str) -> dict[str, str]:

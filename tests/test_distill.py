@@ -4,7 +4,6 @@ import os
 import shutil
 from dataclasses import replace
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -14,6 +13,7 @@ from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.engine.export import export_file
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
+from pointdistill.parquet import parquet_rows
 from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
 from pointdistill.train import evaluate
 
@@ -42,7 +42,7 @@ def test_trains_without_the_teacher_file_and_writes_every_output(teacher_path, s
     after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     assert before == after  # the store is never written
     outputs = summary["outputs"]
-    history = pq.read_table(outputs["metrics"], use_threads=False).to_pylist()
+    history = parquet_rows(outputs["metrics"])
     assert [row["epoch"] for row in history] == [1, 2]
     assert {"loss_ce", "loss_kd", "loss_reg", "loss_self", "loss_total", "train_accuracy",
             "test_overall_accuracy", "test_mean_class_accuracy"} <= set(history[0])
@@ -106,7 +106,7 @@ def test_a_validation_split_is_held_out_of_replay_and_evaluated_every_epoch(reco
     held_out = validation_indices(train.labels, 0.25)
     assert summary["validation_shapes"] == held_out.size > 0
     assert summary["settings"]["validation_fraction"] == 0.25  # resuming with another split is refused
-    history = pq.read_table(summary["outputs"]["metrics"], use_threads=False).to_pylist()
+    history = parquet_rows(summary["outputs"]["metrics"])
     assert all(0 <= row["validation_overall_accuracy"] <= 1 for row in history)
     student = load_checkpoint(summary["outputs"]["checkpoint"]).build_model()
     validation = evaluate(student, validation_subset(train, held_out))

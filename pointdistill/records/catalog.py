@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from pointdistill.records.schema import RecordStoreError, layout_of, open_store
 from pointdistill.records.summary import stored_bytes
+from pointdistill.parquet import parquet_rows
 from pointdistill.storage import filesystem, is_url
 
 DEFAULT_CATALOG = "store/catalog"
@@ -80,10 +81,7 @@ def list_catalog(catalog: str | None = None, teacher: str | None = None, dataset
     rows = []
     for entry in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
         with fs.open(entry, "rb") as f:
-            # One-row files: Arrow's thread pool buys nothing, and a process that exits right after a
-            # threaded read can abort in it ("terminate called without an active exception",
-            # apache/arrow#34314; `pointdistill store ls` did, 3 runs in 60).
-            rows.extend(pq.read_table(f, use_threads=False).to_pylist())
+            rows.extend(parquet_rows(f))
     if teacher:
         rows = [r for r in rows if r["teacher_model"] == teacher or r["teacher_sha256"].startswith(teacher)]
     if dataset:

@@ -71,7 +71,7 @@ def test_cli_names_a_bad_dataset_and_exits_2(prefect_api, flow_params, tmp_path)
 
 
 def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, shapes_dir, tmp_path):
-    import pyarrow.parquet as pq
+    from pointdistill.parquet import parquet_rows
 
     from flows.train_teacher import train_teacher
     from pointdistill.data import load_dataset
@@ -84,7 +84,7 @@ def test_train_teacher_flow_saves_a_checkpoint_tied_to_its_data(prefect_api, sha
     assert checkpoint.metrics["test_overall_accuracy"] == metrics["test_overall_accuracy"]
     assert checkpoint.dataset["fingerprint"] == load_dataset(shapes_dir, "train", 64).fingerprint()
     assert checkpoint.spec["point_widths"] == [8, 8, 16]
-    history = pq.read_table(metrics["outputs"]["metrics"], use_threads=False).to_pylist()
+    history = parquet_rows(metrics["outputs"]["metrics"])
     assert [row["epoch"] for row in history] == [1]
     assert history[0]["test_overall_accuracy"] == metrics["test_overall_accuracy"]
     assert Path(metrics["outputs"]["curves"]).read_bytes().startswith(b"\x89PNG")
@@ -101,13 +101,13 @@ def test_train_student_flow_reports_accuracy_and_sizes(prefect_api, recorded_sto
 
 
 def test_ablation_flow_writes_the_table(prefect_api, recorded_store, shapes_dir, tmp_path):
-    import pyarrow.parquet as pq
+    from pointdistill.parquet import parquet_rows
 
     from flows.ablation import ablation
 
     result = ablation(store=recorded_store, dataset=shapes_dir, out=str(tmp_path / "ablation"), epochs=1,
                       batch_size=16, quantizers=["lsr"], aggregations=["ema"], workers=0)
-    rows = pq.read_table(result["paths"]["parquet"], use_threads=False).to_pylist()
+    rows = parquet_rows(result["paths"]["parquet"])
     grid = {r["column"] for r in rows if r["table"] == "grid"}
     assert grid == {"original", "+KD", "+reg", "+KD+reg"}
     assert {r["column"] for r in rows if r["table"] == "regularizer"} == {

@@ -12,7 +12,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -21,6 +20,7 @@ import pointdistill.storage
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
+from pointdistill.parquet import parquet_rows
 from pointdistill.run_directory import RunDirectory, RunDirectoryError
 from pointdistill.storage import DiskFullError
 from pointdistill.train import TeacherJob, TrainConfig, TrainingDiverged, run_teacher_job
@@ -56,7 +56,7 @@ def assert_same_student(a: Path, b: Path):
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
-    ha, hb = (pq.read_table(p / "metrics.parquet", use_threads=False).to_pylist() for p in (a, b))
+    ha, hb = (parquet_rows(p / "metrics.parquet") for p in (a, b))
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in ha] == \
            [{k: v for k, v in r.items() if k != "seconds"} for r in hb]
     sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
@@ -247,5 +247,5 @@ train.run_teacher_job(teacher_job({shapes_dir!r}, {str(out)!r}), progress=False)
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert a.metrics == b.metrics == {k: v for k, v in metrics.items() if k != "outputs"}
     # the epochs before the kill included
-    rows = pq.read_table(metrics["outputs"]["metrics"], use_threads=False).to_pylist()
+    rows = parquet_rows(metrics["outputs"]["metrics"])
     assert rows == a.metrics["history"] and len(rows) == 3
