@@ -104,8 +104,9 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
 
 
 def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """overall accuracy and mean per-class accuracy (classes absent from ``labels`` skipped), in [0, 1]."""
-    correct = (logits.argmax(dim=1) == labels).float()
+    """overall accuracy and mean per-class accuracy (classes absent from ``labels`` skipped), in [0, 1],
+    as float64 fractions (correct / total exactly rounded, as numpy's mean gives them)."""
+    correct = (logits.argmax(dim=1) == labels).double()
     per_class = [correct[labels == c].mean().item() for c in range(num_classes) if (labels == c).any()]
     return {"overall_accuracy": correct.mean().item(), "mean_class_accuracy": float(np.mean(per_class))}
 
