@@ -38,7 +38,7 @@ def record_teacher(
     seed: Annotated[int, Help("seed of the augmentation parameters")] = 0,
     num_points: Annotated[Count | None, Help("points per shape (default: the teacher's training value)")] = None,
     device: Device = "cpu",
-    batch_size: Annotated[Count, Help("clouds per teacher forward pass")] = 256,
+    batch_size: Annotated[Count, Help("clouds per teacher forward pass (on the CPU at most 4,096 points' worth)")] = 256,
     scale_low: Annotated[Positive, Help("smallest per-axis scale of an augmentation")] = 2.0 / 3.0,
     scale_high: Annotated[Positive, Help("largest per-axis scale of an augmentation")] = 1.5,
     translate: Annotated[NonNegative, Help("largest per-axis translation of an augmentation")] = 0.2,

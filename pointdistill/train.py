@@ -111,19 +111,10 @@ def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
     return {"overall_accuracy": correct.mean().item(), "mean_class_accuracy": float(np.mean(per_class))}
 
 
-# On the CPU an evaluation batch holds at most this many points, so that its widest activation
-# ([points, 1024] float32, 16 MB) stays under glibc's mmap threshold and is reused from batch to
-# batch instead of mapped and page-faulted afresh (pointdistill.process_memory): a ModelNet40
-# student evaluated 3.2x faster than at 256 clouds a batch, a teacher 3.7x, with the same outputs.
-CPU_EVAL_POINTS = 4096
-
-
 def evaluate(model: torch.nn.Module, dataset: PointCloudSet, batch_size: int = 256,
              device: str | torch.device = "cpu") -> dict[str, float]:
     """Accuracy of ``model`` on the un-augmented shapes of ``dataset``, ``batch_size`` clouds at a
-    time (on the CPU at most CPU_EVAL_POINTS points' worth: eval-mode outputs are per cloud)."""
-    if torch.device(device).type == "cpu":
-        batch_size = min(batch_size, max(1, CPU_EVAL_POINTS // dataset.points.shape[1]))
+    time (on the CPU fewer: ``batched_forward``)."""
     out = batched_forward(model, torch.from_numpy(dataset.points), batch_size, device)
     return accuracy_metrics(out.logits, torch.from_numpy(dataset.labels), dataset.num_classes)
 
