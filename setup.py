@@ -1,6 +1,6 @@
 """The compiled parts of pointdistill (everything else is in pyproject.toml): the engine's
 XNOR/popcount kernels (sources chosen by architecture in pointdistill/engine/kernels/build.py)
-and the binary point layer's training kernels."""
+and the binary point layer's training kernels (OpenMP)."""
 
 import platform
 import runpy
@@ -16,6 +16,7 @@ setup(ext_modules=[
     Extension("pointdistill.engine._kernels", ["pointdistill/engine/_kernels.c", *kernel_sources],
               depends=[*HEADERS, *(f"{build['DIRECTORY']}/{h}" for h in build["HEADERS"])],
               define_macros=kernel_macros, extra_compile_args=build["FLAGS"]),
+    # OpenMP: the slices run on the libgomp torch already loaded (the same soname), i.e. on torch's threads
     Extension("pointdistill.binary._point_kernels", ["pointdistill/binary/_point_kernels.c"], depends=HEADERS,
-              extra_compile_args=build["FLAGS"]),
+              extra_compile_args=[*build["FLAGS"], "-fopenmp"], extra_link_args=["-fopenmp"]),
 ])

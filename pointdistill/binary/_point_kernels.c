@@ -19,6 +19,12 @@
  * Paths, chosen by the caller (`path`): 1 = AVX2 + POPCNT, 0 = generic C (no vector or popcount
  * instruction at all). Popcounts, extremes, counts, Grams and tie positions are identical on
  * both paths, and so are the float results: the same operations in the same order.
+ * Threads: every entry point splits its clouds (rows) [b0, b1) into `threads` contiguous slices
+ * (slice_start) and runs them in one OpenMP parallel region. The module links the libgomp that
+ * torch already loaded (the same soname), so the slices run on torch's own thread pool: no second
+ * set of threads competes for the cores with torch's workers while they spin between operations.
+ * The slices depend only on the sizes and the thread count, so the results are deterministic.
+ * Built without OpenMP, the slices run one after the other.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -439,6 +445,15 @@ static int check_path(int path) {
     return 0;
 }
 
+/* Start of slice s of `parts` contiguous slices of [b0, b1) (slice parts ends at b1). */
+static ssize slice_start(ssize b0, ssize b1, int s, int parts) { return b0 + (b1 - b0) * s / parts; }
+
+static int check_threads(int threads) {
+    if (threads >= 1 && threads <= 4096) return 1;
+    PyErr_Format(PyExc_ValueError, "threads must be in 1..4096, got %d", threads);
+    return 0;
+}
+
 static int check_sizes(ssize b0, ssize b1, ssize batch, ssize n_pts, ssize words, ssize chans) {
     if (0 <= b0 && b0 <= b1 && b1 <= batch && n_pts >= 1 && words >= 1 && words <= 4 && chans >= 32
         && chans % 32 == 0)
@@ -459,19 +474,23 @@ static PyObject *py_pack_signs(PyObject *self, PyObject *args) {
     /* x float32 [R, K], rows r0..r1 -> bits uint64 [R, W] */
     Py_buffer x, out;
     ssize r0, r1, rows, k_in, words;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*nnnnnw*i", &x, &r0, &r1, &rows, &k_in, &words, &out, &path)) return NULL;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*nnnnnw*ii", &x, &r0, &r1, &rows, &k_in, &words, &out, &path, &threads)) return NULL;
     PyObject *result = NULL;
-    int ok = check_path(path) && (0 <= r0 && r0 <= r1 && r1 <= rows && k_in >= 1 && words * 64 >= k_in
+    int ok = check_path(path) && check_threads(threads) && (0 <= r0 && r0 <= r1 && r1 <= rows && k_in >= 1 && words * 64 >= k_in
                                   ? 1 : (PyErr_SetString(PyExc_ValueError, "inconsistent sizes"), 0))
              && check_size(&x, mul3(rows, k_in, 1), 4, "x") && check_size(&out, mul3(rows, words, 1), 8, "out");
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            ssize lo = slice_start(r0, r1, s, threads), hi = slice_start(r0, r1, s + 1, threads);
 #if HAVE_X86
-        if (path == 1) pack_avx2(x.buf, r0, r1, k_in, words, out.buf);
-        else
+            if (path == 1) pack_avx2(x.buf, lo, hi, k_in, words, out.buf);
+            else
 #endif
-            pack_generic(x.buf, r0, r1, k_in, words, out.buf);
+                pack_generic(x.buf, lo, hi, k_in, words, out.buf);
+        }
         Py_END_ALLOW_THREADS
     }
     RETURN_NONE_IF(ok);
@@ -503,12 +522,12 @@ static PyObject *py_popcounts(PyObject *self, PyObject *args) {
     /* a bits [B, N, W], w bits [P, W] -> p uint8 [B, N, P], min and max uint8 [B, P] */
     Py_buffer a, w, p, lo, hi;
     ssize b0, b1, batch, n_pts, words, chans;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*y*nnnnnnw*w*w*i", &a, &w, &b0, &b1, &batch, &n_pts, &words, &chans, &p, &lo, &hi,
-                          &path))
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*nnnnnnw*w*w*ii", &a, &w, &b0, &b1, &batch, &n_pts, &words, &chans, &p, &lo, &hi,
+                          &path, &threads))
         return NULL;
     PyObject *result = NULL;
-    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, words, chans)
+    int ok = check_path(path) && check_threads(threads) && check_sizes(b0, b1, batch, n_pts, words, chans)
              && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
              && check_size(&w, mul3(chans, words, 1), 8, "weight bits")
              && check_size(&p, mul3(batch, n_pts, chans), 1, "popcounts")
@@ -522,9 +541,11 @@ static PyObject *py_popcounts(PyObject *self, PyObject *args) {
         const uint64_t *bits = a.buf;
         uint8_t *pb = p.buf, *lob = lo.buf, *hib = hi.buf;
         Py_BEGIN_ALLOW_THREADS
-        for (ssize b = b0; b < b1; b++)
-            cloud_popcounts(path, bits + b * n_pts * words, w.buf, wn, n_pts, words, chans, pb + b * n_pts * chans,
-                            lob + b * chans, hib + b * chans);
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++)
+            for (ssize b = slice_start(b0, b1, s, threads); b < slice_start(b0, b1, s + 1, threads); b++)
+                cloud_popcounts(path, bits + b * n_pts * words, w.buf, wn, n_pts, words, chans, pb + b * n_pts * chans,
+                                lob + b * chans, hib + b * chans);
         Py_END_ALLOW_THREADS
     }
     free(wn);
@@ -542,12 +563,12 @@ static PyObject *py_pool_ties(PyObject *self, PyObject *args) {
      * [B, P], the tied (n, c) int32 [B, cap] and their number int64 [B] (may exceed cap) */
     Py_buffer a, w, kind, lo, hi, counts, ties, total;
     ssize b0, b1, batch, n_pts, words, chans, cap;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*y*y*nnnnnnnw*w*w*w*w*i", &a, &w, &kind, &b0, &b1, &batch, &n_pts, &words, &chans,
-                          &cap, &lo, &hi, &counts, &ties, &total, &path))
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*nnnnnnnw*w*w*w*w*ii", &a, &w, &kind, &b0, &b1, &batch, &n_pts, &words, &chans,
+                          &cap, &lo, &hi, &counts, &ties, &total, &path, &threads))
         return NULL;
     PyObject *result = NULL;
-    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, words, chans)
+    int ok = check_path(path) && check_threads(threads) && check_sizes(b0, b1, batch, n_pts, words, chans)
              && (cap >= 1 && mul3(n_pts, chans, 1) >= 0 && mul3(n_pts, chans, 1) <= INT32_MAX
                  ? 1 : (PyErr_SetString(PyExc_ValueError, "bad tie capacity or N x P over 2^31"), 0))
              && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
@@ -557,7 +578,7 @@ static PyObject *py_pool_ties(PyObject *self, PyObject *args) {
              && check_size(&counts, mul3(batch, chans, 1), 4, "counts")
              && check_size(&ties, mul3(batch, cap, 1), 4, "ties") && check_size(&total, batch, 8, "total");
     uint8_t *wn = ok ? new_weight_nibbles(path, w.buf, words, chans) : NULL;
-    uint8_t *scratch = ok ? malloc((size_t)(n_pts * chans)) : NULL;
+    uint8_t *scratch = ok ? malloc((size_t)(threads * n_pts * chans)) : NULL;  /* a cloud's popcounts per slice */
     if (ok && (!wn || !scratch)) {
         PyErr_NoMemory();
         ok = 0;
@@ -569,17 +590,21 @@ static PyObject *py_pool_ties(PyObject *self, PyObject *args) {
         int32_t *cnt = counts.buf, *tie = ties.buf;
         int64_t *tot = total.buf;
         Py_BEGIN_ALLOW_THREADS
-        for (ssize b = b0; b < b1; b++) {
-            cloud_popcounts(path, bits + b * n_pts * words, w.buf, wn, n_pts, words, chans, scratch, lob + b * chans,
-                            hib + b * chans);
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            uint8_t *own = scratch + s * n_pts * chans;
+            for (ssize b = slice_start(b0, b1, s, threads); b < slice_start(b0, b1, s + 1, threads); b++) {
+                cloud_popcounts(path, bits + b * n_pts * words, w.buf, wn, n_pts, words, chans, own, lob + b * chans,
+                                hib + b * chans);
 #if HAVE_X86
-            if (path == 1)
-                tot[b] = list_ties_avx2(scratch, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
-                                        cnt + b * chans, tie + b * cap, cap);
-            else
+                if (path == 1)
+                    tot[b] = list_ties_avx2(own, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
+                                            cnt + b * chans, tie + b * cap, cap);
+                else
 #endif
-                tot[b] = list_ties_generic(scratch, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
-                                           cnt + b * chans, tie + b * cap, cap);
+                    tot[b] = list_ties_generic(own, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
+                                               cnt + b * chans, tie + b * cap, cap);
+            }
         }
         Py_END_ALLOW_THREADS
     }
@@ -598,20 +623,22 @@ static PyObject *py_pool_ties(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_scatter_ties(PyObject *self, PyObject *args) {
-    /* the listed ties (as pool_ties left them, every total[b] <= cap) and the every-point channels */
+    /* the listed ties (as pool_ties left them, every total[b] <= cap) and the every-point channels;
+     * sparse_w float32 [threads, P, K]: each slice's own sum, added up by the caller in slice order */
     Py_buffer ties, total, kind, coef, a, wq, sw, ga;
     ssize b0, b1, batch, n_pts, chans, k_in, cap;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*nnnnnnnw*w*i", &ties, &total, &kind, &coef, &a, &wq, &b0, &b1, &batch,
-                          &n_pts, &chans, &k_in, &cap, &sw, &ga, &path))
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*nnnnnnnw*w*ii", &ties, &total, &kind, &coef, &a, &wq, &b0, &b1, &batch,
+                          &n_pts, &chans, &k_in, &cap, &sw, &ga, &path, &threads))
         return NULL;
     PyObject *result = NULL;
-    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, chans)
+    int ok = check_path(path) && check_threads(threads) && check_sizes(b0, b1, batch, n_pts, 1, chans)
              && (k_in >= 1 && cap >= 1 ? 1 : (PyErr_SetString(PyExc_ValueError, "bad K or capacity"), 0))
              && check_size(&ties, mul3(batch, cap, 1), 4, "ties") && check_size(&total, batch, 8, "total")
              && check_size(&kind, mul3(batch, chans, 1), 1, "kind")
              && check_size(&coef, mul3(batch, chans, 1), 4, "coef") && check_size(&a, mul3(batch, n_pts, k_in), 4, "a")
-             && check_size(&wq, mul3(chans, k_in, 1), 4, "wq") && check_size(&sw, mul3(chans, k_in, 1), 4, "sparse_w")
+             && check_size(&wq, mul3(chans, k_in, 1), 4, "wq")
+             && check_size(&sw, mul3(threads, chans, k_in), 4, "sparse_w")
              && check_size(&ga, mul3(batch, n_pts, k_in), 4, "grad_a");
     if (ok) {
         const int64_t *tot = total.buf;
@@ -625,14 +652,19 @@ static PyObject *py_scatter_ties(PyObject *self, PyObject *args) {
     }
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
+            float *own = (float *)sw.buf + s * chans * k_in;
 #if HAVE_X86
-        if (path == 1)
-            scatter_avx2(ties.buf, cap, total.buf, kind.buf, coef.buf, a.buf, wq.buf, b0, b1, n_pts, chans, k_in, sw.buf,
-                         ga.buf);
-        else
+            if (path == 1)
+                scatter_avx2(ties.buf, cap, total.buf, kind.buf, coef.buf, a.buf, wq.buf, lo, hi, n_pts, chans, k_in, own,
+                             ga.buf);
+            else
 #endif
-            scatter_generic(ties.buf, cap, total.buf, kind.buf, coef.buf, a.buf, wq.buf, b0, b1, n_pts, chans, k_in,
-                            sw.buf, ga.buf);
+                scatter_generic(ties.buf, cap, total.buf, kind.buf, coef.buf, a.buf, wq.buf, lo, hi, n_pts, chans, k_in,
+                                own, ga.buf);
+        }
         Py_END_ALLOW_THREADS
     }
     RETURN_NONE_IF(ok);
@@ -651,27 +683,33 @@ static PyObject *py_sign_grams(PyObject *self, PyObject *args) {
     /* a bits [B, N, W] -> gram int32 [B, K, K] (sum_n s_i s_j) and sums int32 [B, K] (sum_n s_k) */
     Py_buffer a, gram, sums;
     ssize b0, b1, batch, n_pts, words, k_in;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*nnnnnnw*w*i", &a, &b0, &b1, &batch, &n_pts, &words, &k_in, &gram, &sums, &path))
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*nnnnnnw*w*ii", &a, &b0, &b1, &batch, &n_pts, &words, &k_in, &gram, &sums, &path,
+                          &threads))
         return NULL;
     PyObject *result = NULL;
-    int ok = check_path(path) && (0 <= b0 && b0 <= b1 && b1 <= batch && n_pts >= 1 && n_pts < (1 << 30) && k_in >= 1
+    int ok = check_path(path) && check_threads(threads) && (0 <= b0 && b0 <= b1 && b1 <= batch && n_pts >= 1 && n_pts < (1 << 30) && k_in >= 1
                                   && words * 64 >= k_in
                                   ? 1 : (PyErr_SetString(PyExc_ValueError, "inconsistent sizes"), 0))
              && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
              && check_size(&gram, mul3(batch, k_in, k_in), 4, "gram") && check_size(&sums, mul3(batch, k_in, 1), 4, "sums");
     if (ok) {
-        uint64_t *cols = malloc((size_t)(k_in * ((n_pts + 63) / 64)) * sizeof(uint64_t));
+        ssize col_words = k_in * ((n_pts + 63) / 64);  /* a cloud's signs by column, per slice */
+        uint64_t *cols = malloc((size_t)(threads * col_words) * sizeof(uint64_t));
         if (!cols) {
             PyErr_NoMemory();
             ok = 0;
         } else {
             Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+            for (int s = 0; s < threads; s++) {
+                ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
 #if HAVE_X86
-            if (path == 1) grams_avx2(a.buf, b0, b1, n_pts, words, k_in, cols, gram.buf, sums.buf);
-            else
+                if (path == 1) grams_avx2(a.buf, lo, hi, n_pts, words, k_in, cols + s * col_words, gram.buf, sums.buf);
+                else
 #endif
-                grams_generic(a.buf, b0, b1, n_pts, words, k_in, cols, gram.buf, sums.buf);
+                    grams_generic(a.buf, lo, hi, n_pts, words, k_in, cols + s * col_words, gram.buf, sums.buf);
+            }
             Py_END_ALLOW_THREADS
             free(cols);
         }
@@ -687,23 +725,27 @@ static PyObject *py_layer_forward(PyObject *self, PyObject *args) {
     /* p uint8 [B, N, P], A, D, B float32 [B, C] -> h float32 [B, N, C] */
     Py_buffer p, A, D, B, h;
     ssize b0, b1, batch, n_pts, padded, chans;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*nnnnnnw*i", &p, &A, &D, &B, &b0, &b1, &batch, &n_pts, &padded, &chans, &h,
-                          &path))
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*nnnnnnw*ii", &p, &A, &D, &B, &b0, &b1, &batch, &n_pts, &padded, &chans, &h,
+                          &path, &threads))
         return NULL;
     PyObject *result = NULL;
-    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, padded)
+    int ok = check_path(path) && check_threads(threads) && check_sizes(b0, b1, batch, n_pts, 1, padded)
              && (chans >= 1 && chans <= padded ? 1 : (PyErr_SetString(PyExc_ValueError, "bad channels"), 0))
              && check_size(&p, mul3(batch, n_pts, padded), 1, "popcounts")
              && check_size(&A, mul3(batch, chans, 1), 4, "A") && check_size(&D, mul3(batch, chans, 1), 4, "D")
              && check_size(&B, mul3(batch, chans, 1), 4, "B") && check_size(&h, mul3(batch, n_pts, chans), 4, "h");
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
 #if HAVE_X86
-        if (path == 1) hardtanh_avx2(p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, h.buf);
-        else
+            if (path == 1) hardtanh_avx2(p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, h.buf);
+            else
 #endif
-            hardtanh_generic(p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, h.buf);
+                hardtanh_generic(p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, h.buf);
+        }
         Py_END_ALLOW_THREADS
     }
     RETURN_NONE_IF(ok);
@@ -720,13 +762,13 @@ static PyObject *py_layer_backward(PyObject *self, PyObject *args) {
      * the BatchNorm backward; with E1 empty, sums float64 [B, 2, C] instead */
     Py_buffer g, p, A, D, B, E1, E2, E3, out;
     ssize b0, b1, batch, n_pts, padded, chans;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*nnnnnnw*i", &g, &p, &A, &D, &B, &E1, &E2, &E3, &b0, &b1, &batch, &n_pts,
-                          &padded, &chans, &out, &path))
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*nnnnnnw*ii", &g, &p, &A, &D, &B, &E1, &E2, &E3, &b0, &b1, &batch,
+                          &n_pts, &padded, &chans, &out, &path, &threads))
         return NULL;
     PyObject *result = NULL;
     int sums = E1.len == 0;
-    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, padded)
+    int ok = check_path(path) && check_threads(threads) && check_sizes(b0, b1, batch, n_pts, 1, padded)
              && (chans >= 1 && chans <= padded ? 1 : (PyErr_SetString(PyExc_ValueError, "bad channels"), 0))
              && check_size(&g, mul3(batch, n_pts, chans), 4, "g")
              && check_size(&p, mul3(batch, n_pts, padded), 1, "popcounts")
@@ -737,25 +779,31 @@ static PyObject *py_layer_backward(PyObject *self, PyObject *args) {
                         && check_size(&E3, mul3(batch, chans, 1), 4, "E3")
                         && check_size(&out, mul3(batch, n_pts, chans), 4, "out"));
     if (ok) {
-        float *part = sums ? malloc(2 * chans * sizeof(float)) : NULL;
-        if (sums && !part) {
+        float *parts = sums ? malloc((size_t)(threads * 2 * chans) * sizeof(float)) : NULL;  /* per slice */
+        if (sums && !parts) {
             PyErr_NoMemory();
             ok = 0;
         } else {
-        Py_BEGIN_ALLOW_THREADS
+            Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+            for (int s = 0; s < threads; s++) {
+                ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
+                float *part = sums ? parts + s * 2 * chans : NULL;
 #if HAVE_X86
-        if (path == 1 && sums)
-            masked_sums_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, part, out.buf);
-        else if (path == 1)
-            masked_affine_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, b0, b1, n_pts, padded, chans,
-                               out.buf);
-        else
+                if (path == 1 && sums)
+                    masked_sums_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, part, out.buf);
+                else if (path == 1)
+                    masked_affine_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, lo, hi, n_pts, padded,
+                                       chans, out.buf);
+                else
 #endif
-        if (sums) masked_sums_generic(g.buf, p.buf, A.buf, D.buf, B.buf, b0, b1, n_pts, padded, chans, part, out.buf);
-        else masked_affine_generic(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, b0, b1, n_pts, padded,
-                                   chans, out.buf);
-        Py_END_ALLOW_THREADS
-        free(part);
+                if (sums) masked_sums_generic(g.buf, p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, part,
+                                              out.buf);
+                else masked_affine_generic(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, lo, hi, n_pts,
+                                           padded, chans, out.buf);
+            }
+            Py_END_ALLOW_THREADS
+            free(parts);
         }
     }
     RETURN_NONE_IF(ok);

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pointdistill.binary.popcount import (
-    BinaryProduct, float32_array, in_parallel, kernels, magnitudes_or_ones, product_moments, resolve_path, sign_moments,
+    BinaryProduct, float32_array, kernels, magnitudes_or_ones, product_moments, resolve_path, sign_moments, threads_for,
     update_running_stats,
 )
 
@@ -52,8 +52,8 @@ class _PointLayer(torch.autograd.Function):
                 float32_array(torch.where(step == 0, 0.0, (k - mean / step) / 2)),
                 float32_array(torch.zeros_like(u) + beta.detach().double()))
         h = np.empty((batch, points, channels), np.float32)
-        in_parallel(lambda b0, b1: kernels().layer_forward(
-            product.p, *coef, b0, b1, batch, points, product.padded, channels, h, product.path), batch)
+        kernels().layer_forward(product.p, *coef, 0, batch, batch, points, product.padded, channels, h, product.path,
+                                threads_for(batch))
         update_running_stats(bn, mean, var, m)
         ctx.product, ctx.coef = product, coef
         ctx.stats = (s, m, bn.eps, u, slope, invstd, mean, r_mean, scale is not None)
@@ -70,9 +70,8 @@ class _PointLayer(torch.autograd.Function):
         g = np.ascontiguousarray(grad.numpy())
         no_coef = np.empty(0, np.float32)
         sums = np.empty((batch, 2, channels), np.float64)
-        in_parallel(lambda b0, b1: kernels().layer_backward(
-            g, product.p, *coef, no_coef, no_coef, no_coef, b0, b1, batch, points, product.padded,
-            channels, sums, product.path), batch)
+        kernels().layer_backward(g, product.p, *coef, no_coef, no_coef, no_coef, 0, batch, batch, points,
+                                 product.padded, channels, sums, product.path, threads_for(batch))
         passed, passed_p = torch.from_numpy(sums).unbind(1)  # sum_n g [-1 < z < 1] (times p), [B, C]
         # xhat = (scale r - mean) invstd = x_a p + x_b per (cloud, channel)
         x_a, x_b = -2 * s * u * invstd, (s * u * k - mean) * invstd
@@ -82,9 +81,8 @@ class _PointLayer(torch.autograd.Function):
         e2 = e1 * (-dbeta / m - x_b * dgamma / m)
         e3 = e1 * (-x_a * dgamma / m)
         grad_r = np.empty((batch, points, channels), np.float32)
-        in_parallel(lambda b0, b1: kernels().layer_backward(
-            g, product.p, *coef, float32_array(e1), float32_array(e2), float32_array(e3), b0, b1, batch, points,
-            product.padded, channels, grad_r, product.path), batch)
+        kernels().layer_backward(g, product.p, *coef, float32_array(e1), float32_array(e2), float32_array(e3), 0, batch,
+                                 batch, points, product.padded, channels, grad_r, product.path, threads_for(batch))
         grad_r = torch.from_numpy(grad_r)
         grad_a = grad_r @ weight
         grad_weight = grad_r.reshape(-1, channels).T @ a.reshape(-1, k)

@@ -1,5 +1,4 @@
-"""The binary training kernels' Python face: popcount paths, work split over threads, scratch
-buffers, and the popcounts of a binary layer's +-1 operands with the moments BatchNorm needs.
+"""The binary training kernels' Python face: popcount paths, thread counts, scratch buffers, and the popcounts of a binary layer's +-1 operands with the moments BatchNorm needs.
 
 Used by the fused layers (pointdistill.binary.point_layer, point_pool); kernels in
 ``_point_kernels.c``. The AVX2 path runs on every x86-64 CPU with AVX2 (AVX-512 ones included);
@@ -12,7 +11,6 @@ import functools
 import logging
 import os
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -63,21 +61,10 @@ def path_code(path: str | None = None) -> int:
     return _PATH_CODES[resolve_path(path)]
 
 
-@functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="point_pool")
-
-
-def in_parallel(call, total: int, offset: int = 0) -> list:
-    """call(lo, hi) over torch's thread count of contiguous slices of range(offset, offset +
-    total), in order. The slices depend only on ``total`` and the thread count: results are
-    deterministic."""
-    workers = max(1, min(torch.get_num_threads(), total))
-    edges = offset + np.linspace(0, total, workers + 1).astype(int)
-    ranges = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
-    if workers == 1:
-        return [call(*ranges[0])]
-    return list(_pool(workers).map(lambda r: call(*r), ranges))
+def threads_for(total: int) -> int:
+    """How many slices the kernels split ``total`` clouds (rows) into: torch's thread count, at
+    most one slice per cloud. The kernels run the slices on torch's own OpenMP threads."""
+    return max(1, min(torch.get_num_threads(), total))
 
 
 class _BufferPool:
@@ -107,7 +94,7 @@ def pack_signs(x: np.ndarray, path: int) -> np.ndarray:
     rows, k = x.shape
     words = -(-k // 64)
     out = np.empty((rows, words), np.uint64)
-    in_parallel(lambda r0, r1: _point_kernels.pack_signs(x, r0, r1, rows, k, words, out, path), rows)
+    _point_kernels.pack_signs(x, 0, rows, rows, k, words, out, path, threads_for(rows))
     return out
 
 
@@ -131,8 +118,8 @@ class SignBits:
         sums sum_n s_nk, int32 [B, K]: exact integers."""
         gram = np.empty((self.batch, self.k, self.k), np.int32)
         sums = np.empty((self.batch, self.k), np.int32)
-        in_parallel(lambda b0, b1: _point_kernels.sign_grams(
-            self.bits, b0, b1, self.batch, self.points, self.words, self.k, gram, sums, self.path), self.batch)
+        _point_kernels.sign_grams(self.bits, 0, self.batch, self.batch, self.points, self.words, self.k, gram, sums,
+                                  self.path, threads_for(self.batch))
         return torch.from_numpy(gram), torch.from_numpy(sums)
 
     def _extremes(self, low: np.ndarray, high: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,8 +135,8 @@ class BinaryProduct(SignBits):
         self.p = _buffers.take(self, (self.batch, self.points, self.padded), np.uint8)
         self.low, self.high = (np.empty((self.batch, self.padded), np.uint8) for _ in range(2))
         shape = (self.batch, self.points, self.words, self.padded)
-        in_parallel(lambda b0, b1: _point_kernels.popcounts(
-            self.bits, self.w_bits, b0, b1, *shape, self.p, self.low, self.high, self.path), self.batch)
+        _point_kernels.popcounts(self.bits, self.w_bits, 0, self.batch, *shape, self.p, self.low, self.high, self.path,
+                                 threads_for(self.batch))
 
     def extremes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """min and max over points of the popcount, int64 [B, C] each."""
@@ -195,14 +182,11 @@ class TieList:
         w = np.zeros((self.padded, k), np.float32)
         w[:self.channels] = weight.numpy()
         a_np, into = a.contiguous().numpy(), grad_a.numpy()
-
-        def part(b0, b1):
-            sparse_w = np.zeros((self.padded, k), np.float32)
-            _point_kernels.scatter_ties(self.ties, self.total, self.kind, padded_coef, a_np, w, b0, b1, self.batch,
-                                        self.points, self.padded, k, self.cap, sparse_w, into, self.path)
-            return sparse_w
-
-        return torch.from_numpy(sum(in_parallel(part, self.batch))[:self.channels])
+        threads = threads_for(self.batch)
+        sparse_w = np.zeros((threads, self.padded, k), np.float32)  # each slice's own sum
+        _point_kernels.scatter_ties(self.ties, self.total, self.kind, padded_coef, a_np, w, 0, self.batch, self.batch,
+                                    self.points, self.padded, k, self.cap, sparse_w, into, self.path, threads)
+        return torch.from_numpy(sum(sparse_w)[:self.channels])  # slice by slice, in order
 
 
 class PooledProduct(SignBits):
@@ -215,9 +199,9 @@ class PooledProduct(SignBits):
         self.low, self.high = (np.empty((self.batch, self.padded), np.uint8) for _ in range(2))
 
         def fill(ties: TieList) -> None:
-            in_parallel(lambda b0, b1: _point_kernels.pool_ties(
-                self.bits, self.w_bits, ties.kind, b0, b1, self.batch, self.points, self.words, self.padded, ties.cap,
-                self.low, self.high, ties.counts_all, ties.ties, ties.total, self.path), self.batch)
+            _point_kernels.pool_ties(self.bits, self.w_bits, ties.kind, 0, self.batch, self.batch, self.points,
+                                     self.words, self.padded, ties.cap, self.low, self.high, ties.counts_all,
+                                     ties.ties, ties.total, self.path, threads_for(self.batch))
 
         self.tie_list = TieList(self.batch, self.points, self.channels, kind, self.path, fill)
 

@@ -201,3 +201,15 @@ def test_fast_path_is_deterministic():
         assert torch.equal(first[2][name], second[2][name]), name
     for a, b in zip(first[0].buffers(), second[0].buffers()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_any_thread_count_matches_reference(threads):
+    """The kernels split the 5 clouds into torch's thread count of slices (3: uneven ones)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        points = _clouds()
+        _assert_same_step(_student("xnor", "max", points), points)
+    finally:
+        torch.set_num_threads(before)
