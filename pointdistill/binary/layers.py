@@ -32,17 +32,21 @@ class BinaryLinear(nn.Module):
             self.quantizer.initialize_scale(x.detach(), self.weight.detach())
             self.initialize_on_next_forward = False
 
-    def quantized_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
-                                                          torch.Tensor | None]:
-        """For a caller that forms the product itself (the fused point layer): activation(x)
-        shaped like x, weight(W) [out, in], and their magnitudes, per sample [B] and per row
-        [out] (None: 1)."""
+    def quantized_operands(self, x: torch.Tensor, x_is_hardtanh_output: bool = False) -> tuple[
+            torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """For a caller that forms the product itself (the fused point layers): the activation's
+        pattern source shaped like x (its signs are the +-1 pattern, its gradient the pattern's),
+        weight(W) [out, in], and the magnitudes, per sample [B] and per row [out] (None: 1). The
+        source is x itself where ``x_is_hardtanh_output`` (|x| <= 1) and the quantizer's
+        straight-through gradient is the clipped identity, which is then the identity; else the
+        quantizer's +-1 pattern of x."""
         self._initialize_if_asked(x)
-        x_sign, x_scale = self.quantizer.activation_factors(x)
+        source = (x if x_is_hardtanh_output and self.quantizer.clipped_activation_ste
+                  else self.quantizer.activation_pattern(x))
+        x_scale = self.quantizer.activation_magnitude(x)
         w_sign, w_scale = self.quantizer.weight_factors(self.weight)
-        x_q = x_sign if x_scale is None else x_sign * x_scale
         w_q = w_sign if w_scale is None else w_sign * w_scale
-        return (x_q, w_q, None if x_scale is None else x_scale.reshape(-1),
+        return (source, w_q, None if x_scale is None else x_scale.reshape(-1),
                 None if w_scale is None else w_scale.reshape(-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,11 @@
 
 Between the float stem and the pooled layer, BiPointNet's trunk is a chain of
 h = hardtanh(BN(scale * a @ w^T)) over the B * N points, a and w +-1 patterns times magnitudes
-(a = +-s_b per cloud, w = +-r_c per channel). The autograd path runs a float matmul and about
-ten elementwise passes over [B * N, C] forward and back. Here the product is the popcount p of
+(a = sign(x) s_b per cloud, w = +-r_c per channel). The autograd path runs a float matmul and
+about ten elementwise passes over [B * N, C] forward and back. The fused layer takes x itself,
+whose signs are the pattern: under the clipped straight-through estimator, x being the previous
+Hardtanh's output (|x| <= 1), the pattern's gradient passes to x unchanged, so neither the +-1
+tensor nor the straight-through mask is formed (the caller applies any other estimator first). Here the product is the popcount p of
 the sign bits (``_point_kernels.c``, kept as bytes), and everything after it is affine in p per
 (cloud, channel):
 
@@ -13,7 +16,7 @@ the sign bits (``_point_kernels.c``, kept as bytes), and everything after it is 
 * Backward: Hardtanh passes where -1 < z < 1; BatchNorm's backward needs per channel the sum
   of the passed gradient and of the passed gradient times p (one pass), then
   d r = E1[c] g [-1 < z < 1] + E2[b, c] + E3[b, c] p (one pass), and the input and weight
-  gradients are the two float matmuls d r @ w and d r^T @ a.
+  gradients are the two float matmuls d r @ w and d r^T @ a (a rebuilt from the sign bits).
 
 Exact against the autograd path within float32 rounding (tests/binary/test_point_layer.py).
 """
@@ -31,14 +34,14 @@ from pointdistill.binary.popcount import (
 
 
 class _PointLayer(torch.autograd.Function):
-    """h[b, n, c] = hardtanh(BN(scale * a[b, n] . weight[c])) for a training-mode BatchNorm."""
+    """h[b, n, c] = hardtanh(BN(scale * s_b sign(x[b, n]) . weight[c])) for a training-mode BatchNorm."""
 
     @staticmethod
-    def forward(ctx, a, weight, scale, gamma, beta, bn, magnitudes, path):
-        batch, points, k = a.shape
+    def forward(ctx, x, weight, scale, gamma, beta, bn, magnitudes, path):
+        batch, points, k = x.shape
         channels, m = weight.shape[0], batch * points
         s = float(scale) if scale is not None else 1.0
-        product = BinaryProduct(a, weight, path)
+        product = BinaryProduct(x, weight, path)
         a_scale, w_scale = magnitudes_or_ones(magnitudes, batch, channels)
         _, a_sum, gram = sign_moments(product, a_scale)
         r_mean, r_var = product_moments(weight.detach(), a_sum, gram, m)
@@ -55,17 +58,17 @@ class _PointLayer(torch.autograd.Function):
         kernels().layer_forward(product.p, *coef, 0, batch, batch, points, product.padded, channels, h, product.path,
                                 threads_for(batch))
         update_running_stats(bn, mean, var, m)
-        ctx.product, ctx.coef = product, coef
+        ctx.product, ctx.coef, ctx.a_scale = product, coef, magnitudes[0]
         ctx.stats = (s, m, bn.eps, u, slope, invstd, mean, r_mean, scale is not None)
-        ctx.save_for_backward(a, weight)
+        ctx.save_for_backward(weight)
         return torch.from_numpy(h)
 
     @staticmethod
     def backward(ctx, grad):
-        a, weight = ctx.saved_tensors
+        (weight,) = ctx.saved_tensors
         product, coef = ctx.product, ctx.coef
         s, m, eps, u, slope, invstd, mean, r_mean, has_scale = ctx.stats
-        batch, points, k = a.shape
+        batch, points, k = product.batch, product.points, product.k
         channels = weight.shape[0]
         g = np.ascontiguousarray(grad.numpy())
         no_coef = np.empty(0, np.float32)
@@ -84,7 +87,10 @@ class _PointLayer(torch.autograd.Function):
         kernels().layer_backward(g, product.p, *coef, float32_array(e1), float32_array(e2), float32_array(e3), 0, batch,
                                  batch, points, product.padded, channels, grad_r, product.path, threads_for(batch))
         grad_r = torch.from_numpy(grad_r)
-        grad_a = grad_r @ weight
+        grad_a = grad_r @ weight  # d activation; d x = d activation * s_b (the pattern passes it on)
+        if ctx.a_scale is not None:
+            grad_a *= ctx.a_scale.detach()[:, None, None]
+        a = product.values(ctx.a_scale)
         grad_weight = grad_r.reshape(-1, channels).T @ a.reshape(-1, k)
         grad_scale = None
         if has_scale:
@@ -94,13 +100,15 @@ class _PointLayer(torch.autograd.Function):
         return grad_a, grad_weight, grad_scale, dgamma.to(a.dtype), dbeta.to(a.dtype), None, None, None
 
 
-def point_layer(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
+def point_layer(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
                 magnitudes: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
-    """hardtanh(bn(scale * a @ weight^T)) for a BatchNorm in training mode.
+    """hardtanh(bn(scale * (sign(x) s_b) @ weight^T)) for a BatchNorm in training mode.
 
-    a: float32 [B, N, K], +-s_b per cloud (K <= 255); weight: float32 [C, K], +-r_c per row;
+    x: float32 [B, N, K] (K <= 255) whose signs are the activation pattern (sign(0) = +1); its
+    gradient is the pattern's (the clipped straight-through estimator on a Hardtanh output, or
+    x is the +-1 pattern an estimator already made); weight: float32 [C, K], +-r_c per row;
     magnitudes (s [B] or None, r [C] or None) as BinaryLinear.quantized_operands gives them;
     scale: a 0-d output scale (LSR) or None; bn: BatchNorm1d(C), whose running statistics are
     updated as in its forward. Returns float32 [B, N, C].
     """
-    return _PointLayer.apply(a, weight, scale, bn.weight, bn.bias, bn, magnitudes, resolve_path())
+    return _PointLayer.apply(x, weight, scale, bn.weight, bn.bias, bn, magnitudes, resolve_path())

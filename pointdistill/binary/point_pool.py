@@ -75,7 +75,7 @@ class _PointPool(torch.autograd.Function):
         a_scale, w_scale = magnitudes_or_ones(magnitudes or (None, None), batch, weight.shape[0])
         slope = g64[None, :] * s * a_scale[:, None] * w_scale[None, :]  # [B, C], d BN / d (sign) product
         kind = torch.where(slope > 0, RISING, torch.where(slope < 0, FALLING, FLAT))
-        if magnitudes is not None:  # a binary layer: a = a_scale[b] * signs, weight = w_scale[c] * signs
+        if magnitudes is not None:  # a binary layer: activation a_scale[b] * sign(a), weight w_scale[c] * signs
             product = PooledProduct(a, weight, kind, path)
             cloud_sum, a_sum, gram = sign_moments(product, a_scale)  # exact
             p_min, p_max = product.extremes()
@@ -102,13 +102,19 @@ class _PointPool(torch.autograd.Function):
         r_tied = torch.where(every, cloud_mean, r_top)
         update_running_stats(bn, mean, var, m)
         ctx.s, ctx.m, ctx.eps, ctx.has_scale = s, m, bn.eps, scale is not None
-        ctx.save_for_backward(a, weight, gamma)
+        if magnitudes is not None:  # the binary activation is rebuilt from the sign bits in backward
+            ctx.product, ctx.a_scale = product, magnitudes[0]
+            ctx.save_for_backward(weight, gamma)
+        else:
+            ctx.product = None
+            ctx.save_for_backward(weight, gamma, a)
         ctx.stats = (a_sum, a_mean, gram, r_mean, invstd, r_tied, counts.double(), mean)
         return z_top.to(a.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        a, weight, gamma = ctx.saved_tensors
+        weight, gamma, *saved = ctx.saved_tensors
+        a = saved[0] if ctx.product is None else ctx.product.values(ctx.a_scale)
         a_sum, a_mean, gram, r_mean, invstd, r_tied, counts, mean = ctx.stats
         s, m, bn_eps = ctx.s, ctx.m, ctx.eps
         g = grad.double()  # [B, C]
@@ -131,6 +137,8 @@ class _PointPool(torch.autograd.Function):
             # to eps * sum_c p_c q_c invstd_c^2, q_c = sum_b g (r_tied - r_mean), computed directly.
             q = (g * (r_tied - r_mean)).sum(0)
             grad_scale = (bn_eps * (p * q * invstd ** 2).sum()).to(a.dtype)
+        if ctx.product is not None and ctx.a_scale is not None:  # d x = d activation * s_b
+            grad_a *= ctx.a_scale.detach()[:, None, None]
         return grad_a, grad_weight, grad_scale, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None
 
 
@@ -140,9 +148,11 @@ def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
 
     a: float32 [B, N, K], the layer input, features last; weight: float32 [C, K]; scale: a 0-d
     output scale (LSR) or None; bn: BatchNorm1d(C), whose running statistics are updated as in
-    its forward. magnitudes: for a binary layer, (s [B] or None, r [C] or None) with a = +-s_b
-    per cloud and weight = +-r_c per row (None: 1), as BinaryLinear.quantized_operands gives
-    them; None for a float layer.
+    its forward. magnitudes: for a binary layer, (s [B] or None, r [C] or None) with the
+    activation sign(a) s_b per cloud and weight = +-r_c per row (None: 1), as
+    BinaryLinear.quantized_operands gives them: a's gradient is then the pattern's (a is the
+    Hardtanh output under the clipped straight-through estimator, or the +-1 pattern another
+    estimator made), as in point_layer; None for a float layer.
     Returns float32 [B, C]: the pooled BatchNorm output, before any offset or activation.
     The kernels run the path of ``$POINTDISTILL_TRAIN_KERNEL`` (default: the fastest).
     """

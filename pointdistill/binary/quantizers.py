@@ -107,7 +107,8 @@ def _features_axes(x: torch.Tensor) -> tuple[int, ...]:
 
 
 class Quantizer(nn.Module):
-    """Base: subclasses override ``weight_factors`` and ``activation_factors``.
+    """Base: subclasses override ``weight_factors``, ``activation_pattern`` and, where activations
+    carry a magnitude, ``activation_magnitude``.
 
     A binary operand is a +-1 pattern (with the method's straight-through gradient) times an
     optional detached magnitude: one per weight row, one per activation sample. Layers multiply
@@ -115,14 +116,25 @@ class Quantizer(nn.Module):
     products stay exactly equal (ties in a max are real ties, not rounding)."""
 
     name = "base"
+    # The activation pattern's straight-through gradient is grad * 1[|x| <= 1] (the clipped STE):
+    # the identity on a Hardtanh output, which the fused point layers then pass on unchanged.
+    clipped_activation_ste = False
 
     def weight_factors(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(+-1 pattern [out, in], magnitude per row [out, 1] or None) of the latent weight."""
         raise NotImplementedError
 
-    def activation_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(+-1 pattern shaped like x [B, C] or [B, C, N], magnitude per sample [B, 1(, 1)] or None)."""
+    def activation_pattern(self, x: torch.Tensor) -> torch.Tensor:
+        """The +-1 pattern of x ([B, C] or [B, N, C]), with the method's straight-through gradient."""
         raise NotImplementedError
+
+    def activation_magnitude(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The detached magnitude per sample, [B, 1] or [B, 1, 1], or None (1)."""
+        return None
+
+    def activation_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(activation_pattern(x), activation_magnitude(x))."""
+        return self.activation_pattern(x), self.activation_magnitude(x)
 
     def weight(self, w: torch.Tensor) -> torch.Tensor:
         """Binary(-valued, maybe scaled) weight [out, in] from the latent float weight."""
@@ -153,22 +165,29 @@ class Quantizer(nn.Module):
 class BNN(Quantizer):
     """sign(W), sign(a); clipped STE."""
 
+    clipped_activation_ste = True
+
     def weight_factors(self, w):
         return sign_ste(w), None
 
-    def activation_factors(self, x):
-        return sign_ste(x), None
+    def activation_pattern(self, x):
+        return sign_ste(x)
 
 
 @register_quantizer("xnor")
 class XNOR(Quantizer):
     """sign(W - rowmean W) * mean|W_row| ; sign(a) * mean|a| per sample (scales detached); clipped STE."""
 
+    clipped_activation_ste = True
+
     def weight_factors(self, w):
         return sign_ste(w - w.mean(dim=1, keepdim=True)), w.abs().mean(dim=1, keepdim=True).detach()
 
-    def activation_factors(self, x):
-        return sign_ste(x), x.abs().mean(dim=_features_axes(x), keepdim=True).detach()
+    def activation_pattern(self, x):
+        return sign_ste(x)
+
+    def activation_magnitude(self, x):
+        return x.abs().mean(dim=_features_axes(x), keepdim=True).detach()
 
 
 @register_quantizer("irnet")
@@ -190,8 +209,8 @@ class IRNet(Quantizer):
         scale = torch.pow(2.0, torch.round(torch.log2(standardised.abs().mean(dim=1, keepdim=True))))
         return _SignEDE.apply(standardised, self.t, self.k), scale.detach()
 
-    def activation_factors(self, x):
-        return _SignEDE.apply(x, self.t, self.k), None
+    def activation_pattern(self, x):
+        return _SignEDE.apply(x, self.t, self.k)
 
 
 @register_quantizer("lsr")
@@ -200,6 +219,8 @@ class LSR(Quantizer):
     output times one learnable scalar alpha per layer, initialised from the first batch as
     std(a @ Wc^T) / std(sign(a) @ sign(Wc)^T) (fallback std(Wc) / std(sign(Wc)))."""
 
+    clipped_activation_ste = True
+
     def __init__(self):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(()))
@@ -207,8 +228,8 @@ class LSR(Quantizer):
     def weight_factors(self, w):
         return sign_ste(w - w.mean()), None
 
-    def activation_factors(self, x):
-        return sign_ste(x), None
+    def activation_pattern(self, x):
+        return sign_ste(x)
 
     def output_factor(self):
         return self.alpha
@@ -230,5 +251,5 @@ class BiReal(Quantizer):
     def weight_factors(self, w):
         return sign_ste(w), w.abs().mean(dim=1, keepdim=True).detach()
 
-    def activation_factors(self, x):
-        return _SignApprox.apply(x), None
+    def activation_pattern(self, x):
+        return _SignApprox.apply(x)

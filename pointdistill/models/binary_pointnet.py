@@ -73,14 +73,14 @@ class BinaryPointNet(nn.Module):
         x = per_point_layers(self.stem, points)
         hidden = self.trunk[:-2]
         for layer, bn, activation in zip(hidden[0::3], hidden[1::3], hidden[2::3]):
-            if fused_path_applies(self.training_kernel, x, bn, binary=True):
-                a, wq, a_scale, w_scale = layer.quantized_operands(x)
+            if fused_path_applies(self.training_kernel, x, bn, binary=True):  # x: a Hardtanh output
+                a, wq, a_scale, w_scale = layer.quantized_operands(x, x_is_hardtanh_output=True)
                 x = point_layer(a, wq, layer.quantizer.output_factor(), bn, (a_scale, w_scale))
             else:
                 x = activation(per_point(bn, layer(x)))
         last, bn = self.trunk[-2:]
         if fused_path_applies(self.training_kernel, x, bn, binary=True):
-            a, wq, a_scale, w_scale = last.quantized_operands(x)
+            a, wq, a_scale, w_scale = last.quantized_operands(x, x_is_hardtanh_output=True)
             pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn,
                                  magnitudes=(a_scale, w_scale)) + self.aggregate.offset(x.shape[1]))
         else:

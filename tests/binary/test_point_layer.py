@@ -12,11 +12,13 @@ from torch import nn
 
 from pointdistill.binary.point_layer import point_layer
 from pointdistill.binary.popcount import available_paths
+from pointdistill.binary.quantizers import sign
 
 
 def _operands(batch=5, points=53, k=70, channels=45, seed=0, xnor=False):
-    """+-1 operands (times magnitudes for XNOR) with gradients, K = 70 (two words, padded) and
-    45 channels (two groups of 32, padded); points 0 and 1 repeat so that products tie."""
+    """The +-1 activation pattern and the weight (times magnitudes for XNOR), with gradients,
+    K = 70 (two words, padded) and 45 channels (two groups of 32, padded); points 0 and 1 repeat
+    so that products tie. The activation is the pattern times the per-cloud magnitude."""
     generator = torch.Generator().manual_seed(seed)
     a = torch.randn(batch, points, k, generator=generator).sign()
     a[:, 1] = a[:, 0]
@@ -25,7 +27,7 @@ def _operands(batch=5, points=53, k=70, channels=45, seed=0, xnor=False):
     if xnor:
         a_scale = torch.rand(batch, generator=generator) + 0.5
         w_scale = torch.rand(channels, generator=generator) + 0.5
-        a, w = a * a_scale[:, None, None], w * w_scale[:, None]
+        w = w * w_scale[:, None]
     return a.requires_grad_(), w.requires_grad_(), a_scale, w_scale
 
 
@@ -38,8 +40,11 @@ def _bn(channels, seed=1):
     return bn
 
 
-def _reference(a, w, scale, bn):
-    y = a @ w.T
+def _reference(a, w, scale, bn, a_scale=None):
+    """Autograd: the activation a * a_scale[b] (a the +-1 pattern, or a Hardtanh output whose
+    sign is taken with the identity as its gradient, the clipped STE on |a| <= 1)."""
+    pattern = a + (sign(a) - a).detach()
+    y = (pattern if a_scale is None else pattern * a_scale[:, None, None]) @ w.T
     y = y if scale is None else y * scale
     return torch.nn.functional.hardtanh(bn(y.reshape(-1, y.shape[-1])).reshape(y.shape))
 
@@ -52,7 +57,8 @@ def _compare(a, w, a_scale, w_scale, scale, bn, path, monkeypatch):
         leaves = [t.detach().clone().requires_grad_() for t in (a, w)]
         s = None if scale is None else scale.detach().clone().requires_grad_()
         norm = copy.deepcopy(bn)
-        out = (point_layer(*leaves, s, norm, (a_scale, w_scale)) if fused else _reference(*leaves, s, norm))
+        out = (point_layer(*leaves, s, norm, (a_scale, w_scale)) if fused
+               else _reference(*leaves, s, norm, a_scale))
         (out * weights).sum().backward()
         grads = [leaves[0].grad, leaves[1].grad, norm.weight.grad, norm.bias.grad] + ([s.grad] if s is not None else [])
         results.append((out.detach(), grads, [norm.running_mean, norm.running_var, norm.num_batches_tracked]))
@@ -69,6 +75,16 @@ def _compare(a, w, a_scale, w_scale, scale, bn, path, monkeypatch):
 def test_fused_layer_matches_autograd(path, xnor, monkeypatch):
     a, w, a_scale, w_scale = _operands(xnor=xnor)
     _compare(a, w, a_scale, w_scale, None, _bn(w.shape[0]), path, monkeypatch)
+
+
+@pytest.mark.parametrize("path", available_paths())
+def test_a_hardtanh_output_is_its_own_pattern_source(path, monkeypatch):
+    """The fused layer takes the previous Hardtanh's output x: its signs (sign(0) = +1, -0
+    included) are the pattern, and x gets the pattern's gradient (the clipped STE on |x| <= 1)."""
+    a, w, a_scale, w_scale = _operands(xnor=True)
+    x = a.detach() * torch.rand(a.shape, generator=torch.Generator().manual_seed(4))  # same signs, |x| <= 1
+    x[0, 3, :4] = torch.tensor([0.0, -0.0, 1.0, -1.0])
+    _compare(x.requires_grad_(), w, a_scale, w_scale, None, _bn(w.shape[0]), path, monkeypatch)
 
 
 @pytest.mark.parametrize("path", available_paths())
