@@ -1,0 +1,97 @@
+"""DGCNN classifier (Wang et al. 2019): EdgeConv on a k-nearest-neighbour graph recomputed in
+each layer's feature space, then a wide point layer and global max + average pooling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pointdistill.models.neighbourhood import gather_points, knn
+from pointdistill.models.per_point import per_point_layers
+from pointdistill.models.registry import ModelOutput, register_model
+
+NEGATIVE_SLOPE = 0.2  # LeakyReLU, as in the paper
+
+
+@dataclass(frozen=True)
+class DGCNNConfig:
+    """edge_widths: output widths of the EdgeConv layers (each over a fresh kNN graph of its
+    input features, the first over the coordinates); embed_width: the point layer after them,
+    fed all their outputs concatenated; the pooled feature is [max, mean] over the points,
+    2 * embed_width wide. k: neighbours per point. head_widths: classifier MLP."""
+
+    num_classes: int
+    k: int = 20
+    edge_widths: tuple[int, ...] = (64, 64, 128, 256)
+    embed_width: int = 1024
+    head_widths: tuple[int, ...] = (512, 256)
+    dropout: float = 0.5
+
+    def __post_init__(self):
+        if self.num_classes < 2:
+            raise ValueError(f"DGCNNConfig.num_classes must be >= 2, got {self.num_classes}")
+        if self.k < 1:
+            raise ValueError(f"DGCNNConfig.k must be >= 1, got {self.k}")
+        if not self.edge_widths or min(self.edge_widths) < 1 or self.embed_width < 1:
+            raise ValueError(f"DGCNNConfig: edge_widths {self.edge_widths} and embed_width {self.embed_width} "
+                             f"must be positive, with at least one EdgeConv")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"DGCNNConfig.dropout must be in [0, 1), got {self.dropout}")
+
+
+def _point_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out), nn.LeakyReLU(NEGATIVE_SLOPE))
+
+
+class EdgeConv(nn.Module):
+    """x [B, N, C] -> max over the k neighbours j of each point i of MLP([x_i, x_j - x_i]), [B, N, C']."""
+
+    def __init__(self, c_in: int, c_out: int, k: int):
+        super().__init__()
+        self.k = k
+        self.mlp = _point_block(2 * c_in, c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, n, channels = x.shape
+        neighbours = gather_points(x, knn(x, min(self.k, n)))  # [B, N, k, C]
+        centre = x[:, :, None, :].expand_as(neighbours)
+        edges = torch.cat([centre, neighbours - centre], dim=-1)  # [B, N, k, 2C]
+        out = per_point_layers(self.mlp, edges.reshape(batch, -1, 2 * channels))  # edges as points
+        return out.view(batch, n, -1, out.shape[-1]).amax(dim=2)
+
+
+class DGCNN(nn.Module):
+    """No fused CPU path: autograd on every device (``training_kernel`` is not read)."""
+
+    def __init__(self, config: DGCNNConfig):
+        super().__init__()
+        self.config = config
+        widths = [3, *config.edge_widths]
+        self.edge_convs = nn.ModuleList(EdgeConv(c_in, c_out, config.k) for c_in, c_out in zip(widths[:-1], widths[1:]))
+        self.embed = _point_block(sum(config.edge_widths), config.embed_width)
+        head, c_in = [], 2 * config.embed_width
+        for c_out in config.head_widths:
+            head += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.LeakyReLU(NEGATIVE_SLOPE)]
+            if config.dropout:
+                head.append(nn.Dropout(config.dropout))
+            c_in = c_out
+        head.append(nn.Linear(c_in, config.num_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, points: torch.Tensor) -> ModelOutput:
+        """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, 2 * embed_width]):
+        the pooled feature is the embedding's max over the points, then its mean."""
+        x, features = points, []
+        for edge_conv in self.edge_convs:
+            x = edge_conv(x)
+            features.append(x)
+        embedded = per_point_layers(self.embed, torch.cat(features, dim=-1))  # [B, N, embed_width]
+        pooled = torch.cat([embedded.amax(dim=1), embedded.mean(dim=1)], dim=-1)
+        return ModelOutput(self.head(pooled), pooled)
+
+
+@register_model("dgcnn", DGCNNConfig)
+def dgcnn(config: DGCNNConfig) -> DGCNN:
+    return DGCNN(config)
