@@ -14,6 +14,8 @@ compressed with Zstd and closed by a CRC32C checksum, so a damaged chunk fails o
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +87,18 @@ def get_field(attrs: dict, dotted: str):
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+def recording_identity(attrs: dict) -> dict:
+    """The identity fields of a recording (IDENTITY_FIELDS), as JSON would give them back."""
+    return json.loads(json.dumps({name: get_field(attrs, name) for name in IDENTITY_FIELDS}))
+
+
+def store_fingerprint(attrs: dict) -> str:
+    """sha256 (hex) of the recording's identity as canonical JSON (keys sorted, no whitespace): the
+    same for every store of the same recording, different when any identity field differs."""
+    canonical = json.dumps(recording_identity(attrs), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def open_group(uri: str, mode: str, storage_options: dict | None = None) -> zarr.Group:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pointdistill.records.schema import RECORD_ARRAYS, check_chunks_present, layout_of, open_store, read_block
+from pointdistill.records.schema import (
+    RECORD_ARRAYS, check_chunks_present, layout_of, open_store, read_block, store_fingerprint,
+)
 
 
 def stored_bytes(group) -> dict[str, int]:
@@ -17,7 +19,8 @@ def store_summary(uri: str, storage_options: dict | None = None) -> dict:
     """Summary of the store at ``uri`` (read-only). Accuracy covers the completed chunks only;
     every done chunk of every array is read, so damage is a RecordStoreError naming it.
 
-    Keys: uri, status, N, A, C, D, chunks_done, chunks, bytes_stored (per array and total),
+    Keys: uri, status, fingerprint (of the recording's identity, schema.store_fingerprint), N, A,
+    C, D, chunks_done, chunks, bytes_stored (per array and total),
     bytes_per_record, teacher_accuracy (argmax of recorded logits vs label, in [0, 1]), and
     teacher / dataset identities.
     """
@@ -37,6 +40,7 @@ def store_summary(uri: str, storage_options: dict | None = None) -> dict:
     return {
         "uri": uri,
         "status": attrs.get("status"),
+        "fingerprint": store_fingerprint(attrs),
         "N": layout.num_shapes, "A": layout.augmentations, "C": layout.num_classes, "D": layout.pooled_dim,
         "chunks_done": int(done.sum()), "chunks": layout.num_chunks,
         "bytes_stored": sizes,
@@ -57,6 +61,7 @@ def format_summary(summary: dict) -> str:
     teacher_test = summary["teacher"]["test_overall_accuracy"]
     lines = [
         f"store        {summary['uri']}  ({summary['status']}, {summary['chunks_done']}/{summary['chunks']} chunks)",
+        f"fingerprint  {summary['fingerprint']}",
         f"records      N={summary['N']} shapes x A={summary['A']} augmentations = {summary['N'] * summary['A']}"
         f"  (C={summary['C']} classes, D={summary['D']} pooled channels)",
         f"teacher      {summary['teacher']['model']} sha256 {summary['teacher']['weights_sha256'][:12]}"

@@ -24,7 +24,7 @@ from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.models import Checkpoint, batched_forward, load_checkpoint, resolve_device
 from pointdistill.records.schema import (
     FORMAT_NAME, FORMAT_VERSION, IDENTITY_FIELDS, RecordStoreError, RecordStoreMismatch, StoreLayout,
-    compressors, get_field, open_group,
+    compressors, open_group, recording_identity,
 )
 from pointdistill.storage import create_exclusively, filesystem
 
@@ -192,18 +192,13 @@ def prepare_store(job: RecordingJob) -> RecordingPlan:
 CLAIM_FILE = "recording.json"
 
 
-def _identity(attrs: dict) -> dict:
-    """The identity fields of a recording, as JSON would give them back."""
-    return json.loads(json.dumps({name: get_field(attrs, name) for name in IDENTITY_FIELDS}))
-
-
 def _claim_recording(job: RecordingJob, wanted: dict) -> bool:
     """Create the store's claim object (its identity) if absent, atomically and whole (see
     storage.create_exclusively). Returns whether this call created it; an existing claim of
     another recording is refused, naming the fields that differ, and a damaged one is an error."""
     fs, root = filesystem(job.store, job.storage_options)
     path = root.rstrip("/") + "/" + CLAIM_FILE
-    identity = _identity(wanted)
+    identity = recording_identity(wanted)
     fs.makedirs(root, exist_ok=True)
     if create_exclusively(fs, path, json.dumps(identity, indent=1).encode()):
         return True
@@ -240,8 +235,8 @@ def _wait_for_attributes(job: RecordingJob, claimed: bool, patience_s: float = 3
 def _refuse_other_recording(store: str, existing: dict, wanted: dict, identity_only: bool = False) -> None:
     """RecordStoreMismatch unless ``existing`` (store attributes, or a claim's identity) is the
     same recording as ``wanted``."""
-    mine = _identity(wanted)
-    theirs = existing if identity_only else _identity(existing)
+    mine = recording_identity(wanted)
+    theirs = existing if identity_only else recording_identity(existing)
     differ = [name for name in IDENTITY_FIELDS if theirs.get(name) != mine[name]]
     if differ:
         details = "; ".join(f"{name}: store has {theirs.get(name)!r}, this run {mine[name]!r}" for name in differ)

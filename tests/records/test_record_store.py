@@ -72,6 +72,8 @@ def test_same_seed_gives_the_same_store_and_another_seed_does_not(job, tmp_path)
     first, second, third = read_arrays(job.store), read_arrays(again.store), read_arrays(other.store)
     assert all(np.array_equal(first[k], second[k]) for k in first)
     assert not np.array_equal(first["params"], third["params"])
+    fingerprints = [store_summary(j.store)["fingerprint"] for j in (job, again, other)]
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]  # the recording's identity, not its path
 
 
 @pytest.mark.parametrize("change, field", [
