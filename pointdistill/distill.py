@@ -203,7 +203,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         class_names=list(test_set.class_names),
         dataset={"name": loader.dataset.name, "fingerprint": loader.dataset.fingerprint(),
                  "num_points": loader.dataset.num_points},
-        metrics={"test_overall_accuracy": final["test_overall_accuracy"],
+        metrics={"epochs": final["epoch"], "test_overall_accuracy": final["test_overall_accuracy"],
                  "test_mean_class_accuracy": final["test_mean_class_accuracy"],
                  "best_epoch": best["epoch"], "best_epoch_test_overall_accuracy": best["test_overall_accuracy"],
                  **{key: final[key] for key in ("validation_overall_accuracy", "validation_mean_class_accuracy")

@@ -98,3 +98,37 @@ def write_manifest_entry(root: str | Path, name: str, file: str, description: st
     manifest = {"format": ZOO_FORMAT, "version": ZOO_VERSION, "models": dict(sorted(models.items()))}
     write_bytes_atomically(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return models[name]
+
+
+def release(name: str, source: str | Path, description: str, command: str, checkpoint: str | Path | None = None,
+            root: str | Path | None = None) -> dict:
+    """Copy ``source`` (a checkpoint .pt or an exported .pdbn) into the zoo as ``name`` plus its
+    suffix and enter it in the manifest, with the dataset and the final-epoch test accuracy read
+    from ``checkpoint`` (default: ``source`` itself; for a .pdbn, the student checkpoint it was
+    exported from) and, for a student, its record store by fingerprint (the store must still be
+    readable at its recorded path). Returns the manifest entry."""
+    import shutil
+
+    from pointdistill.models import load_checkpoint
+    from pointdistill.records.schema import open_store, store_fingerprint
+    from pointdistill.records.summary import stored_bytes
+
+    root, source = Path(root or zoo_root()), Path(source)
+    trained = load_checkpoint(str(checkpoint or source))
+    metrics = trained.metrics
+    accuracy = {"test_overall_accuracy": metrics["test_overall_accuracy"],
+                "test_mean_class_accuracy": metrics["test_mean_class_accuracy"],
+                "num_points": trained.dataset["num_points"], "epoch": "final",
+                "epochs": metrics["epochs"] if "epochs" in metrics else len(metrics["history"])}
+    store = None
+    if "records" in metrics:
+        group = open_store(metrics["records"]["store"])
+        attrs = group.attrs.asdict()
+        records = attrs["dataset"]["num_shapes"] * attrs["augmentations_per_shape"]
+        store = {"fingerprint": store_fingerprint(attrs), "teacher_sha256": attrs["teacher"]["weights_sha256"],
+                 "augmentations_per_shape": attrs["augmentations_per_shape"], "records": records,
+                 "bytes_per_record": stored_bytes(group)["total"] / records}
+    file = name + source.suffix
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, root / file)
+    return write_manifest_entry(root, name, file, description, command, accuracy, dict(trained.dataset), store)

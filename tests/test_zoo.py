@@ -10,7 +10,9 @@ import pointdistill
 from pointdistill.data.generated import generate_split
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.engine.export import export_file
-from pointdistill.zoo import ZooError, read_manifest, sha256_of, verified_file, write_manifest_entry, zoo_root
+from pointdistill.models import load_checkpoint
+from pointdistill.records.summary import store_summary
+from pointdistill.zoo import ZooError, read_manifest, release, sha256_of, verified_file, zoo_root
 
 
 def clouds(num_points: int) -> np.ndarray:
@@ -30,30 +32,45 @@ def test_every_released_model_matches_its_manifest_and_runs(name):
 
 @pytest.fixture(scope="module")
 def small_zoo(teacher_path, recorded_store, shapes_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("zoo")
-    shutil.copy(teacher_path, root / "teacher.pt")
-    run_student_job(StudentJob(store=recorded_store, dataset=shapes_dir, out=str(root / "run"),
-                               train=StudentTrainConfig(epochs=1, batch_size=16, device="cpu")), progress=False)
-    export_file(str(root / "run" / "student.pt"), str(root / "student.pdbn"))
-    for name, file in (("teacher", "teacher.pt"), ("student", "student.pdbn")):
-        write_manifest_entry(root, name, file, description=name, command="(test)", dataset={},
-                             accuracy={"test_overall_accuracy": 0.5, "num_points": 128})
-    return root
+    root, runs = tmp_path_factory.mktemp("zoo"), tmp_path_factory.mktemp("runs")
+    summary = run_student_job(StudentJob(store=recorded_store, dataset=shapes_dir, out=str(runs / "student"),
+                                         train=StudentTrainConfig(epochs=1, batch_size=16, device="cpu")),
+                              progress=False)
+    export_file(str(runs / "student" / "student.pt"), str(runs / "student.pdbn"))
+    release("teacher", teacher_path, "the session teacher", "(test)", root=root)
+    release("student", runs / "student.pdbn", "a 1-epoch student", "(test)", root=root,
+            checkpoint=runs / "student" / "student.pt")
+    return root, summary
+
+
+def test_a_release_records_the_accuracy_data_and_store_it_came_from(small_zoo, teacher_path, recorded_store):
+    root, summary = small_zoo
+    manifest = read_manifest(root)
+    teacher = load_checkpoint(teacher_path)
+    assert manifest["teacher"]["file"] == "teacher.pt" and manifest["teacher"]["store"] is None
+    assert manifest["teacher"]["accuracy"]["test_overall_accuracy"] == teacher.metrics["test_overall_accuracy"]
+    assert manifest["teacher"]["dataset"] == teacher.dataset and manifest["teacher"]["accuracy"]["epochs"] == 2
+    student = manifest["student"]
+    assert student["file"] == "student.pdbn" and student["accuracy"]["epochs"] == 1
+    assert student["accuracy"]["test_overall_accuracy"] == summary["final_test_overall_accuracy"]
+    assert student["store"]["fingerprint"] == store_summary(recorded_store)["fingerprint"]
+    assert student["store"]["teacher_sha256"] == teacher.weights_sha256()
 
 
 def test_load_pretrained_returns_a_module_or_the_engine(small_zoo):
-    teacher = pointdistill.load_pretrained("teacher", root=small_zoo)
-    student = pointdistill.load_pretrained("student", root=small_zoo)
+    root, _ = small_zoo
+    teacher = pointdistill.load_pretrained("teacher", root=root)
+    student = pointdistill.load_pretrained("student", root=root)
     points = clouds(128)
     with torch.no_grad():
         assert teacher(points).shape == (6, len(teacher.class_names))
     assert student(points).shape == (6, len(student.class_names))
-    assert set(read_manifest(small_zoo)) == {"student", "teacher"}
+    assert set(read_manifest(root)) == {"student", "teacher"}
 
 
 def test_a_damaged_or_unknown_release_is_refused(small_zoo, tmp_path, monkeypatch):
     root = tmp_path / "zoo"
-    shutil.copytree(small_zoo, root)
+    shutil.copytree(small_zoo[0], root)
     data = bytearray((root / "student.pdbn").read_bytes())
     data[-1] ^= 1
     (root / "student.pdbn").write_bytes(bytes(data))
