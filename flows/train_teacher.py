@@ -8,8 +8,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.parameters import (
-    Count, Device, ExistingPath, Help, Kernel, Overwrite, Positive, Progress, Resume, documented, existing_mode,
+    Count, Device, ExistingPath, Help, Kernel, Overwrite, Positive, Progress, Resume, Teacher, documented,
+    existing_mode,
 )
+from pointdistill.models.teacher_options import TeacherOptions
 from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
 
 
@@ -19,11 +21,14 @@ def train_teacher(
     dataset: Annotated[ExistingPath, Help("dataset directory (npz or ModelNet40 HDF5 layout)")],
     out: Annotated[str, Help("checkpoint path to write")],
     num_points: Annotated[Count, Help("first points of each shape used")] = 1024,
-    point_widths: Annotated[list[Count], Help("widths of the per-point layers; the last is the pooled size")] = [  # noqa: B006
-        64, 64, 64, 128, 1024],
-    head_widths: Annotated[list[Count], Help("widths of the classifier's hidden layers")] = [512, 256],  # noqa: B006
-    input_transform: Annotated[bool, Help("add the input T-Net")] = False,
-    feature_transform: Annotated[bool, Help("add the feature T-Net")] = False,
+    model: Annotated[Teacher, Help("the teacher's architecture (registry)")] = "pointnet",
+    point_widths: Annotated[list[Count] | None, Help(
+        "widths of the per-point layers, the last the pooled embedding (pointnet: its shared MLP, default "
+        "64,64,64,128,1024; dgcnn: the EdgeConv widths, then the embedding, default 64,64,128,256,1024)")] = None,
+    head_widths: Annotated[list[Count] | None, Help("widths of the classifier's hidden layers (default 512,256)")] = None,
+    neighbours: Annotated[Count | None, Help("dgcnn: neighbours per point in each kNN graph (default 20)")] = None,
+    input_transform: Annotated[bool, Help("pointnet: add the input T-Net")] = False,
+    feature_transform: Annotated[bool, Help("pointnet: add the feature T-Net")] = False,
     epochs: Annotated[Count, Help("training epochs (cosine schedule over all of them)")] = 20,
     batch_size: Annotated[Count, Help("shapes per training step")] = 32,
     lr: Annotated[Positive, Help("Adam learning rate at the start of the cosine schedule")] = 1e-3,
@@ -34,14 +39,16 @@ def train_teacher(
     overwrite: Overwrite = False,
     progress: Progress = False,
 ) -> dict:
-    """Train a PointNet teacher on ``dataset``'s train split, evaluate on its test split
+    """Train a float teacher (PointNet or DGCNN) on ``dataset``'s train split, evaluate on its test split
     (overall and mean-class accuracy) and save the checkpoint at ``out``, with
     ``<out>.metrics.parquet`` and ``<out>.curves.png`` beside it. Returns the final test accuracies and the paths written (``outputs``).
     An existing ``out`` is refused unless ``resume`` (continue an interrupted run from its last
     finished epoch) or ``overwrite``."""
+    options = TeacherOptions(point_widths=tuple(point_widths) if point_widths else None,
+                             head_widths=tuple(head_widths) if head_widths else None, neighbours=neighbours,
+                             input_transform=input_transform, feature_transform=feature_transform)
     job = TeacherJob(
-        dataset=dataset, out=out, num_points=num_points, point_widths=tuple(point_widths),
-        head_widths=tuple(head_widths), input_transform=input_transform, feature_transform=feature_transform,
+        dataset=dataset, out=out, num_points=num_points, model=model, options=options,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, kernel=kernel),
         existing=existing_mode(resume, overwrite))
     if kernel == "fast" and (input_transform or feature_transform):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -16,13 +17,16 @@ from pointdistill.augment import AugmentPolicy, apply, augmentation_params
 from pointdistill.binary.popcount import check_training_kernel
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.models import (
-    Checkpoint, PointNetConfig, batched_forward, create_model, load_checkpoint, model_spec, resolve_device,
-    save_checkpoint,
+    Checkpoint, batched_forward, create_model, load_checkpoint, resolve_device, save_checkpoint,
 )
+from pointdistill.models.teacher_options import TeacherOptions, teacher_spec
 from pointdistill.process_memory import keep_freed_memory
 from pointdistill.progress import EpochClock
 from pointdistill.report import teacher_files, write_teacher_history
 from pointdistill.run_directory import Existing, RunDirectory
+
+
+_log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -132,7 +136,10 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         keep_freed_memory()  # each step's activations reuse warm pages
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
-    model.training_kernel = config.kernel
+    if hasattr(model, "training_kernel"):
+        model.training_kernel = config.kernel
+    elif config.kernel == "fast" and device.type == "cpu":
+        _log.info("%s has no fused CPU layers: it trains on the reference (autograd) path", spec["name"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
@@ -194,16 +201,15 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
 
 @dataclass(frozen=True)
 class TeacherJob:
-    """One teacher run: the dataset directory, the checkpoint to write, the PointNet and the schedule.
-    existing: what to do when ``out`` (or an interrupted run of it) is already there."""
+    """One teacher run: the dataset directory, the checkpoint to write, the teacher (a registered
+    model and its options) and the schedule. existing: what to do when ``out`` (or an interrupted
+    run of it) is already there."""
 
     dataset: str
     out: str
     num_points: int = 1024
-    point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
-    head_widths: tuple[int, ...] = (512, 256)
-    input_transform: bool = False
-    feature_transform: bool = False
+    model: str = "pointnet"
+    options: TeacherOptions = field(default_factory=TeacherOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     existing: Existing = "refuse"
 
@@ -215,9 +221,7 @@ def run_teacher_job(job: TeacherJob, progress: bool = True) -> dict:
     accuracies, the per-epoch history, the paths written under ``outputs``)."""
     train_set = load_dataset(job.dataset, "train", job.num_points)
     test_set = load_dataset(job.dataset, "test", job.num_points)
-    spec = model_spec("pointnet", PointNetConfig(
-        num_classes=train_set.num_classes, point_widths=tuple(job.point_widths), head_widths=tuple(job.head_widths),
-        input_transform=job.input_transform, feature_transform=job.feature_transform))
+    spec = teacher_spec(job.model, train_set.num_classes, job.options)
     with RunDirectory(job.out, job.existing, resume_settings(job, train_set.fingerprint())) as run:
         outputs = {kind: str(path) for kind, path in teacher_files(job.out).items()}
         if run.finished:

@@ -40,6 +40,23 @@ class DGCNNConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"DGCNNConfig.dropout must be in [0, 1), got {self.dropout}")
 
+    @classmethod
+    def from_teacher_options(cls, num_classes: int, options) -> "DGCNNConfig":
+        """From train-teacher's TeacherOptions: point_widths are the EdgeConv widths, then the
+        embedding width (at least two); neighbours is k."""
+        options.refuse("dgcnn", "input_transform", "feature_transform")
+        given = {}
+        if options.point_widths is not None:
+            if len(options.point_widths) < 2:
+                raise ValueError(f"dgcnn point_widths: EdgeConv widths then the embedding width, at least two; "
+                                 f"got {list(options.point_widths)}")
+            given.update(edge_widths=tuple(options.point_widths[:-1]), embed_width=options.point_widths[-1])
+        if options.head_widths is not None:
+            given["head_widths"] = tuple(options.head_widths)
+        if options.neighbours is not None:
+            given["k"] = options.neighbours
+        return cls(num_classes=num_classes, **given)
+
 
 def _point_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out), nn.LeakyReLU(NEGATIVE_SLOPE))

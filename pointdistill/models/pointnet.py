@@ -33,6 +33,15 @@ class PointNetConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"PointNetConfig.dropout must be in [0, 1), got {self.dropout}")
 
+    @classmethod
+    def from_teacher_options(cls, num_classes: int, options) -> "PointNetConfig":
+        """From train-teacher's TeacherOptions (pointdistill.models.teacher_options)."""
+        options.refuse("pointnet", "neighbours")
+        given = {name: tuple(value) for name, value in (("point_widths", options.point_widths),
+                                                        ("head_widths", options.head_widths)) if value is not None}
+        return cls(num_classes=num_classes, input_transform=options.input_transform,
+                   feature_transform=options.feature_transform, **given)
+
 
 def _point_mlp(widths: list[int]) -> nn.Sequential:
     layers = []

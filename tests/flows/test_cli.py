@@ -108,10 +108,12 @@ def test_version_and_bare_command(capsys):
 def test_every_declared_name_is_registered_and_undeclared_names_are_refused():
     from pointdistill.binary import AGGREGATIONS, QUANTIZERS, register_quantizer
     from pointdistill.losses import POOLING_NORMS
+    from pointdistill.models import MODELS
 
     assert tuple(QUANTIZERS) == choices.QUANTIZER_NAMES
     assert tuple(AGGREGATIONS) == choices.AGGREGATION_NAMES
     assert tuple(POOLING_NORMS) == choices.POOLING_NORM_NAMES
+    assert all(hasattr(MODELS[name].config_cls, "from_teacher_options") for name in choices.TEACHER_NAMES)
     with pytest.raises(ValueError, match="not declared in pointdistill/choices.py"):
         register_quantizer("my-quantizer")
 

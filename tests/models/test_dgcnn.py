@@ -2,12 +2,14 @@
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from pointdistill.data import load_dataset
 from pointdistill.models import DGCNNConfig, create_model, load_checkpoint, model_spec, save_checkpoint
 from pointdistill.records import RecordingJob, ReplayLoader, finalize_store, prepare_store, record_chunk
-from pointdistill.train import TrainConfig, train_classifier
+from pointdistill.models.teacher_options import TeacherOptions, teacher_spec
+from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job, train_classifier
 
 SMALL = DGCNNConfig(num_classes=4, k=5, edge_widths=(8, 8, 16), embed_width=32, head_widths=(16,))
 
@@ -69,3 +71,25 @@ def test_a_trained_dgcnn_teacher_is_recorded_and_replayed(shapes_dir, tmp_path):
     with torch.no_grad():
         live = model(batch.points)
     torch.testing.assert_close(batch.teacher_logits, live.logits, rtol=1e-2, atol=1e-2)  # stored as float16
+
+
+def test_teacher_options_build_each_teacher_and_refuse_what_it_does_not_take():
+    dgcnn = teacher_spec("dgcnn", 4, TeacherOptions(point_widths=(8, 16, 32), neighbours=7))
+    assert (dgcnn["edge_widths"], dgcnn["embed_width"], dgcnn["k"]) == ([8, 16], 32, 7)
+    assert teacher_spec("pointnet", 4, TeacherOptions())["point_widths"] == [64, 64, 64, 128, 1024]
+    with pytest.raises(ValueError, match="teacher 'dgcnn' takes no input_transform"):
+        teacher_spec("dgcnn", 4, TeacherOptions(input_transform=True))
+    with pytest.raises(ValueError, match="teacher 'pointnet' takes no neighbours"):
+        teacher_spec("pointnet", 4, TeacherOptions(neighbours=3))
+    with pytest.raises(ValueError, match="'binary_pointnet' is not a teacher"):
+        teacher_spec("binary_pointnet", 4, TeacherOptions())
+
+
+def test_train_teacher_trains_a_dgcnn(shapes_dir, tmp_path):
+    job = TeacherJob(dataset=shapes_dir, out=str(tmp_path / "dgcnn.pt"), num_points=64, model="dgcnn",
+                     options=TeacherOptions(point_widths=(8, 8, 32), head_widths=(16,), neighbours=5),
+                     train=TrainConfig(epochs=1, batch_size=16, device="cpu"))
+    result = run_teacher_job(job, progress=False)
+    checkpoint = load_checkpoint(result["outputs"]["checkpoint"])
+    assert checkpoint.spec["name"] == "dgcnn" and checkpoint.spec["k"] == 5
+    assert 0 <= result["test_overall_accuracy"] <= 1

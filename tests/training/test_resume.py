@@ -20,6 +20,7 @@ import pointdistill.storage
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
+from pointdistill.models.teacher_options import TeacherOptions
 from pointdistill.parquet import parquet_rows
 from pointdistill.run_directory import RunDirectory, RunDirectoryError
 from pointdistill.storage import DiskFullError
@@ -36,8 +37,8 @@ def student_job(store, dataset, out, **changes):
 
 
 def teacher_job(dataset, out, **changes):
-    job = TeacherJob(dataset=dataset, out=str(out), num_points=128, point_widths=(16, 16, 32, 32, 64),
-                     head_widths=(32, 16), feature_transform=True,
+    options = TeacherOptions(point_widths=(16, 16, 32, 32, 64), head_widths=(32, 16), feature_transform=True)
+    job = TeacherJob(dataset=dataset, out=str(out), num_points=128, options=options,
                      train=TrainConfig(epochs=3, batch_size=16, device="cpu", seed=1))
     return replace(job, **changes)
 

@@ -1,0 +1,42 @@
+"""What `train-teacher` sets for any registered teacher, and the spec it builds from it.
+
+A teacher's config class turns these options into itself (``from_teacher_options``), taking the
+ones it has (None: its own default) and refusing the rest by name: no option means one thing for
+one backbone and is silently ignored by another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pointdistill.models.registry import MODELS, model_spec
+
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """point_widths: the per-point layer widths, the last being the embedding that is pooled
+    (PointNet: its shared MLP; DGCNN: its EdgeConv widths, then the embedding); head_widths: the
+    classifier's hidden widths; neighbours: points per neighbourhood (DGCNN's k); the T-Nets are
+    PointNet's. None: the model's default."""
+
+    point_widths: tuple[int, ...] | None = None
+    head_widths: tuple[int, ...] | None = None
+    neighbours: int | None = None
+    input_transform: bool = False
+    feature_transform: bool = False
+
+    def refuse(self, model: str, *names: str) -> None:
+        """ValueError naming every option in ``names`` that is set, which ``model`` does not take."""
+        given = [name for name in names if getattr(self, name) not in (None, False)]
+        if given:
+            raise ValueError(f"teacher {model!r} takes no {', '.join(given)}")
+
+
+def teacher_spec(model: str, num_classes: int, options: TeacherOptions) -> dict:
+    """The spec of teacher ``model`` (a registered model whose config has ``from_teacher_options``)."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; registered: {sorted(MODELS)}")
+    config_cls = MODELS[model].config_cls
+    if not hasattr(config_cls, "from_teacher_options"):
+        raise ValueError(f"model {model!r} is not a teacher (a float network train-teacher trains)")
+    return model_spec(model, config_cls.from_teacher_options(num_classes, options))
