@@ -10,8 +10,8 @@ alternate reference and fast so that both see the same machine load; the best ro
 Per row: samples/s of each, the ratio fast / reference, the fraction of this machine's measured
 sgemm peak that the dense-equivalent FLOPs (3 x the forward's multiply-adds x 2) reach, and the
 peak memory of training (resident set growth from before the model is built: parameters, Adam
-state and a step's activations). Each process keeps its freed memory as the training loops do
-(pointdistill.process_memory), for both kernels.
+state and a step's activations). Each process keeps its freed memory and flushes denormals as the
+training loops do (pointdistill.cpu_training), for both kernels.
 Ends with the line `student speed-up at 1024 points: <R>x` (LSR+EMA).
 """
 
@@ -61,9 +61,9 @@ def measure(row: str, kernel: str, num_points: int, batch: int, steps: int, poin
     from pointdistill.distill import student_spec
     from pointdistill.losses import LossConfig, LossTargets, total_loss
     from pointdistill.models import PointNetConfig, create_model, model_spec
-    from pointdistill.process_memory import keep_freed_memory
+    from pointdistill.cpu_training import prepare_cpu_training
 
-    keep_freed_memory()  # as the training loops do on the CPU, for both kernels
+    prepare_cpu_training()  # as the training loops do on the CPU, for both kernels
     points = _clouds(points_dir, batch, num_points)
     _reset_peak_rss()  # the dataset load's own peak does not count
     base = _rss_bytes()

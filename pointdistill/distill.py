@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from pointdistill.binary import initialize_binary_scales, set_training_progress
 from pointdistill.binary.popcount import check_training_kernel
+from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.data.split import validation_indices, validation_subset
 from pointdistill.engine.export import ExportError, export_student
@@ -23,7 +24,6 @@ from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import (
     BinaryPointNetConfig, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device,
 )
-from pointdistill.process_memory import keep_freed_memory
 from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
@@ -105,7 +105,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         raise ValueError(f"{loader.uri}: {loader.shapes.size} shapes make no full batch of {loader.batch_size}")
     device = resolve_device(config.device)
     if device.type == "cpu":
-        keep_freed_memory()  # each step's activations reuse warm pages
+        prepare_cpu_training()  # warm pages for each step's activations, denormals flushed
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
     model.training_kernel = config.kernel

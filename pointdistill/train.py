@@ -15,12 +15,12 @@ from tqdm.auto import tqdm
 
 from pointdistill.augment import AugmentPolicy, apply, augmentation_params
 from pointdistill.binary.popcount import check_training_kernel
+from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.models import (
     Checkpoint, batched_forward, create_model, load_checkpoint, resolve_device, save_checkpoint,
 )
 from pointdistill.models.teacher_options import TeacherOptions, teacher_spec
-from pointdistill.process_memory import keep_freed_memory
 from pointdistill.progress import EpochClock
 from pointdistill.report import teacher_files, write_teacher_history
 from pointdistill.run_directory import Existing, RunDirectory
@@ -133,7 +133,7 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         raise ValueError(f"test split {test_set.source} has other class names than {train_set.source}")
     device = resolve_device(config.device)
     if device.type == "cpu":
-        keep_freed_memory()  # each step's activations reuse warm pages
+        prepare_cpu_training()  # warm pages for each step's activations, denormals flushed
     torch.manual_seed(config.seed)
     model = create_model(spec).to(device)
     if hasattr(model, "training_kernel"):

@@ -554,6 +554,32 @@ static PyObject *py_unpack_signs(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* Flush denormal floats to zero on this thread: x86 MXCSR FTZ (bit 15) and DAZ (bit 6), AArch64
+ * FPCR FZ (bit 24). Returns 1 where it took effect. */
+static int set_flush_to_zero(void) {
+#if HAVE_X86
+    _mm_setcsr(_mm_getcsr() | 0x8040);
+    return 1;
+#elif defined(__aarch64__)
+    uint64_t fpcr;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr | (1ull << 24)));
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static PyObject *py_flush_denormals(PyObject *self, PyObject *args) {
+    /* on every thread of an OpenMP team of `threads` (torch's pool): how many took it */
+    int threads;
+    if (!PyArg_ParseTuple(args, "i", &threads) || !check_threads(threads)) return NULL;
+    int done = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : done)
+    done += set_flush_to_zero();
+    return PyLong_FromLong(done);
+}
+
 /* One cloud's popcounts on the chosen path; wn: the weight nibbles (AVX2 path) */
 static void cloud_popcounts(int path, const uint64_t *a, const uint64_t *w, const uint8_t *wn, ssize n_pts, ssize words,
                             ssize chans, uint8_t *p, uint8_t *lo, uint8_t *hi) {
@@ -944,6 +970,7 @@ static PyMethodDef methods[] = {
     {"layer_forward", py_layer_forward, METH_VARARGS, "hardtanh of a per-(cloud, channel) affine map of the popcounts"},
     {"layer_backward", py_layer_backward, METH_VARARGS, "the fused layer's masked sums or BatchNorm backward"},
     {"paths", py_paths, METH_NOARGS, "kernel paths this CPU runs, fastest first"},
+    {"flush_denormals", py_flush_denormals, METH_VARARGS, "flush denormal floats to zero on torch's OpenMP threads"},
     {NULL, NULL, 0, NULL},
 };
 
