@@ -71,15 +71,17 @@ def initialize_binary_scales(model: nn.Module, *inputs: torch.Tensor) -> None:
     """Run one forward pass on a first training batch so every quantizer with a data-dependent
     scale (LSR) initialises it from its actual input. Call before building the optimizer;
     BatchNorm running statistics are left as they were."""
-    saved = {name: b.clone() for name, b in model.named_buffers()}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in norm.buffers()] for norm in norms]
     for layer in binary_layers(model):
         layer.initialize_on_next_forward = True
     was_training = model.training
     model.train()
     model(*inputs)
     model.train(was_training)
-    for name, buffer in model.named_buffers():
-        buffer.copy_(saved[name])
+    for norm, buffers in zip(norms, saved):
+        for buffer, value in zip(norm.buffers(), buffers):
+            buffer.copy_(value)
 
 
 def set_training_progress(model: nn.Module, epoch: int, total_epochs: int) -> None:

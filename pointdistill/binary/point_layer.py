@@ -59,7 +59,7 @@ class _PointLayer(torch.autograd.Function):
                                 threads_for(batch))
         update_running_stats(bn, mean, var, m)
         ctx.product, ctx.coef, ctx.a_scale = product, coef, magnitudes[0]
-        ctx.stats = (s, m, bn.eps, u, slope, invstd, mean, r_mean, scale is not None)
+        ctx.stats = (s, m, u, slope, invstd, mean)
         ctx.save_for_backward(weight)
         return torch.from_numpy(h)
 
@@ -67,7 +67,7 @@ class _PointLayer(torch.autograd.Function):
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
         product, coef = ctx.product, ctx.coef
-        s, m, eps, u, slope, invstd, mean, r_mean, has_scale = ctx.stats
+        s, m, u, slope, invstd, mean = ctx.stats
         batch, points, k = product.batch, product.points, product.k
         channels = weight.shape[0]
         g = np.ascontiguousarray(grad.numpy())
@@ -92,12 +92,7 @@ class _PointLayer(torch.autograd.Function):
             grad_a *= ctx.a_scale.detach()[:, None, None]
         a = product.values(ctx.a_scale)
         grad_weight = grad_r.reshape(-1, channels).T @ a.reshape(-1, k)
-        grad_scale = None
-        if has_scale:
-            # BatchNorm is invariant to the scale but for eps: d z / d scale = gamma eps invstd^3 (r - r_mean)
-            q = (u * (k * passed - 2 * passed_p) - r_mean * passed).sum(0)  # sum g [pass] (r - r_mean)
-            grad_scale = (eps * (slope * invstd ** 2 * q).sum()).to(a.dtype)
-        return grad_a, grad_weight, grad_scale, dgamma.to(a.dtype), dbeta.to(a.dtype), None, None, None
+        return grad_a, grad_weight, None, dgamma.to(a.dtype), dbeta.to(a.dtype), None, None, None
 
 
 def point_layer(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
@@ -108,7 +103,7 @@ def point_layer(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | Non
     gradient is the pattern's (the clipped straight-through estimator on a Hardtanh output, or
     x is the +-1 pattern an estimator already made); weight: float32 [C, K], +-r_c per row;
     magnitudes (s [B] or None, r [C] or None) as BinaryLinear.quantized_operands gives them;
-    scale: a 0-d output scale (LSR) or None; bn: BatchNorm1d(C), whose running statistics are
+    scale: a 0-d output scale (LSR's, a constant: it gets no gradient) or None; bn: BatchNorm1d(C), whose running statistics are
     updated as in its forward. Returns float32 [B, N, C].
     """
     return _PointLayer.apply(x, weight, scale, bn.weight, bn.bias, bn, magnitudes, resolve_path())

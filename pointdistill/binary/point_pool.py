@@ -101,22 +101,22 @@ class _PointPool(torch.autograd.Function):
         cloud_mean = (cloud_sum @ w64.T) / points  # [B, C]
         r_tied = torch.where(every, cloud_mean, r_top)
         update_running_stats(bn, mean, var, m)
-        ctx.s, ctx.m, ctx.eps, ctx.has_scale = s, m, bn.eps, scale is not None
+        ctx.s, ctx.m = s, m
         if magnitudes is not None:  # the binary activation is rebuilt from the sign bits in backward
             ctx.product, ctx.a_scale = product, magnitudes[0]
             ctx.save_for_backward(weight, gamma)
         else:
             ctx.product = None
             ctx.save_for_backward(weight, gamma, a)
-        ctx.stats = (a_sum, a_mean, gram, r_mean, invstd, r_tied, counts.double(), mean)
+        ctx.stats = (a_sum, a_mean, gram, invstd, r_tied, counts.double(), mean)
         return z_top.to(a.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         weight, gamma, *saved = ctx.saved_tensors
         a = saved[0] if ctx.product is None else ctx.product.values(ctx.a_scale)
-        a_sum, a_mean, gram, r_mean, invstd, r_tied, counts, mean = ctx.stats
-        s, m, bn_eps = ctx.s, ctx.m, ctx.eps
+        a_sum, a_mean, gram, invstd, r_tied, counts, mean = ctx.stats
+        s, m = ctx.s, ctx.m
         g = grad.double()  # [B, C]
         w64 = weight.double()
         p = gamma.double() * invstd  # BN slope per channel [C]
@@ -131,15 +131,9 @@ class _PointPool(torch.autograd.Function):
         sparse_w = ctx.ties.scatter(point_coef.to(a.dtype), a.detach(), weight.detach(), grad_a)
         grad_weight = (sparse_w.double() + s * const[:, None] * a_sum[None, :]
                        + s * s * lin[:, None] * (w64 @ gram)).to(weight.dtype)
-        grad_scale = None
-        if ctx.has_scale:
-            # BatchNorm is invariant to the scale but for eps: the two terms of sum(dy * r) cancel
-            # to eps * sum_c p_c q_c invstd_c^2, q_c = sum_b g (r_tied - r_mean), computed directly.
-            q = (g * (r_tied - r_mean)).sum(0)
-            grad_scale = (bn_eps * (p * q * invstd ** 2).sum()).to(a.dtype)
         if ctx.product is not None and ctx.a_scale is not None:  # d x = d activation * s_b
             grad_a *= ctx.a_scale.detach()[:, None, None]
-        return grad_a, grad_weight, grad_scale, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None
+        return grad_a, grad_weight, None, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None
 
 
 def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,
@@ -147,7 +141,7 @@ def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
     """max over points of bn(scale * a @ weight^T) for a BatchNorm in training mode.
 
     a: float32 [B, N, K], the layer input, features last; weight: float32 [C, K]; scale: a 0-d
-    output scale (LSR) or None; bn: BatchNorm1d(C), whose running statistics are updated as in
+    output scale (LSR's, a constant: it gets no gradient) or None; bn: BatchNorm1d(C), whose running statistics are updated as in
     its forward. magnitudes: for a binary layer, (s [B] or None, r [C] or None) with the
     activation sign(a) s_b per cloud and weight = +-r_c per row (None: 1), as
     BinaryLinear.quantized_operands gives them: a's gradient is then the pattern's (a is the

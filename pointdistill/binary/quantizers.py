@@ -2,7 +2,7 @@
 
 Conventions (stated once): ``sign(0) = +1``; every binary layer computes
 ``y = output_scale(activation(x) @ weight(W)^T)``. A quantizer instance belongs to one layer,
-so per-layer state (LSR's learnable scale, IR-Net's training progress) lives in it.
+so per-layer state (LSR's output scale, IR-Net's training progress) lives in it.
 Formulas: ../shared/REFERENCE.md section 1.
 """
 
@@ -147,7 +147,7 @@ class Quantizer(nn.Module):
         return pattern if magnitude is None else pattern * magnitude
 
     def output_factor(self) -> torch.Tensor | None:
-        """The learnable scalar the layer's output is multiplied by (LSR), or None."""
+        """The 0-d scale the layer's output is multiplied by (LSR's, a constant), or None."""
         return None
 
     def output_scale(self, y: torch.Tensor) -> torch.Tensor:
@@ -216,14 +216,23 @@ class IRNet(Quantizer):
 @register_quantizer("lsr")
 class LSR(Quantizer):
     """BiPointNet's layer-wise scale recovery: sign(W - mean W) (one global mean), sign(a),
-    output times one learnable scalar alpha per layer, initialised from the first batch as
-    std(a @ Wc^T) / std(sign(a) @ sign(Wc)^T) (fallback std(Wc) / std(sign(Wc)))."""
+    output times one scalar alpha per layer, initialised from the first batch as
+    std(a @ Wc^T) / std(sign(a) @ sign(Wc)^T) (fallback std(Wc) / std(sign(Wc))).
+
+    alpha is a buffer, fixed after initialisation (ours; the paper calls it learnable). A
+    BatchNorm follows every binary layer, and a training-mode BatchNorm cancels any scale in
+    front of it but for its eps, so alpha's true gradient is about eps / var times smaller than
+    the rest and its autograd gradient is float32 cancellation noise. Adam turns that noise into
+    steps of about the learning rate: on ModelNet40 a trained alpha crossed zero at epoch 37,
+    BatchNorm flipped the sign of the layer's every channel and the run lost 20 points.
+    BiPointNet's released layer re-creates its scale as a new Parameter on the first forward,
+    after a training script has built its optimizer, so there too it is never stepped."""
 
     clipped_activation_ste = True
 
     def __init__(self):
         super().__init__()
-        self.alpha = nn.Parameter(torch.ones(()))
+        self.register_buffer("alpha", torch.ones(()))
 
     def weight_factors(self, w):
         return sign_ste(w - w.mean()), None

@@ -2,7 +2,7 @@
 
 Every binary layer computes, in eval mode, v = BN(alpha * (sign(x) . sign(w_m))) with one
 positive magnitude per weight row and the quantizer's output scale folded into alpha (LSR's
-learnable scalar, Bi-Real's and IR-Net's row scales). With s = gamma * alpha / sqrt(var + eps)
+fixed scalar, Bi-Real's and IR-Net's row scales). With s = gamma * alpha / sqrt(var + eps)
 and c = beta - gamma * mean / sqrt(var + eps), v = s * dot + c, dot = K - 2 * popcount(x XOR w).
 The next layer only needs sign(v) (Hardtanh keeps the sign; sign(0) = +1), so:
 

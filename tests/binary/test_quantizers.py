@@ -61,7 +61,7 @@ def test_irnet_standardises_rows_scales_by_a_power_of_two_and_uses_ede():
     assert q.activation(X).tolist() == sign(X).tolist()
 
 
-def test_lsr_uses_one_global_mean_and_a_learnable_scale_initialised_from_the_first_batch():
+def test_lsr_uses_one_global_mean_and_a_fixed_scale_initialised_from_the_first_batch():
     torch.manual_seed(0)
     layer = BinaryLinear(8, 5, "lsr")
     w = layer.weight.detach()
@@ -75,8 +75,13 @@ def test_lsr_uses_one_global_mean_and_a_learnable_scale_initialised_from_the_fir
     y = layer(x)
     manual = alpha0 * torch.einsum("oc,bnc->bno", sign(wc), sign(x))
     assert torch.allclose(y, manual, rtol=1e-4, atol=1e-4)
-    y.sum().backward()
-    assert layer.quantizer.alpha.grad is not None
+    # fixed from here on: not a parameter (no optimizer steps it), saved with the model
+    assert "quantizer.alpha" not in dict(layer.named_parameters())
+    assert layer.state_dict()["quantizer.alpha"].item() == pytest.approx(alpha0.item(), rel=1e-5)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+    layer(x).sum().backward()
+    optimizer.step()
+    assert layer.quantizer.alpha.item() == pytest.approx(alpha0.item(), rel=1e-5)
 
 
 def test_bireal_approxsign_gradient():
