@@ -137,6 +137,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             self_record.p.copy_(state["self_record_p"])
             self_record.seen.copy_(state["self_record_seen"])
     steps = len(loader)
+    evaluation_sets = {"test": test_set, **({"validation": validation_set} if validation_set is not None else {})}
     clock = EpochClock(config.epochs, len(run.history))
     for epoch in range(len(run.history), config.epochs):
         started = time.perf_counter()
@@ -175,9 +176,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             correct += int((out.logits.argmax(1) == b["labels"]).sum())
             seen_samples += count
             bar.set_postfix(loss=f"{step_terms['total']:.3f}")
-        test = evaluate_as_deployed(model, test_set, config.eval_batch_size, device)
-        validation = (evaluate_as_deployed(model, validation_set, config.eval_batch_size, device)
-                      if validation_set is not None else {})
+        scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
+        test, validation = scores["test"], scores.get("validation", {})
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples,
                **{f"test_{k}": v for k, v in test.items()},
@@ -216,21 +216,24 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
     return run
 
 
-def evaluate_as_deployed(model: torch.nn.Module, dataset: PointCloudSet, batch_size: int,
-                         device: torch.device) -> dict[str, float]:
-    """Accuracy of the student as it is deployed: a student that exports (sign activations) is
-    folded and run by the bit-packed engine on the CPU — the number `pointdistill predict` prints for
+def evaluate_as_deployed(model: torch.nn.Module, datasets: dict[str, PointCloudSet], batch_size: int,
+                         device: torch.device) -> dict[str, dict[str, float]]:
+    """Accuracy of the student as it is deployed, on each of ``datasets`` (by name; they share
+    class names and points per cloud): a student that exports (sign activations) is folded once
+    and run by the bit-packed engine on the CPU — the number `pointdistill predict` prints for
     its .pdbn, and about 20x faster than the float forward; one that does not (XNOR-Net scales
     activations per sample) takes ``evaluate``, the float forward."""
+    first = next(iter(datasets.values()))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    student = Checkpoint(spec=model.spec, state_dict=state, class_names=list(dataset.class_names),
-                         dataset={"num_points": dataset.num_points}, metrics={})
+    student = Checkpoint(spec=model.spec, state_dict=state, class_names=list(first.class_names),
+                         dataset={"num_points": first.num_points}, metrics={})
     try:
         engine = Engine(export_student(student))
     except ExportError:
-        return evaluate(model, dataset, batch_size, device)
-    logits = predict(engine, dataset.points, ENGINE_EVAL_CLOUDS)
-    return accuracy_metrics(torch.from_numpy(logits), torch.from_numpy(dataset.labels), dataset.num_classes)
+        return {name: evaluate(model, data, batch_size, device) for name, data in datasets.items()}
+    return {name: accuracy_metrics(torch.from_numpy(predict(engine, data.points, ENGINE_EVAL_CLOUDS)),
+                                   torch.from_numpy(data.labels), data.num_classes)
+            for name, data in datasets.items()}
 
 
 @dataclass(frozen=True)
