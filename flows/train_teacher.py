@@ -27,6 +27,9 @@ def train_teacher(
         "64,64,64,128,1024; dgcnn: the EdgeConv widths, then the embedding, default 64,64,128,256,1024)")] = None,
     head_widths: Annotated[list[Count] | None, Help("widths of the classifier's hidden layers (default 512,256)")] = None,
     neighbours: Annotated[Count | None, Help("dgcnn: neighbours per point in each kNN graph (default 20)")] = None,
+    centres: Annotated[list[Count] | None, Help(
+        "pointnet2_ssg: points sampled by each set abstraction level (default 512,128, for clouds of at "
+        "least 512 points)")] = None,
     input_transform: Annotated[bool, Help("pointnet: add the input T-Net")] = False,
     feature_transform: Annotated[bool, Help("pointnet: add the feature T-Net")] = False,
     epochs: Annotated[Count, Help("training epochs (cosine schedule over all of them)")] = 20,
@@ -39,13 +42,14 @@ def train_teacher(
     overwrite: Overwrite = False,
     progress: Progress = False,
 ) -> dict:
-    """Train a float teacher (PointNet or DGCNN) on ``dataset``'s train split, evaluate on its test split
+    """Train a float teacher (PointNet, DGCNN or PointNet++ SSG) on ``dataset``'s train split, evaluate on its test split
     (overall and mean-class accuracy) and save the checkpoint at ``out``, with
     ``<out>.metrics.parquet`` and ``<out>.curves.png`` beside it. Returns the final test accuracies and the paths written (``outputs``).
     An existing ``out`` is refused unless ``resume`` (continue an interrupted run from its last
     finished epoch) or ``overwrite``."""
     options = TeacherOptions(point_widths=tuple(point_widths) if point_widths else None,
                              head_widths=tuple(head_widths) if head_widths else None, neighbours=neighbours,
+                             centres=tuple(centres) if centres else None,
                              input_transform=input_transform, feature_transform=feature_transform)
     job = TeacherJob(
         dataset=dataset, out=out, num_points=num_points, model=model, options=options,

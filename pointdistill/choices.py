@@ -13,7 +13,7 @@ QUANTIZER_NAMES = ("bnn", "xnor", "irnet", "lsr", "bireal")
 AGGREGATION_NAMES = ("max", "ema")
 POOLING_NORM_NAMES = ("frobenius", "matrix-1", "matrix-2", "entrywise-l1", "nuclear", "matrix-inf")
 TRAINING_KERNEL_NAMES = ("fast", "reference")  # a model's `training_kernel`
-TEACHER_NAMES = ("pointnet", "dgcnn")  # the models train-teacher builds (their configs: from_teacher_options)
+TEACHER_NAMES = ("pointnet", "dgcnn", "pointnet2_ssg")  # the models train-teacher builds (their configs: from_teacher_options)
 
 
 def check_declared(kind: str, name: str, declared: tuple[str, ...]) -> None:

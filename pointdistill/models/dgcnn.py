@@ -44,7 +44,7 @@ class DGCNNConfig:
     def from_teacher_options(cls, num_classes: int, options) -> "DGCNNConfig":
         """From train-teacher's TeacherOptions: point_widths are the EdgeConv widths, then the
         embedding width (at least two); neighbours is k."""
-        options.refuse("dgcnn", "input_transform", "feature_transform")
+        options.refuse("dgcnn", "centres", "input_transform", "feature_transform")
         given = {}
         if options.point_widths is not None:
             if len(options.point_widths) < 2:

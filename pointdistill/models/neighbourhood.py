@@ -1,9 +1,11 @@
-"""Neighbourhoods of points: k nearest neighbours in any feature space, and gathering by index.
+"""Neighbourhoods of points: k nearest neighbours in any feature space, farthest point sampling,
+ball query, and gathering by index.
 
-Used by the graph and set-abstraction backbones (DGCNN's EdgeConv). Deterministic: the same
-features give the same indices on a device. Exact against a plain pairwise-distance reference
-(tests/models/test_neighbourhood.py) wherever the k-th and (k+1)-th distances differ by more than
-float32 rounding.
+Used by the graph and set-abstraction backbones (DGCNN's EdgeConv, PointNet++'s set abstraction).
+Deterministic: the same points give the same indices on a device, ties going to the lowest index.
+Exact against plain references (tests/models/test_neighbourhood.py) wherever the distances that
+decide differ by more than float32 rounding (the k-th and (k+1)-th neighbour, a point and the
+ball's radius, the two farthest candidates).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 
 # Query rows per distance block: [B, rows, N] float32 stays near 32 MB at B = 32, N = 1024.
-KNN_QUERY_ROWS = 256
+QUERY_ROWS = 256
 
 
 def pairwise_sq_distances(queries: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -27,15 +29,63 @@ def knn(features: torch.Tensor, k: int) -> torch.Tensor:
     its own first neighbour, unless it has exact duplicates).
 
     features: float [B, N, C] (coordinates or any per-point features); k <= N.
-    Returns int64 [B, N, k] indices into N. Computed in blocks of KNN_QUERY_ROWS query points, so
-    memory grows as B * KNN_QUERY_ROWS * N, not B * N * N."""
+    Returns int64 [B, N, k] indices into N. Computed in blocks of QUERY_ROWS query points, so
+    memory grows as B * QUERY_ROWS * N, not B * N * N."""
     batch, n, _ = features.shape
     if not 1 <= k <= n:
         raise ValueError(f"knn: k must be in 1..{n} (the points per cloud), got {k}")
     features = features.detach()
-    blocks = [pairwise_sq_distances(features[:, start:start + KNN_QUERY_ROWS], features)
+    blocks = [pairwise_sq_distances(features[:, start:start + QUERY_ROWS], features)
               .topk(k, dim=-1, largest=False, sorted=True).indices
-              for start in range(0, n, KNN_QUERY_ROWS)]
+              for start in range(0, n, QUERY_ROWS)]
+    return torch.cat(blocks, dim=1)
+
+
+@torch.no_grad()
+def farthest_point_sample(points: torch.Tensor, m: int) -> torch.Tensor:
+    """m of each cloud's points, each the farthest from those already taken, starting at point 0
+    (ours: PointNet++'s reference code starts at a random point; 0 makes the model a function
+    of its input). Ties take the lowest index.
+
+    points: float [B, N, 3]; 1 <= m <= N. Returns int64 [B, m] indices into N, in the order taken.
+    m sequential steps, each one pass over the B x N distances."""
+    batch, n, _ = points.shape
+    if not 1 <= m <= n:
+        raise ValueError(f"farthest_point_sample: m must be in 1..{n} (the points per cloud), got {m}")
+    points = points.detach()
+    taken = torch.zeros(batch, m, dtype=torch.int64, device=points.device)
+    nearest = torch.full((batch, n), float("inf"), dtype=points.dtype, device=points.device)
+    rows = torch.arange(batch, device=points.device)
+    for step in range(1, m):
+        offset = points - points[rows, taken[:, step - 1]][:, None, :]  # [B, N, 3]
+        torch.minimum(nearest, offset.square().sum(-1), out=nearest)
+        taken[:, step] = nearest.argmax(dim=1)  # the first of equal maxima
+    return taken
+
+
+@torch.no_grad()
+def ball_query(centres: torch.Tensor, points: torch.Tensor, radius: float, k: int) -> torch.Tensor:
+    """For every centre, the first k points (in index order) within ``radius`` of it, the list
+    padded with its first point where fewer are inside (PointNet++'s grouping).
+
+    centres: float [B, M, 3]; points: float [B, N, 3]; radius > 0 (inclusive); 1 <= k <= N.
+    Returns int64 [B, M, k] indices into N. A centre with no point inside its ball is refused
+    (a centre taken from the cloud is always inside its own). Memory-blocked like ``knn``."""
+    batch, n, _ = points.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"ball_query: k must be in 1..{n} (the points per cloud), got {k}")
+    if not radius > 0:
+        raise ValueError(f"ball_query: radius must be positive, got {radius}")
+    points, centres = points.detach(), centres.detach()
+    order = torch.arange(n, device=points.device)
+    blocks = []
+    for start in range(0, centres.shape[1], QUERY_ROWS):
+        inside = pairwise_sq_distances(centres[:, start:start + QUERY_ROWS], points) <= radius * radius
+        # the k lowest indices inside: outside points rank after every inside one
+        first = torch.where(inside, order, n).topk(k, dim=-1, largest=False, sorted=True).values
+        if bool((first[..., 0] == n).any()):
+            raise ValueError(f"ball_query: a centre has no point within radius {radius}")
+        blocks.append(torch.where(first == n, first[..., :1], first))
     return torch.cat(blocks, dim=1)
 
 

@@ -36,21 +36,23 @@ class PointNetConfig:
     @classmethod
     def from_teacher_options(cls, num_classes: int, options) -> "PointNetConfig":
         """From train-teacher's TeacherOptions (pointdistill.models.teacher_options)."""
-        options.refuse("pointnet", "neighbours")
+        options.refuse("pointnet", "neighbours", "centres")
         given = {name: tuple(value) for name, value in (("point_widths", options.point_widths),
                                                         ("head_widths", options.head_widths)) if value is not None}
         return cls(num_classes=num_classes, input_transform=options.input_transform,
                    feature_transform=options.feature_transform, **given)
 
 
-def _point_mlp(widths: list[int]) -> nn.Sequential:
+def point_mlp(widths: list[int]) -> nn.Sequential:
+    """Shared MLP widths[0] -> ... -> widths[-1]: 1x1 Conv1d (no bias), BatchNorm, ReLU per layer."""
     layers = []
     for c_in, c_out in zip(widths[:-1], widths[1:]):
         layers += [nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
-def _head(widths: list[int], num_outputs: int, dropout: float) -> nn.Sequential:
+def classifier_head(widths: list[int], num_outputs: int, dropout: float) -> nn.Sequential:
+    """Linear (no bias), BatchNorm, ReLU and dropout per hidden width, then Linear to the outputs."""
     layers = []
     for c_in, c_out in zip(widths[:-1], widths[1:]):
         layers += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
@@ -66,8 +68,8 @@ class TNet(nn.Module):
     def __init__(self, k: int, widths: tuple[int, ...]):
         super().__init__()
         self.k = k
-        self.features = _point_mlp([k, *widths])
-        self.regressor = _head([widths[-1], max(widths[-1] // 2, k), max(widths[-1] // 4, k)], k * k, 0.0)
+        self.features = point_mlp([k, *widths])
+        self.regressor = classifier_head([widths[-1], max(widths[-1] // 2, k), max(widths[-1] // 4, k)], k * k, 0.0)
         nn.init.zeros_(self.regressor[-1].weight)
         nn.init.zeros_(self.regressor[-1].bias)
 
@@ -89,10 +91,10 @@ class PointNet(nn.Module):
         w = list(config.point_widths)
         tnet_widths = (w[0], w[-2], w[-1])
         self.input_tnet = TNet(3, tnet_widths) if config.input_transform else None
-        self.stem = _point_mlp([3, *w[:2]])
+        self.stem = point_mlp([3, *w[:2]])
         self.feature_tnet = TNet(w[1], tnet_widths) if config.feature_transform else None
-        self.trunk = _point_mlp(w[1:])
-        self.head = _head([w[-1], *config.head_widths], config.num_classes, config.dropout)
+        self.trunk = point_mlp(w[1:])
+        self.head = classifier_head([w[-1], *config.head_widths], config.num_classes, config.dropout)
 
     def forward(self, points: torch.Tensor) -> ModelOutput:
         """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features

@@ -37,19 +37,27 @@ def register_model(name: str, config_cls: type):
     return decorate
 
 
+def _tuples(value: Any) -> Any:
+    """Lists (JSON arrays), nested ones too, as tuples: the config dataclasses' form."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _lists(value: Any) -> Any:
+    """Tuples, nested ones too, as lists: the JSON form of a spec."""
+    return [_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def _config_from_dict(config_cls: type, fields: dict) -> Any:
     known = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = set(fields) - set(known)
     if unknown:
         raise ValueError(f"{config_cls.__name__}: unknown fields {sorted(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return config_cls(**values)
+    return config_cls(**{k: _tuples(v) for k, v in fields.items()})
 
 
 def model_spec(name: str, config: Any) -> dict:
     """The JSON-friendly spec that ``create_model`` rebuilds the model from."""
-    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
-    return {"name": name, **fields}
+    return {"name": name, **{k: _lists(v) for k, v in dataclasses.asdict(config).items()}}
 
 
 def create_model(spec: dict) -> nn.Module:

@@ -16,12 +16,14 @@ from pointdistill.models.registry import MODELS, model_spec
 class TeacherOptions:
     """point_widths: the per-point layer widths, the last being the embedding that is pooled
     (PointNet: its shared MLP; DGCNN: its EdgeConv widths, then the embedding); head_widths: the
-    classifier's hidden widths; neighbours: points per neighbourhood (DGCNN's k); the T-Nets are
-    PointNet's. None: the model's default."""
+    classifier's hidden widths; neighbours: points per neighbourhood (DGCNN's k); centres: the
+    points each local level samples (PointNet++'s set abstractions); the T-Nets are PointNet's.
+    None: the model's default."""
 
     point_widths: tuple[int, ...] | None = None
     head_widths: tuple[int, ...] | None = None
     neighbours: int | None = None
+    centres: tuple[int, ...] | None = None
     input_transform: bool = False
     feature_transform: bool = False
 

@@ -16,7 +16,7 @@ def _plain_knn(features: np.ndarray, k: int) -> np.ndarray:
 
 @pytest.mark.parametrize("channels", [3, 17])
 def test_knn_matches_plain_distances_in_every_block(channels, monkeypatch):
-    monkeypatch.setattr(neighbourhood, "KNN_QUERY_ROWS", 7)  # several blocks, the last one short
+    monkeypatch.setattr(neighbourhood, "QUERY_ROWS", 7)  # several blocks, the last one short
     features = torch.randn(3, 50, channels, generator=torch.Generator().manual_seed(0))
     index = knn(features, 9)
     assert index.shape == (3, 50, 9) and index.dtype == torch.int64
@@ -38,3 +38,64 @@ def test_gather_points_picks_rows_and_passes_gradients():
     assert torch.equal(out[1, 1, 0], features[1, 3])
     out.sum().backward()
     assert features.grad[0, 2].tolist() == [2.0] * 4 and features.grad[0, 1].tolist() == [0.0] * 4
+
+
+def _plain_farthest_points(points: np.ndarray, m: int) -> np.ndarray:
+    """One cloud, float64, in plain loops: start at point 0, then the farthest from those taken."""
+    taken = [0]
+    for _ in range(1, m):
+        nearest = [min(((p - points[t]) ** 2).sum() for t in taken) for p in points]
+        taken.append(int(np.argmax(nearest)))
+    return np.array(taken)
+
+
+def test_farthest_point_sampling_matches_a_plain_loop():
+    points = torch.rand(3, 40, 3, generator=torch.Generator().manual_seed(1))
+    index = neighbourhood.farthest_point_sample(points, 12)
+    assert index.shape == (3, 12) and index.dtype == torch.int64
+    for cloud, taken in zip(points.double().numpy(), index.numpy()):
+        assert taken.tolist() == _plain_farthest_points(cloud, 12).tolist()
+    assert torch.equal(index, neighbourhood.farthest_point_sample(points, 12))
+
+
+def test_farthest_point_sampling_takes_the_lowest_index_among_ties_and_every_point_once():
+    # the corners of a square, each twice: after corner 0 the opposite corner (2), then 1 and 3 tie
+    square = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    points = torch.cat([square, square])[None]
+    assert neighbourhood.farthest_point_sample(points, 4)[0].tolist() == [0, 2, 1, 3]
+    distinct = torch.rand(1, 9, 3, generator=torch.Generator().manual_seed(2))
+    assert sorted(neighbourhood.farthest_point_sample(distinct, 9)[0].tolist()) == list(range(9))
+    with pytest.raises(ValueError, match="m must be in 1..9"):
+        neighbourhood.farthest_point_sample(distinct, 10)
+
+
+def _plain_ball_query(centres: np.ndarray, points: np.ndarray, radius: float, k: int) -> np.ndarray:
+    """One cloud, float64: the first k indices within the radius, padded with the first."""
+    out = []
+    for c in centres:
+        inside = [i for i, p in enumerate(points) if ((p - c) ** 2).sum() <= radius ** 2][:k]
+        out.append(inside + [inside[0]] * (k - len(inside)))
+    return np.array(out)
+
+
+def test_ball_query_matches_a_plain_loop_in_every_block(monkeypatch):
+    monkeypatch.setattr(neighbourhood, "QUERY_ROWS", 4)
+    points = torch.rand(2, 60, 3, generator=torch.Generator().manual_seed(3))
+    centres = points[:, :10]  # every centre is a point of its cloud
+    index = neighbourhood.ball_query(centres, points, 0.3, 8)
+    assert index.shape == (2, 10, 8) and index.dtype == torch.int64
+    for c, p, got in zip(centres.double().numpy(), points.double().numpy(), index.numpy()):
+        assert got.tolist() == _plain_ball_query(c, p, 0.3, 8).tolist()
+    assert (index[..., 0] <= torch.arange(10)).all()  # a centre finds itself at the latest
+    padded = neighbourhood.ball_query(centres, points, 0.05, 8)  # few inside: padded with the first
+    assert (padded == padded[..., :1]).any(dim=-1).all()
+
+
+def test_ball_query_refuses_an_empty_ball_and_bad_arguments():
+    points = torch.zeros(1, 5, 3)
+    with pytest.raises(ValueError, match="no point within radius 0.1"):
+        neighbourhood.ball_query(torch.ones(1, 1, 3), points, 0.1, 2)
+    with pytest.raises(ValueError, match="k must be in 1..5"):
+        neighbourhood.ball_query(points, points, 0.1, 6)
+    with pytest.raises(ValueError, match="radius must be positive"):
+        neighbourhood.ball_query(points, points, 0.0, 2)
