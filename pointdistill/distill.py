@@ -71,6 +71,17 @@ class StudentRun:
     first_step_terms: dict[str, float] = field(default_factory=dict)
 
 
+def pooled_adapter(student_width: int, teacher_width: int) -> torch.nn.Linear | None:
+    """The learned linear map, student pooled [B, student_width] -> [B, teacher_width], through
+    which the pooling regulariser compares a student with a teacher of another pooled width (a
+    store recorded by another architecture, e.g. DGCNN's 2,048-wide max + mean; ours). It trains
+    with the student and is saved in the resume state, but is no part of the student: the
+    checkpoint and the exported model never hold it. None where the widths are equal."""
+    if student_width == teacher_width:
+        return None
+    return torch.nn.Linear(student_width, teacher_width)
+
+
 class _SelfRecord:
     """The student's own softened predictions per record slot (shape, augmentation), kept in
     memory (float16 [N, A, C]) for negative-weight self-distillation; never written to the store."""
@@ -120,7 +131,13 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
 
     first = to_device(next(iter(loader.epoch(0))))
     initialize_binary_scales(model, first["points"])  # LSR scales, before the optimizer exists
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    adapter = None
+    if loss.reg_weight > 0:
+        with torch.no_grad():
+            student_width = model.eval()(first["points"][:2]).pooled.shape[1]
+        adapter = pooled_adapter(student_width, loader.layout.pooled_dim)
+    trained = [*model.parameters(), *(adapter.to(device).parameters() if adapter is not None else [])]
+    optimizer = torch.optim.Adam(trained, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
     layout = loader.layout
     self_record = (_SelfRecord(layout.num_shapes, layout.augmentations, layout.num_classes, device)
@@ -129,6 +146,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
     state = run_dir.state if run_dir is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
+        if adapter is not None:
+            adapter.load_state_dict(state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         restore_rng_states(state["rng"], device)
@@ -158,8 +177,9 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                 previous_p, seen = self_record.lookup(b["shape_index"], b["augmentation_index"])
             with autocast:
                 out = model(b["points"])
+                pooled = out.pooled if adapter is None else adapter(out.pooled)
             targets = LossTargets(b["labels"], b["teacher_logits"], b["teacher_pooled"], previous_p, seen)
-            total, terms = total_loss(loss, out.logits, out.pooled, targets)
+            total, terms = total_loss(loss, out.logits, pooled, targets)
             check_finite_loss(total, epoch + 1, config.epochs, step + 1, steps, terms,
                               run_dir.state_path if run_dir else None)
             optimizer.zero_grad(set_to_none=True)
@@ -190,6 +210,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                      "first_step_terms": run.first_step_terms}
             if self_record is not None:
                 saved.update(self_record_p=self_record.p.cpu(), self_record_seen=self_record.seen.cpu())
+            if adapter is not None:
+                saved["adapter"] = adapter.state_dict()
             run_dir.save_state(saved)
         shown_validation = (f"  validation OA {row['validation_overall_accuracy']:.4f}"
                             if validation_set is not None else "")
@@ -211,6 +233,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                  "validation_shapes": len(validation_set) if validation_set is not None else 0,
                  "records": {"store": loader.uri, "teacher_sha256": loader.attrs["teacher"]["weights_sha256"]},
                  "loss": dataclasses.asdict(loss),
+                 "pooled_adapter": (None if adapter is None else
+                                    {"student_width": adapter.in_features, "teacher_width": adapter.out_features}),
                  "online_teacher": online_teacher is not None},
     )
     return run
@@ -266,12 +290,14 @@ class StudentJob:
 
 def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
                  point_widths: tuple[int, ...] | None = None, head_widths: tuple[int, ...] | None = None) -> dict:
-    """A binary PointNet spec, the teacher's widths unless given."""
-    config = BinaryPointNetConfig(
-        num_classes=teacher_spec["num_classes"],
-        point_widths=tuple(point_widths or teacher_spec["point_widths"]),
-        head_widths=tuple(head_widths or teacher_spec["head_widths"]),
-        quantizer=quantizer, aggregation=aggregation)
+    """A binary PointNet spec with the widths given, else a PointNet teacher's, else BiPointNet's
+    (BinaryPointNetConfig's defaults) for a teacher of another architecture."""
+    mirrored = teacher_spec if teacher_spec["name"] == "pointnet" else {}
+    widths = {name: tuple(given or mirrored[name]) for name, given in (("point_widths", point_widths),
+                                                                       ("head_widths", head_widths))
+              if given or name in mirrored}
+    config = BinaryPointNetConfig(num_classes=teacher_spec["num_classes"], quantizer=quantizer,
+                                  aggregation=aggregation, **widths)
     return model_spec("binary_pointnet", config)
 
 
@@ -288,9 +314,6 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
                           held_out=held_out)
     teacher_spec = loader.attrs["teacher"]["model"]
     spec = student_spec(teacher_spec, job.quantizer, job.aggregation, job.point_widths, job.head_widths)
-    if job.loss.reg_weight > 0 and spec["point_widths"][-1] != loader.layout.pooled_dim:
-        raise ValueError(f"the pooling regulariser needs the student's pooled width "
-                         f"{spec['point_widths'][-1]} to equal the teacher's {loader.layout.pooled_dim}")
     settings = resume_settings(job, train_set.fingerprint())
     settings.pop("storage_options")  # credentials are not settings, and never written
     settings["teacher_sha256"] = loader.attrs["teacher"]["weights_sha256"]
@@ -326,6 +349,7 @@ def _summary(job: StudentJob, spec: dict, teacher_spec: dict, loader: ReplayLoad
         "student_bytes": student_sizes(run.checkpoint),
         "teacher_float_bytes": float_bytes(create_model(teacher_spec)),
         "records": metrics["records"], "online_teacher": job.online_teacher,
+        "pooled_adapter": metrics["pooled_adapter"],
         "first_step_terms": run.first_step_terms,
     }
 
