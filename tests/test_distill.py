@@ -102,12 +102,15 @@ def test_every_quantizer_and_aggregation_trains(recorded_store, shapes_dir, tmp_
         assert 0 < sizes["packed_bytes"] < sizes["float_bytes"] and sizes["not_packed"] is None
 
 
-def test_a_narrower_student_cannot_use_the_pooling_regulariser(recorded_store, shapes_dir, tmp_path):
-    job = job_for(recorded_store, shapes_dir, tmp_path, point_widths=(8, 8, 16, 16, 32))
-    with pytest.raises(ValueError, match="pooled width 32 to equal the teacher's 64"):
-        run_student_job(job, progress=False)
-    narrow_kd = replace(job, loss=LossConfig(kd_weight=0.5), train=StudentTrainConfig(epochs=1, device="cpu"))
-    assert run_student_job(narrow_kd, progress=False)["student"]["point_widths"] == [8, 8, 16, 16, 32]
+def test_a_narrower_student_regularises_through_an_adapter_and_a_matching_one_without(
+        recorded_store, shapes_dir, tmp_path):
+    job = job_for(recorded_store, shapes_dir, tmp_path / "narrow", point_widths=(8, 8, 16, 16, 32),
+                  train=StudentTrainConfig(epochs=1, device="cpu"))
+    summary = run_student_job(job, progress=False)
+    assert summary["student"]["point_widths"] == [8, 8, 16, 16, 32]
+    assert summary["pooled_adapter"] == {"student_width": 32, "teacher_width": 64}
+    same = run_student_job(replace(job, out=str(tmp_path / "same"), point_widths=None), progress=False)
+    assert same["pooled_adapter"] is None
 
 
 def test_a_validation_split_is_held_out_of_replay_and_evaluated_every_epoch(recorded_store, shapes_dir, tmp_path):
