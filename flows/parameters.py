@@ -18,7 +18,8 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from pointdistill.choices import (
-    AGGREGATION_NAMES, POOLING_NORM_NAMES, QUANTIZER_NAMES, TEACHER_NAMES, TRAINING_KERNEL_NAMES,
+    AGGREGATION_NAMES, POOLING_NORM_NAMES, QUANTIZER_NAMES, STUDENT_BACKBONE_NAMES, TEACHER_NAMES,
+    TRAINING_KERNEL_NAMES,
 )
 
 Quantizer = Literal[QUANTIZER_NAMES]  # type: ignore[valid-type]
@@ -26,6 +27,7 @@ Aggregation = Literal[AGGREGATION_NAMES]  # type: ignore[valid-type]
 PoolingNorm = Literal[POOLING_NORM_NAMES]  # type: ignore[valid-type]
 TrainingKernel = Literal[TRAINING_KERNEL_NAMES]  # type: ignore[valid-type]
 Teacher = Literal[TEACHER_NAMES]  # type: ignore[valid-type]
+StudentBackbone = Literal[STUDENT_BACKBONE_NAMES]  # type: ignore[valid-type]
 Count = Annotated[int, Field(ge=1)]  # a number of things that must be at least one
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]

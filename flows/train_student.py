@@ -10,7 +10,7 @@ from pydantic import Field
 
 from flows.parameters import (
     Aggregation, Catalog, Count, Device, ExistingPath, Help, KdWeight, Kernel, OneOf, Overwrite, Positive, Progress,
-    Quantizer, Regularizer, RegWeight, Resume, SelfWeight, Temperature, documented, existing_mode,
+    Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, documented, existing_mode,
 )
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
@@ -29,9 +29,13 @@ def train_student(
                                 "do), with dataset_fingerprint")] = None,
     dataset_fingerprint: Annotated[str | None, Help("with teacher_sha: the dataset fingerprint (a prefix will do)")] = None,
     catalog: Catalog = None,
+    backbone: Annotated[StudentBackbone, Help(
+        "the student's architecture, binarised (the teacher's layout where the teacher is one too; else "
+        "BiPointNet's widths for pointnet)")] = "pointnet",
     quantizer: Annotated[Quantizer, Help("binarisation method of the student's binary layers")] = "lsr",
     aggregation: Annotated[Aggregation, Help("global pooling over points")] = "ema",
-    point_widths: Annotated[list[Count] | None, Help("per-point layer widths (default: the teacher's)")] = None,
+    point_widths: Annotated[list[Count] | None, Help(
+        "pointnet student: per-point layer widths (default: a PointNet teacher's)")] = None,
     head_widths: Annotated[list[Count] | None, Help("classifier hidden widths (default: the teacher's)")] = None,
     kd_weight: KdWeight = 0.0,
     temperature: Temperature = 2.0,
@@ -54,7 +58,7 @@ def train_student(
     overwrite: Overwrite = False,
     progress: Progress = False,
 ) -> dict:
-    """Train a binary PointNet from the records at ``store`` — or the newest complete store in the
+    """Train a binary student (PointNet by default) from the records at ``store`` — or the newest complete store in the
     catalog of teacher ``teacher_sha`` on ``dataset_fingerprint`` (prefixes allowed) — never
     loading the teacher, unless ``online_teacher`` asks for the live-teacher baseline. Writes
     checkpoint, metrics.parquet, curves.png and summary.json under ``out``, together; returns the
@@ -66,7 +70,7 @@ def train_student(
         store = find_store(teacher_sha, dataset_fingerprint, catalog)
         get_run_logger().info("catalog: using %s", store)
     job = StudentJob(
-        store=store, dataset=dataset, out=out, quantizer=quantizer, aggregation=aggregation,
+        store=store, dataset=dataset, out=out, backbone=backbone, quantizer=quantizer, aggregation=aggregation,
         point_widths=tuple(point_widths) if point_widths else None,
         head_widths=tuple(head_widths) if head_widths else None,
         loss=LossConfig(kd_weight=kd_weight, temperature=temperature, reg_weight=reg_weight,
@@ -82,7 +86,7 @@ def train_student(
                           summary["final_test_overall_accuracy"], summary["teacher_test_overall_accuracy"] or 0,
                           summary["student_bytes"]["float_bytes"], summary["student_bytes"]["packed_bytes"])
     create_table_artifact(key="student-summary", table=[{
-        "student": f"{quantizer}+{aggregation}", "kd_weight": kd_weight, "reg_weight": reg_weight,
+        "student": f"{backbone} {quantizer}+{aggregation}", "kd_weight": kd_weight, "reg_weight": reg_weight,
         "final_test_OA": round(summary["final_test_overall_accuracy"], 4),
         "final_test_mAcc": round(summary["final_test_mean_class_accuracy"], 4),
         "teacher_test_OA": summary["teacher_test_overall_accuracy"],

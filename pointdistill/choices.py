@@ -14,6 +14,7 @@ AGGREGATION_NAMES = ("max", "ema")
 POOLING_NORM_NAMES = ("frobenius", "matrix-1", "matrix-2", "entrywise-l1", "nuclear", "matrix-inf")
 TRAINING_KERNEL_NAMES = ("fast", "reference")  # a model's `training_kernel`
 TEACHER_NAMES = ("pointnet", "dgcnn", "pointnet2_ssg")  # the models train-teacher builds (their configs: from_teacher_options)
+STUDENT_BACKBONE_NAMES = ("pointnet", "dgcnn", "pointnet2_ssg")  # train-student --backbone: binary_<name>
 
 
 def check_declared(kind: str, name: str, declared: tuple[str, ...]) -> None:

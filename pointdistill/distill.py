@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from pointdistill.binary import initialize_binary_scales, set_training_progress
 from pointdistill.binary.popcount import check_training_kernel
+from pointdistill.choices import STUDENT_BACKBONE_NAMES, check_declared
 from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.data.split import validation_indices, validation_subset
@@ -21,9 +22,8 @@ from pointdistill.engine.export import ExportError, export_student
 from pointdistill.engine.predict import predict
 from pointdistill.engine.runtime import Engine
 from pointdistill.losses import LossConfig, LossTargets, total_loss
-from pointdistill.models import (
-    BinaryPointNetConfig, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device,
-)
+from pointdistill.models import MODELS, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device
+from pointdistill.models.registry import config_from_fields
 from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
@@ -263,7 +263,9 @@ def evaluate_as_deployed(model: torch.nn.Module, datasets: dict[str, PointCloudS
 @dataclass(frozen=True)
 class StudentJob:
     """One student run: where the records and data are, the student, the loss and the schedule.
-    point_widths / head_widths default to the recorded teacher's. existing: what to do when
+    backbone: the student is ``binary_<backbone>`` (pointdistill.choices.STUDENT_BACKBONE_NAMES);
+    its architecture and widths default to the recorded teacher's where that is the same backbone
+    (``student_spec``). existing: what to do when
     ``out`` (or an interrupted run of it) is already there: refuse, resume or overwrite.
     validation_fraction: the share of each training class held out of replay and evaluated on
     after every epoch (pointdistill.data.split; the same shapes for every run); 0 = none."""
@@ -271,6 +273,7 @@ class StudentJob:
     store: str
     dataset: str
     out: str
+    backbone: str = "pointnet"
     quantizer: str = "lsr"
     aggregation: str = "ema"
     point_widths: tuple[int, ...] | None = None
@@ -284,21 +287,32 @@ class StudentJob:
     existing: Existing = "refuse"
 
     def __post_init__(self):
+        check_declared("student backbone", self.backbone, STUDENT_BACKBONE_NAMES)
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"StudentJob.validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
 
 def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
-                 point_widths: tuple[int, ...] | None = None, head_widths: tuple[int, ...] | None = None) -> dict:
-    """A binary PointNet spec with the widths given, else a PointNet teacher's, else BiPointNet's
-    (BinaryPointNetConfig's defaults) for a teacher of another architecture."""
-    mirrored = teacher_spec if teacher_spec["name"] == "pointnet" else {}
-    widths = {name: tuple(given or mirrored[name]) for name, given in (("point_widths", point_widths),
-                                                                       ("head_widths", head_widths))
-              if given or name in mirrored}
-    config = BinaryPointNetConfig(num_classes=teacher_spec["num_classes"], quantizer=quantizer,
-                                  aggregation=aggregation, **widths)
-    return model_spec("binary_pointnet", config)
+                 point_widths: tuple[int, ...] | None = None, head_widths: tuple[int, ...] | None = None,
+                 backbone: str = "pointnet") -> dict:
+    """The spec of the binary student ``binary_<backbone>``: the teacher's architecture where the
+    teacher is a ``backbone`` too (every field the student shares, not its dropout or T-Nets),
+    else the student's defaults (BiPointNet's widths for PointNet); ``head_widths`` and, for the
+    PointNet student, ``point_widths`` override."""
+    check_declared("student backbone", backbone, STUDENT_BACKBONE_NAMES)
+    name = f"binary_{backbone}"
+    shared = {f.name for f in dataclasses.fields(MODELS[name].config_cls)} - {"name", "num_classes", "dropout"}
+    fields = {k: v for k, v in teacher_spec.items() if k in shared} if teacher_spec["name"] == backbone else {}
+    if point_widths:
+        if "point_widths" not in shared:
+            raise ValueError(f"point_widths set the pointnet student's layers; the {backbone} student takes its "
+                             f"teacher's architecture (or its defaults) and head_widths")
+        fields["point_widths"] = point_widths
+    if head_widths:
+        fields["head_widths"] = head_widths
+    config = config_from_fields(MODELS[name].config_cls, {**fields, "num_classes": teacher_spec["num_classes"],
+                                                          "quantizer": quantizer, "aggregation": aggregation})
+    return model_spec(name, config)
 
 
 def run_student_job(job: StudentJob, progress: bool = True) -> dict:
@@ -313,7 +327,8 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
                           use_completed_part=job.use_completed_part, storage_options=job.storage_options,
                           held_out=held_out)
     teacher_spec = loader.attrs["teacher"]["model"]
-    spec = student_spec(teacher_spec, job.quantizer, job.aggregation, job.point_widths, job.head_widths)
+    spec = student_spec(teacher_spec, job.quantizer, job.aggregation, job.point_widths, job.head_widths,
+                        job.backbone)
     settings = resume_settings(job, train_set.fingerprint())
     settings.pop("storage_options")  # credentials are not settings, and never written
     settings["teacher_sha256"] = loader.attrs["teacher"]["weights_sha256"]
@@ -335,7 +350,7 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
 def _summary(job: StudentJob, spec: dict, teacher_spec: dict, loader: ReplayLoader, run: StudentRun) -> dict:
     metrics = run.checkpoint.metrics
     return {
-        "student": {k: spec[k] for k in ("quantizer", "aggregation", "point_widths", "head_widths")},
+        "student": {k: v for k, v in spec.items() if k != "num_classes"},
         "loss": dataclasses.asdict(job.loss), "epochs": job.train.epochs, "seed": job.train.seed,
         "final_test_overall_accuracy": metrics["test_overall_accuracy"],
         "final_test_mean_class_accuracy": metrics["test_mean_class_accuracy"],

@@ -11,7 +11,8 @@ os.environ["POINTDISTILL_CATALOG"] = tempfile.mkdtemp(prefix="pointdistill-catal
 import pytest  # noqa: E402
 
 from pointdistill.data import load_dataset, write_generated_dataset  # noqa: E402
-from pointdistill.models import PointNetConfig, model_spec, save_checkpoint  # noqa: E402
+from pointdistill.models import DGCNNConfig, PointNetConfig, model_spec, save_checkpoint  # noqa: E402
+from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk  # noqa: E402
 from pointdistill.train import TrainConfig, train_classifier  # noqa: E402
 
 NUM_POINTS = 128
@@ -58,10 +59,28 @@ def prefect_api():
 @pytest.fixture(scope="session")
 def recorded_store(teacher_path, shapes_dir, tmp_path_factory):
     """A complete record store of the session teacher: 72 shapes x 3 augmentations, chunks of 16."""
-    from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
-
     job = RecordingJob(teacher=teacher_path, dataset=shapes_dir, augmentations=3, chunk_shapes=16, seed=5,
                        store=str(tmp_path_factory.mktemp("store") / "records.zarr"))
+    plan = prepare_store(job)
+    for chunk in plan.pending:
+        record_chunk(plan, chunk)
+    assert finalize_store(job)
+    return job.store
+
+
+@pytest.fixture(scope="session")
+def dgcnn_store(shapes_dir, tmp_path_factory):
+    """A complete store recorded by a small DGCNN (pooled width 48: max and mean of a 24-wide
+    embedding) trained for 2 epochs on ``shapes_dir`` at 64 points: 72 shapes x 2 augmentations."""
+    root = tmp_path_factory.mktemp("dgcnn")
+    train_set = load_dataset(shapes_dir, "train", 64)
+    config = DGCNNConfig(num_classes=train_set.num_classes, k=5, edge_widths=(8, 8, 16), embed_width=24,
+                         head_widths=(16,))
+    checkpoint = train_classifier(model_spec("dgcnn", config), train_set, load_dataset(shapes_dir, "test", 64),
+                                  TrainConfig(epochs=2, batch_size=16, device="cpu"), progress=False)
+    save_checkpoint(root / "dgcnn.pt", checkpoint)
+    job = RecordingJob(teacher=str(root / "dgcnn.pt"), dataset=shapes_dir, store=str(root / "records.zarr"),
+                       augmentations=2, chunk_shapes=24)
     plan = prepare_store(job)
     for chunk in plan.pending:
         record_chunk(plan, chunk)

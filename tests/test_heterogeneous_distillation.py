@@ -9,33 +9,11 @@ import pytest
 import torch
 
 import pointdistill.distill
-from pointdistill.data import load_dataset
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.engine.export import export_student
 from pointdistill.losses import LossConfig
-from pointdistill.models import DGCNNConfig, load_checkpoint, model_spec, save_checkpoint
+from pointdistill.models import DGCNNConfig, load_checkpoint, model_spec
 from pointdistill.parquet import parquet_rows
-from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
-from pointdistill.train import TrainConfig, train_classifier
-
-NUM_POINTS = 64
-DGCNN = DGCNNConfig(num_classes=12, k=5, edge_widths=(8, 8, 16), embed_width=24, head_widths=(16,))  # pooled 48
-
-
-@pytest.fixture(scope="module")
-def dgcnn_store(shapes_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("dgcnn")
-    train_set = load_dataset(shapes_dir, "train", NUM_POINTS)
-    checkpoint = train_classifier(model_spec("dgcnn", DGCNN), train_set, load_dataset(shapes_dir, "test", NUM_POINTS),
-                                  TrainConfig(epochs=2, batch_size=16, device="cpu"), progress=False)
-    save_checkpoint(root / "dgcnn.pt", checkpoint)
-    job = RecordingJob(teacher=str(root / "dgcnn.pt"), dataset=shapes_dir, store=str(root / "records.zarr"),
-                       augmentations=2, chunk_shapes=24)
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
-    return job.store
 
 
 def _job(store, dataset, out, **changes):
@@ -59,8 +37,8 @@ def test_a_dgcnn_store_trains_a_binary_pointnet_through_an_adapter_it_never_expo
     export_student(student)  # and exports to the engine as any student does
 
 
-def test_a_student_of_a_dgcnn_defaults_to_bipointnet_widths(dgcnn_store):
-    spec = pointdistill.distill.student_spec(json.loads(json.dumps(model_spec("dgcnn", DGCNN))), "lsr", "ema")
+def test_a_student_of_a_dgcnn_defaults_to_bipointnet_widths():
+    spec = pointdistill.distill.student_spec(json.loads(json.dumps(model_spec("dgcnn", DGCNNConfig(num_classes=12)))), "lsr", "ema")
     assert (spec["point_widths"], spec["head_widths"]) == ([64, 64, 64, 128, 1024], [512, 256])
 
 

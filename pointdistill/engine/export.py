@@ -110,10 +110,20 @@ def _binary_stack(pairs: list[tuple[BinaryLinear, nn.BatchNorm1d]], last_kind: s
     return layers
 
 
+# binary students whose layers do not map onto the engine's, and why
+REGROUPING_STUDENTS = {"binary_dgcnn": "a kNN graph per EdgeConv",
+                       "binary_pointnet2_ssg": "farthest point sampling and ball query per set abstraction"}
+
+
 def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
     """Fold a ``binary_pointnet`` student checkpoint into a BinaryNetwork."""
-    if checkpoint.spec.get("name") != "binary_pointnet":
-        raise ExportError(f"only binary_pointnet students export; this checkpoint is {checkpoint.spec.get('name')!r}")
+    name = checkpoint.spec.get("name")
+    if name in REGROUPING_STUDENTS:
+        raise ExportError(f"{name} does not export: the engine runs PointNet's layer sequence (per-point layers "
+                          f"over the cloud, one pool, the head), and this student regroups points between its "
+                          f"layers ({REGROUPING_STUDENTS[name]})")
+    if name != "binary_pointnet":
+        raise ExportError(f"only binary_pointnet students export; this checkpoint is {name!r}")
     bad = [k for k, v in checkpoint.state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ExportError(f"the checkpoint holds NaN or infinite values in {len(bad)} tensors ({', '.join(bad[:3])}"

@@ -1,6 +1,8 @@
 """Teachers and students, built by name from the spec stored beside their weights."""
 
+from pointdistill.models import binary_dgcnn as _binary_dgcnn  # noqa: F401  (registers "binary_dgcnn")
 from pointdistill.models import binary_pointnet as _binary_pointnet  # noqa: F401  (registers "binary_pointnet")
+from pointdistill.models import binary_pointnet2 as _binary_pointnet2  # noqa: F401  (registers "binary_pointnet2_ssg")
 from pointdistill.models import dgcnn as _dgcnn  # noqa: F401  (registers "dgcnn")
 from pointdistill.models import pointnet as _pointnet  # noqa: F401  (registers "pointnet")
 from pointdistill.models import pointnet2 as _pointnet2  # noqa: F401  (registers "pointnet2_ssg")

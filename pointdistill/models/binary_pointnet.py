@@ -15,6 +15,42 @@ from pointdistill.models.per_point import per_point, per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
 
+def check_binary_choices(config) -> None:
+    """ValueError unless a binary student config's quantizer and aggregation are registered."""
+    name = type(config).__name__
+    if config.quantizer not in QUANTIZERS:
+        raise ValueError(f"{name}.quantizer {config.quantizer!r} unknown; one of {sorted(QUANTIZERS)}")
+    if config.aggregation not in AGGREGATIONS:
+        raise ValueError(f"{name}.aggregation {config.aggregation!r} unknown; one of {sorted(AGGREGATIONS)}")
+
+
+def binary_head(widths: list[int], num_classes: int, quantizer: str, dropout: float) -> nn.Sequential:
+    """The binary students' classifier: per hidden width a binary layer, BatchNorm, Hardtanh (and
+    dropout), then a float Linear to the classes."""
+    head = []
+    for c_in, c_out in zip(widths[:-1], widths[1:]):
+        head += [BinaryLinear(c_in, c_out, quantizer), nn.BatchNorm1d(c_out), nn.Hardtanh()]
+        if dropout:
+            head.append(nn.Dropout(dropout))
+    head.append(nn.Linear(widths[-1], num_classes))
+    return nn.Sequential(*head)
+
+
+def binary_point_mlp(widths: list[int], quantizer: str, float_first: bool = False) -> nn.Sequential:
+    """Per-point layers widths[0] -> ... -> widths[-1], each followed by BatchNorm, Hardtanh
+    between them and none after the last BatchNorm (an aggregation or the next binary layer's
+    sign takes it). Binary, but for a float first layer (a kernel-1 Conv1d) where ``float_first``
+    (the layer on coordinates)."""
+    layers = []
+    for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layer = (nn.Conv1d(c_in, c_out, 1, bias=False) if float_first and index == 0
+                 else BinaryLinear(c_in, c_out, quantizer))
+        layers += [layer, nn.BatchNorm1d(c_out)]
+        if index < len(widths) - 2:
+            layers.append(nn.Hardtanh())
+    return nn.Sequential(*layers)
+
+
 @dataclass(frozen=True)
 class BinaryPointNetConfig:
     """point_widths: per-point widths, the first layer (3 -> point_widths[0]) in float, the rest
@@ -29,11 +65,7 @@ class BinaryPointNetConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"BinaryPointNetConfig.quantizer {self.quantizer!r} unknown; one of {sorted(QUANTIZERS)}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"BinaryPointNetConfig.aggregation {self.aggregation!r} unknown; one of {sorted(AGGREGATIONS)}")
+        check_binary_choices(self)
         if len(self.point_widths) < 2 or min(self.point_widths) < 1:
             raise ValueError(f"BinaryPointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
         if self.num_classes < 2:
@@ -51,21 +83,9 @@ class BinaryPointNet(nn.Module):
         self.training_kernel = "reference"
         w = list(config.point_widths)
         self.stem = nn.Sequential(nn.Conv1d(3, w[0], 1, bias=False), nn.BatchNorm1d(w[0]), nn.Hardtanh())
-        trunk = []
-        for index, (c_in, c_out) in enumerate(zip(w[:-1], w[1:])):
-            trunk += [BinaryLinear(c_in, c_out, config.quantizer), nn.BatchNorm1d(c_out)]
-            if index < len(w) - 2:  # the last point layer feeds the aggregation, not an activation
-                trunk.append(nn.Hardtanh())
-        self.trunk = nn.Sequential(*trunk)
+        self.trunk = binary_point_mlp(w, config.quantizer)  # its last BatchNorm feeds the aggregation
         self.aggregate = create_aggregation(config.aggregation)
-        head = []
-        widths = [w[-1], *config.head_widths]
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            head += [BinaryLinear(c_in, c_out, config.quantizer), nn.BatchNorm1d(c_out), nn.Hardtanh()]
-            if config.dropout:
-                head.append(nn.Dropout(config.dropout))
-        head.append(nn.Linear(widths[-1], config.num_classes))
-        self.head = nn.Sequential(*head)
+        self.head = binary_head([w[-1], *config.head_widths], config.num_classes, config.quantizer, config.dropout)
 
     def forward(self, points: torch.Tensor) -> ModelOutput:
         """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features

@@ -62,6 +62,14 @@ def _point_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out), nn.LeakyReLU(NEGATIVE_SLOPE))
 
 
+def edge_features(x: torch.Tensor, k: int) -> torch.Tensor:
+    """EdgeConv's edges on a fresh kNN graph of x [B, N, C]: [x_i, x_j - x_i] for each point i
+    and each of its k nearest j (itself included), [B, N, k, 2C]."""
+    neighbours = gather_points(x, knn(x, min(k, x.shape[1])))  # [B, N, k, C]
+    centre = x[:, :, None, :].expand_as(neighbours)
+    return torch.cat([centre, neighbours - centre], dim=-1)
+
+
 class EdgeConv(nn.Module):
     """x [B, N, C] -> max over the k neighbours j of each point i of MLP([x_i, x_j - x_i]), [B, N, C']."""
 
@@ -71,12 +79,10 @@ class EdgeConv(nn.Module):
         self.mlp = _point_block(2 * c_in, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, n, channels = x.shape
-        neighbours = gather_points(x, knn(x, min(self.k, n)))  # [B, N, k, C]
-        centre = x[:, :, None, :].expand_as(neighbours)
-        edges = torch.cat([centre, neighbours - centre], dim=-1)  # [B, N, k, 2C]
-        out = per_point_layers(self.mlp, edges.reshape(batch, -1, 2 * channels))  # edges as points
-        return out.view(batch, n, -1, out.shape[-1]).amax(dim=2)
+        edges = edge_features(x, self.k)
+        batch, n, k, channels = edges.shape
+        out = per_point_layers(self.mlp, edges.reshape(batch, n * k, channels))  # the edges as points
+        return out.view(batch, n, k, -1).amax(dim=2)
 
 
 class DGCNN(nn.Module):

@@ -65,6 +65,25 @@ class PointNet2Config:
         return cls(num_classes=num_classes, **given)
 
 
+def group_neighbourhoods(xyz: torch.Tensor, features: torch.Tensor | None, centres: int, radius: float,
+                         neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A set abstraction's grouping: ``centres`` points by farthest point sampling, each with its
+    first ``neighbours`` points within ``radius`` (ball query).
+
+    xyz: float [B, N, 3]; features: [B, N, C] or None. Returns the centres' xyz [B, M, 3] and the
+    groups [B, M, k, 3 + C]: coordinates relative to the centre, then the features."""
+    n = xyz.shape[1]
+    if centres > n:
+        raise ValueError(f"pointnet2_ssg: a set abstraction samples {centres} centres from clouds of {n} "
+                         f"points; give the model fewer centres or the clouds more points")
+    centre_xyz = gather_points(xyz, farthest_point_sample(xyz, centres))  # [B, M, 3]
+    group = ball_query(centre_xyz, xyz, radius, min(neighbours, n))  # [B, M, k]
+    grouped = gather_points(xyz, group) - centre_xyz[:, :, None, :]
+    if features is not None:
+        grouped = torch.cat([grouped, gather_points(features, group)], dim=-1)
+    return centre_xyz, grouped
+
+
 class SetAbstraction(nn.Module):
     """(xyz [B, N, 3], features [B, N, C] or None) -> (centres' xyz [B, M, 3], features [B, M, C'])."""
 
@@ -74,17 +93,10 @@ class SetAbstraction(nn.Module):
         self.mlp = point_mlp([c_in + 3, *widths])
 
     def forward(self, xyz: torch.Tensor, features: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, n, _ = xyz.shape
-        if self.centres > n:
-            raise ValueError(f"pointnet2_ssg: a set abstraction samples {self.centres} centres from clouds of {n} "
-                             f"points; give the model fewer centres or the clouds more points")
-        centres = gather_points(xyz, farthest_point_sample(xyz, self.centres))  # [B, M, 3]
-        group = ball_query(centres, xyz, self.radius, min(self.neighbours, n))  # [B, M, k]
-        grouped = gather_points(xyz, group) - centres[:, :, None, :]  # [B, M, k, 3], relative
-        if features is not None:
-            grouped = torch.cat([grouped, gather_points(features, group)], dim=-1)
-        out = per_point_layers(self.mlp, grouped.reshape(batch, -1, grouped.shape[-1]))  # groups' points as points
-        return centres, out.view(batch, self.centres, -1, out.shape[-1]).amax(dim=2)
+        centres, grouped = group_neighbourhoods(xyz, features, self.centres, self.radius, self.neighbours)
+        batch, m, k, channels = grouped.shape
+        out = per_point_layers(self.mlp, grouped.reshape(batch, m * k, channels))  # the groups' points as points
+        return centres, out.view(batch, m, k, -1).amax(dim=2)
 
 
 class PointNet2(nn.Module):

@@ -47,7 +47,8 @@ def _lists(value: Any) -> Any:
     return [_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _config_from_dict(config_cls: type, fields: dict) -> Any:
+def config_from_fields(config_cls: type, fields: dict) -> Any:
+    """``config_cls`` from a spec's fields (JSON lists as tuples); unknown fields are refused."""
     known = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = set(fields) - set(known)
     if unknown:
@@ -67,6 +68,6 @@ def create_model(spec: dict) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
     entry = MODELS[name]
-    model = entry.factory(_config_from_dict(entry.config_cls, spec))
+    model = entry.factory(config_from_fields(entry.config_cls, spec))
     model.spec = model_spec(name, model.config)
     return model

@@ -35,10 +35,11 @@ class TeacherOptions:
 
 
 def teacher_spec(model: str, num_classes: int, options: TeacherOptions) -> dict:
-    """The spec of teacher ``model`` (a registered model whose config has ``from_teacher_options``)."""
+    """The spec of teacher ``model`` (a registered model whose config has ``from_teacher_options``;
+    a binary student's config sets it to None)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; registered: {sorted(MODELS)}")
     config_cls = MODELS[model].config_cls
-    if not hasattr(config_cls, "from_teacher_options"):
+    if getattr(config_cls, "from_teacher_options", None) is None:
         raise ValueError(f"model {model!r} is not a teacher (a float network train-teacher trains)")
     return model_spec(model, config_cls.from_teacher_options(num_classes, options))

@@ -113,7 +113,8 @@ def test_every_declared_name_is_registered_and_undeclared_names_are_refused():
     assert tuple(QUANTIZERS) == choices.QUANTIZER_NAMES
     assert tuple(AGGREGATIONS) == choices.AGGREGATION_NAMES
     assert tuple(POOLING_NORMS) == choices.POOLING_NORM_NAMES
-    assert all(hasattr(MODELS[name].config_cls, "from_teacher_options") for name in choices.TEACHER_NAMES)
+    assert all(MODELS[name].config_cls.from_teacher_options is not None for name in choices.TEACHER_NAMES)
+    assert all(f"binary_{name}" in MODELS for name in choices.STUDENT_BACKBONE_NAMES)
     with pytest.raises(ValueError, match="not declared in pointdistill/choices.py"):
         register_quantizer("my-quantizer")
 

@@ -1,0 +1,116 @@
+"""Binary PointNet++ and DGCNN students: every quantizer x aggregation trains; EMA's offset is
+the one for the elements each aggregation pools; which layers are float; replay from a store of
+their own teacher; export refuses them with the reason."""
+
+import pytest
+import torch
+
+from pointdistill.binary import QUANTIZERS, BinaryLinear, ema_offset, initialize_binary_scales, set_training_progress
+from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job, student_spec
+from pointdistill.engine.export import ExportError, export_student
+from pointdistill.losses import LossConfig
+from pointdistill.models import (
+    Checkpoint, DGCNNConfig, PointNet2Config, create_model, load_checkpoint, model_spec,
+)
+from pointdistill.models.dgcnn import edge_features
+from pointdistill.models.per_point import per_point_layers
+from pointdistill.models.pointnet2 import group_neighbourhoods
+
+TEACHERS = {
+    "pointnet2_ssg": PointNet2Config(num_classes=4, centres=(16, 4), radii=(0.6, 1.2), neighbours=(6, 3),
+                                     level_widths=((8, 16), (16, 24)), global_widths=(24, 32), head_widths=(16,)),
+    "dgcnn": DGCNNConfig(num_classes=4, k=5, edge_widths=(8, 16), embed_width=32, head_widths=(16,)),
+}
+
+
+def _clouds(batch=12, n=40, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(batch) % 4
+    points = torch.randn(batch, n, 3, generator=generator) * (0.3 + 0.25 * labels[:, None, None])
+    return points, labels
+
+
+def _student(backbone, quantizer, aggregation, points):
+    torch.manual_seed(1)
+    model = create_model(student_spec(model_spec(backbone, TEACHERS[backbone]), quantizer, aggregation,
+                                      backbone=backbone))
+    initialize_binary_scales(model, points)
+    return model
+
+
+@pytest.mark.parametrize("aggregation", ["max", "ema"])
+@pytest.mark.parametrize("quantizer", sorted(QUANTIZERS))
+@pytest.mark.parametrize("backbone", sorted(TEACHERS))
+def test_every_binary_backbone_trains_with_decreasing_loss(backbone, quantizer, aggregation):
+    points, labels = _clouds()
+    model = _student(backbone, quantizer, aggregation, points)
+    assert model.spec["name"] == f"binary_{backbone}"
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(20):
+        set_training_progress(model, step, 20)
+        loss = torch.nn.functional.cross_entropy(model(points).logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) < 0.8 * sum(losses[:3]), losses
+
+
+def test_the_students_keep_the_teachers_layout_with_float_first_and_last_layers():
+    points, _ = _clouds()
+    pointnet2 = _student("pointnet2_ssg", "lsr", "ema", points)
+    assert pointnet2.config.centres == (16, 4) and pointnet2.config.level_widths == ((8, 16), (16, 24))
+    assert isinstance(pointnet2.levels[0].mlp[0], torch.nn.Conv1d)  # on coordinates
+    assert isinstance(pointnet2.levels[1].mlp[0], BinaryLinear) and isinstance(pointnet2.global_mlp[0], BinaryLinear)
+    dgcnn = _student("dgcnn", "lsr", "ema", points)
+    assert isinstance(dgcnn.edge_convs[0].mlp[0], torch.nn.Conv1d)
+    assert isinstance(dgcnn.edge_convs[1].mlp[0], BinaryLinear) and isinstance(dgcnn.embed[0], BinaryLinear)
+    for model in (pointnet2, dgcnn):
+        assert isinstance(model.head[0], BinaryLinear) and type(model.head[-1]) is torch.nn.Linear
+    with pytest.raises(ValueError, match="point_widths set the pointnet student's layers"):
+        student_spec(model_spec("dgcnn", TEACHERS["dgcnn"]), "lsr", "ema", point_widths=(8, 8), backbone="dgcnn")
+
+
+def test_ema_adds_the_offset_for_the_elements_each_aggregation_pools():
+    points, _ = _clouds(batch=3)
+    model = _student("pointnet2_ssg", "lsr", "ema", points).eval()
+    level = model.levels[1]
+    xyz, features = model.levels[0](points, None)
+    with torch.no_grad():
+        _, got = level(xyz, features)
+        _, grouped = group_neighbourhoods(xyz, features, 4, 1.2, 3)
+        out = per_point_layers(level.mlp, grouped.reshape(3, 12, -1)).view(3, 4, 3, -1)
+        torch.testing.assert_close(got, out.amax(dim=2) + ema_offset(3))  # 3 neighbours per group
+        pooled = model(points).pooled
+        centres, last = level(xyz, features)
+        expected = per_point_layers(model.global_mlp, torch.cat([centres, last], -1)).amax(dim=1) + ema_offset(4)
+        torch.testing.assert_close(pooled, expected)  # over the 4 centres
+    dgcnn = _student("dgcnn", "lsr", "ema", points).eval()
+    with torch.no_grad():
+        conv = dgcnn.edge_convs[0]
+        edges = edge_features(points, 5)
+        out = per_point_layers(conv.mlp, edges.reshape(3, 200, -1)).view(3, 40, 5, -1)
+        torch.testing.assert_close(conv(points), out.amax(dim=2) + ema_offset(5))  # over the k = 5 neighbours
+
+
+@pytest.mark.parametrize("backbone", sorted(TEACHERS))
+def test_export_refuses_them_with_the_reason(backbone):
+    points, _ = _clouds()
+    model = _student(backbone, "lsr", "ema", points)
+    checkpoint = Checkpoint(model.spec, model.state_dict(), ["a", "b", "c", "d"], {"num_points": 40}, {})
+    with pytest.raises(ExportError, match=f"binary_{backbone} does not export: the engine runs PointNet's"):
+        export_student(checkpoint)
+
+
+def test_a_dgcnn_store_trains_a_binary_dgcnn_with_the_teachers_layout(dgcnn_store, shapes_dir, tmp_path):
+    job = StudentJob(store=dgcnn_store, dataset=shapes_dir, out=str(tmp_path / "run"), backbone="dgcnn",
+                     quantizer="lsr", aggregation="ema", loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
+                     train=StudentTrainConfig(epochs=2, batch_size=16, device="cpu"))
+    summary = run_student_job(job, progress=False)
+    assert summary["student"]["name"] == "binary_dgcnn" and summary["student"]["edge_widths"] == [8, 8, 16]
+    assert summary["pooled_adapter"] is None  # the same pooled width as its teacher: 2 x 24
+    assert summary["student_bytes"]["packed_bytes"] is None
+    assert "does not export" in summary["student_bytes"]["not_packed"]
+    assert 0 <= summary["final_test_overall_accuracy"] <= 1
+    assert load_checkpoint(summary["outputs"]["checkpoint"]).spec["name"] == "binary_dgcnn"
