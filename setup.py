@@ -1,6 +1,6 @@
 """The compiled parts of pointdistill (everything else is in pyproject.toml): the engine's
-XNOR/popcount kernels (sources chosen by architecture in pointdistill/engine/kernels/build.py)
-and the binary point layer's training kernels (OpenMP)."""
+XNOR/popcount kernels (sources chosen by architecture in pointdistill/engine/kernels/build.py),
+the binary point layer's training kernels and PointNet++'s neighbourhood kernels (OpenMP)."""
 
 import platform
 import runpy
@@ -18,5 +18,8 @@ setup(ext_modules=[
               define_macros=kernel_macros, extra_compile_args=build["FLAGS"]),
     # OpenMP: the slices run on the libgomp torch already loaded (the same soname), i.e. on torch's threads
     Extension("pointdistill.binary._point_kernels", ["pointdistill/binary/_point_kernels.c"], depends=HEADERS,
+              extra_compile_args=[*build["FLAGS"], "-fopenmp"], extra_link_args=["-fopenmp"]),
+    # farthest point sampling and ball query for PointNet++ on the CPU (OpenMP, as above)
+    Extension("pointdistill.models._neighbourhood", ["pointdistill/models/_neighbourhood.c"], depends=HEADERS,
               extra_compile_args=[*build["FLAGS"], "-fopenmp"], extra_link_args=["-fopenmp"]),
 ])

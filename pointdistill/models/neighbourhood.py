@@ -2,7 +2,10 @@
 ball query, and gathering by index.
 
 Used by the graph and set-abstraction backbones (DGCNN's EdgeConv, PointNet++'s set abstraction).
-Deterministic: the same points give the same indices on a device, ties going to the lowest index.
+On the CPU, farthest point sampling and ball query run compiled kernels (_neighbourhood.c, on
+torch's OpenMP threads); elsewhere, or where the extension is not built (said once in the log),
+the torch forms below. Deterministic: the same points give the same indices on a device, ties
+going to the lowest index.
 Exact against plain references (tests/models/test_neighbourhood.py) wherever the distances that
 decide differ by more than float32 rounding (the k-th and (k+1)-th neighbour, a point and the
 ball's radius, the two farthest candidates).
@@ -10,7 +13,18 @@ ball's radius, the two farthest candidates).
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import torch
+
+try:
+    from pointdistill.models import _neighbourhood
+except ImportError:  # not built: the torch forms everywhere
+    _neighbourhood = None
+
+_log = logging.getLogger(__name__)
+_said_not_built = False
 
 # Query rows per distance block: [B, rows, N] float32 stays near 32 MB at B = 32, N = 1024.
 QUERY_ROWS = 256
@@ -41,6 +55,22 @@ def knn(features: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat(blocks, dim=1)
 
 
+def _compiled_applies(*tensors: torch.Tensor) -> bool:
+    """True where the compiled kernels take these xyz tensors (float32 on the CPU, built)."""
+    global _said_not_built
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+        return False
+    if _neighbourhood is None and not _said_not_built:
+        _log.warning("pointdistill.models._neighbourhood is not built: farthest point sampling and ball query "
+                     "take their slower torch forms (reinstall the package: pip install -e .)")
+        _said_not_built = True
+    return _neighbourhood is not None
+
+
+def _threads(batch: int) -> int:
+    return max(1, min(torch.get_num_threads(), batch))
+
+
 @torch.no_grad()
 def farthest_point_sample(points: torch.Tensor, m: int) -> torch.Tensor:
     """m of each cloud's points, each the farthest from those already taken, starting at point 0
@@ -53,6 +83,11 @@ def farthest_point_sample(points: torch.Tensor, m: int) -> torch.Tensor:
     if not 1 <= m <= n:
         raise ValueError(f"farthest_point_sample: m must be in 1..{n} (the points per cloud), got {m}")
     points = points.detach()
+    if _compiled_applies(points):
+        taken = np.empty((batch, m), np.int64)
+        _neighbourhood.farthest_point_sample(np.ascontiguousarray(points.numpy()), batch, n, m, taken,
+                                             _threads(batch))
+        return torch.from_numpy(taken)
     taken = torch.zeros(batch, m, dtype=torch.int64, device=points.device)
     nearest = torch.full((batch, n), float("inf"), dtype=points.dtype, device=points.device)
     rows = torch.arange(batch, device=points.device)
@@ -70,13 +105,22 @@ def ball_query(centres: torch.Tensor, points: torch.Tensor, radius: float, k: in
 
     centres: float [B, M, 3]; points: float [B, N, 3]; radius > 0 (inclusive); 1 <= k <= N.
     Returns int64 [B, M, k] indices into N. A centre with no point inside its ball is refused
-    (a centre taken from the cloud is always inside its own). Memory-blocked like ``knn``."""
+    (a centre taken from the cloud is always inside its own). The compiled kernel measures each
+    pair's distance directly; the torch form, memory-blocked like ``knn``, by the matmul
+    identity: the two agree but where a distance is within float32 rounding of the radius."""
     batch, n, _ = points.shape
     if not 1 <= k <= n:
         raise ValueError(f"ball_query: k must be in 1..{n} (the points per cloud), got {k}")
     if not radius > 0:
         raise ValueError(f"ball_query: radius must be positive, got {radius}")
     points, centres = points.detach(), centres.detach()
+    if _compiled_applies(points, centres):
+        group = np.empty((batch, centres.shape[1], k), np.int64)
+        empty = _neighbourhood.ball_query(np.ascontiguousarray(centres.numpy()), np.ascontiguousarray(points.numpy()),
+                                          batch, centres.shape[1], n, radius * radius, k, group, _threads(batch))
+        if empty:
+            raise ValueError(f"ball_query: a centre has no point within radius {radius}")
+        return torch.from_numpy(group)
     order = torch.arange(n, device=points.device)
     blocks = []
     for start in range(0, centres.shape[1], QUERY_ROWS):

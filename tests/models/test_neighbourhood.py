@@ -1,4 +1,5 @@
-"""kNN and gathering: exact against plain pairwise distances, deterministic, memory-blocked."""
+"""kNN, farthest point sampling, ball query and gathering: exact against plain loops, on the
+compiled CPU kernels and the torch forms, deterministic, memory-blocked, independent of threads."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,19 @@ import torch
 
 from pointdistill.models import neighbourhood
 from pointdistill.models.neighbourhood import gather_points, knn
+
+PATHS = ["compiled", "torch"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    """Each test below runs on the compiled CPU kernels and on the torch forms."""
+    if request.param == "torch":
+        monkeypatch.setattr(neighbourhood, "_neighbourhood", None)
+        monkeypatch.setattr(neighbourhood, "_said_not_built", True)  # forced: nothing to warn about
+    else:
+        assert neighbourhood._neighbourhood is not None, "the _neighbourhood extension is not built"
+    return request.param
 
 
 def _plain_knn(features: np.ndarray, k: int) -> np.ndarray:
@@ -49,7 +63,7 @@ def _plain_farthest_points(points: np.ndarray, m: int) -> np.ndarray:
     return np.array(taken)
 
 
-def test_farthest_point_sampling_matches_a_plain_loop():
+def test_farthest_point_sampling_matches_a_plain_loop(path):
     points = torch.rand(3, 40, 3, generator=torch.Generator().manual_seed(1))
     index = neighbourhood.farthest_point_sample(points, 12)
     assert index.shape == (3, 12) and index.dtype == torch.int64
@@ -58,7 +72,7 @@ def test_farthest_point_sampling_matches_a_plain_loop():
     assert torch.equal(index, neighbourhood.farthest_point_sample(points, 12))
 
 
-def test_farthest_point_sampling_takes_the_lowest_index_among_ties_and_every_point_once():
+def test_farthest_point_sampling_takes_the_lowest_index_among_ties_and_every_point_once(path):
     # the corners of a square, each twice: after corner 0 the opposite corner (2), then 1 and 3 tie
     square = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
     points = torch.cat([square, square])[None]
@@ -78,7 +92,7 @@ def _plain_ball_query(centres: np.ndarray, points: np.ndarray, radius: float, k:
     return np.array(out)
 
 
-def test_ball_query_matches_a_plain_loop_in_every_block(monkeypatch):
+def test_ball_query_matches_a_plain_loop_in_every_block(path, monkeypatch):
     monkeypatch.setattr(neighbourhood, "QUERY_ROWS", 4)
     points = torch.rand(2, 60, 3, generator=torch.Generator().manual_seed(3))
     centres = points[:, :10]  # every centre is a point of its cloud
@@ -91,7 +105,7 @@ def test_ball_query_matches_a_plain_loop_in_every_block(monkeypatch):
     assert (padded == padded[..., :1]).any(dim=-1).all()
 
 
-def test_ball_query_refuses_an_empty_ball_and_bad_arguments():
+def test_ball_query_refuses_an_empty_ball_and_bad_arguments(path):
     points = torch.zeros(1, 5, 3)
     with pytest.raises(ValueError, match="no point within radius 0.1"):
         neighbourhood.ball_query(torch.ones(1, 1, 3), points, 0.1, 2)
@@ -99,3 +113,20 @@ def test_ball_query_refuses_an_empty_ball_and_bad_arguments():
         neighbourhood.ball_query(points, points, 0.1, 6)
     with pytest.raises(ValueError, match="radius must be positive"):
         neighbourhood.ball_query(points, points, 0.0, 2)
+
+
+def test_the_compiled_kernels_agree_with_the_torch_forms_at_any_thread_count(monkeypatch):
+    points = torch.rand(5, 1024, 3, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            taken = neighbourhood.farthest_point_sample(points, 512)
+            results.append((taken, neighbourhood.ball_query(gather_points(points, taken), points, 0.2, 32)))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    monkeypatch.setattr(neighbourhood, "_neighbourhood", None)
+    monkeypatch.setattr(neighbourhood, "_said_not_built", True)
+    assert torch.equal(neighbourhood.farthest_point_sample(points, 512), results[0][0])
