@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from flows.parameters import (
     Aggregation, Count, DaskAddress, ExistingPath, Help, KdWeight, Overwrite, Positive, Progress, Quantizer,
-    Regularizer, RegWeight, Resume, SelfWeight, Temperature, Workers, documented, existing_mode,
+    Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, Workers, documented, existing_mode,
 )
 from flows.runtime import dask_task_runner
 from pointdistill.ablation import AblationConfig, ablation_runs, write_ablation
@@ -41,6 +41,7 @@ def ablation(
     reg_weight: RegWeight = 0.01,
     regularizer: Regularizer = "matrix-1",
     self_weight: SelfWeight = 0.1,
+    backbone: Annotated[StudentBackbone, Help("the students' architecture, binarised")] = "pointnet",
     quantizers: Annotated[list[Quantizer], Help("quantizers of the grid")] = [  # noqa: B006 (Prefect parameter default)
         "bnn", "irnet", "xnor", "lsr"],
     aggregations: Annotated[list[Aggregation], Help("aggregations of the grid")] = ["max", "ema"],  # noqa: B006
@@ -58,7 +59,7 @@ def ablation(
     config = AblationConfig(store=store, dataset=dataset, out=out, epochs=epochs, lr=lr, batch_size=batch_size,
                             seed=seed, device="cpu", kd_weight=kd_weight, temperature=temperature,
                             reg_weight=reg_weight, regularizer=regularizer, self_weight=self_weight,
-                            quantizers=tuple(quantizers), aggregations=tuple(aggregations),
+                            backbone=backbone, quantizers=tuple(quantizers), aggregations=tuple(aggregations),
                             existing=existing_mode(resume, overwrite))
     runs = ablation_runs(config)
     get_run_logger().info("ablation: %d student runs from %s", len(runs), store)

@@ -23,7 +23,8 @@ REGULARIZER_ROWS = (("bnn", "max"), ("irnet", "max"), ("xnor", "max"), ("lsr", "
 @dataclass(frozen=True)
 class AblationConfig:
     """kd_weight (lambda), reg_weight (eta), temperature, self_weight (w) are used wherever a
-    column turns that term on; every run shares the schedule and seed."""
+    column turns that term on; every run shares the schedule and seed. backbone: every student is
+    ``binary_<backbone>`` (the seed paper's Table 6 reads the grid of other backbones)."""
 
     store: str
     dataset: str
@@ -38,6 +39,7 @@ class AblationConfig:
     reg_weight: float = 0.01
     regularizer: str = "matrix-1"
     self_weight: float = 0.1
+    backbone: str = "pointnet"
     quantizers: tuple[str, ...] = ("bnn", "irnet", "xnor", "lsr")
     aggregations: tuple[str, ...] = ("max", "ema")
     existing: Existing = "refuse"
@@ -65,7 +67,8 @@ def ablation_runs(config: AblationConfig) -> list[AblationRun]:
 
     def job(name: str, quantizer: str, aggregation: str, loss: LossConfig) -> StudentJob:
         return StudentJob(store=config.store, dataset=config.dataset, out=str(Path(config.out) / "runs" / name),
-                          quantizer=quantizer, aggregation=aggregation, loss=loss, train=train,
+                          backbone=config.backbone, quantizer=quantizer, aggregation=aggregation, loss=loss,
+                          train=train,
                           existing=config.existing)
 
     runs = []
@@ -131,7 +134,8 @@ def write_ablation(runs: list[AblationRun], summaries: list[dict], config: Ablat
     rows = result_rows(runs, summaries)
     pq.write_table(pa.Table.from_pylist(rows), out / "ablation.parquet")
     teacher = rows[0]["teacher_test_oa"]
-    lines = [f"Final-epoch test overall accuracy (%), {config.epochs} epochs, seed {config.seed}; "
+    lines = [f"Final-epoch test overall accuracy (%) of binary {config.backbone} students, {config.epochs} epochs, "
+             f"seed {config.seed}; "
              f"teacher {100 * teacher:.1f}. lambda={config.kd_weight}, T={config.temperature}, "
              f"eta={config.reg_weight} ({config.regularizer}), NWSD w={config.self_weight}.", ""]
     lines += _markdown(rows, "grid", list(LOSS_COLUMNS), config)

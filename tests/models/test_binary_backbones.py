@@ -114,3 +114,11 @@ def test_a_dgcnn_store_trains_a_binary_dgcnn_with_the_teachers_layout(dgcnn_stor
     assert "does not export" in summary["student_bytes"]["not_packed"]
     assert 0 <= summary["final_test_overall_accuracy"] <= 1
     assert load_checkpoint(summary["outputs"]["checkpoint"]).spec["name"] == "binary_dgcnn"
+
+
+def test_the_ablation_grid_of_another_backbone_trains_its_binary_students():
+    from pointdistill.ablation import AblationConfig, ablation_runs
+
+    runs = ablation_runs(AblationConfig(store="s", dataset="d", out="o", backbone="dgcnn", quantizers=("xnor", "lsr")))
+    assert runs and {run.job.backbone for run in runs} == {"dgcnn"}
+    assert {run.row for run in runs if run.table == "grid"} == {"XNOR+MAX", "XNOR+EMA", "LSR+MAX", "LSR+EMA"}
