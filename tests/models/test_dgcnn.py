@@ -5,11 +5,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pointdistill.data import load_dataset
-from pointdistill.models import DGCNNConfig, create_model, load_checkpoint, model_spec, save_checkpoint
-from pointdistill.records import RecordingJob, ReplayLoader, finalize_store, prepare_store, record_chunk
+from pointdistill.models import DGCNNConfig, create_model, load_checkpoint, model_spec
 from pointdistill.models.teacher_options import TeacherOptions, teacher_spec
-from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job, train_classifier
+from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
+from teacher_checks import assert_recorded_and_replayed, assert_trains_and_rebuilds
 
 SMALL = DGCNNConfig(num_classes=4, k=5, edge_widths=(8, 8, 16), embed_width=32, head_widths=(16,))
 
@@ -31,46 +30,12 @@ def test_dgcnn_pools_max_and_mean_of_its_embedding():
 
 
 def test_dgcnn_trains_with_decreasing_loss_and_rebuilds_from_its_spec():
-    torch.manual_seed(0)
-    spec = model_spec("dgcnn", SMALL)
-    model = create_model(spec)
-    points, labels = _clouds()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        loss = torch.nn.functional.cross_entropy(model(points).logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
-    rebuilt = create_model(spec)
-    rebuilt.load_state_dict(model.state_dict())
-    model.eval(), rebuilt.eval()
-    assert torch.equal(rebuilt(points).logits, model(points).logits)
+    assert_trains_and_rebuilds(model_spec("dgcnn", SMALL), *_clouds())
 
 
 def test_a_trained_dgcnn_teacher_is_recorded_and_replayed(shapes_dir, tmp_path):
-    train_set = load_dataset(shapes_dir, "train", 64)
-    test_set = load_dataset(shapes_dir, "test", 64)
-    spec = model_spec("dgcnn", replace(SMALL, num_classes=train_set.num_classes))
-    checkpoint = train_classifier(spec, train_set, test_set, TrainConfig(epochs=1, batch_size=16, device="cpu"),
-                                  progress=False)
-    save_checkpoint(tmp_path / "dgcnn.pt", checkpoint)
-    job = RecordingJob(teacher=str(tmp_path / "dgcnn.pt"), dataset=shapes_dir, store=str(tmp_path / "records.zarr"),
-                       augmentations=2, chunk_shapes=24)
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
-    loader = ReplayLoader(job.store, train_set, batch_size=8)
-    assert loader.attrs["teacher"]["model"]["name"] == "dgcnn"
-    batch = next(iter(loader.epoch(0)))
-    assert batch.teacher_pooled.shape == (8, 2 * SMALL.embed_width)
-    model = load_checkpoint(str(tmp_path / "dgcnn.pt")).build_model().eval()
-    with torch.no_grad():
-        live = model(batch.points)
-    torch.testing.assert_close(batch.teacher_logits, live.logits, rtol=1e-2, atol=1e-2)  # stored as float16
+    spec = model_spec("dgcnn", replace(SMALL, num_classes=12))
+    assert_recorded_and_replayed(spec, shapes_dir, tmp_path, pooled_width=2 * SMALL.embed_width)
 
 
 def test_teacher_options_build_each_teacher_and_refuse_what_it_does_not_take():

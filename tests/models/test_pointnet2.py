@@ -7,13 +7,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pointdistill.data import load_dataset
-from pointdistill.models import PointNet2Config, create_model, load_checkpoint, model_spec, save_checkpoint
+from pointdistill.models import PointNet2Config, create_model, load_checkpoint, model_spec
 from pointdistill.models.neighbourhood import farthest_point_sample
 from pointdistill.models.per_point import per_point_layers
 from pointdistill.models.teacher_options import TeacherOptions, teacher_spec
-from pointdistill.records import RecordingJob, ReplayLoader, finalize_store, prepare_store, record_chunk
-from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job, train_classifier
+from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
+from teacher_checks import assert_recorded_and_replayed, assert_trains_and_rebuilds
 
 SMALL = PointNet2Config(num_classes=4, centres=(16, 4), radii=(0.5, 1.0), neighbours=(6, 8),
                         level_widths=((8, 16), (16, 24)), global_widths=(24, 32), head_widths=(16,))
@@ -53,24 +52,8 @@ def test_pointnet2_pools_the_global_level_and_is_deterministic():
 
 
 def test_pointnet2_trains_with_decreasing_loss_and_rebuilds_from_its_json_spec():
-    torch.manual_seed(0)
-    spec = json.loads(json.dumps(model_spec("pointnet2_ssg", SMALL)))  # as stored: nested lists
-    model = create_model(spec)
-    assert model.config == SMALL
-    points, labels = _clouds()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        loss = torch.nn.functional.cross_entropy(model(points).logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
-    rebuilt = create_model(spec)
-    rebuilt.load_state_dict(model.state_dict())
-    model.eval(), rebuilt.eval()
-    assert torch.equal(rebuilt(points).logits, model(points).logits)
+    assert create_model(json.loads(json.dumps(model_spec("pointnet2_ssg", SMALL)))).config == SMALL  # nested widths
+    assert_trains_and_rebuilds(model_spec("pointnet2_ssg", SMALL), *_clouds())
 
 
 def test_pointnet2_refuses_more_centres_than_points_and_inconsistent_levels():
@@ -84,26 +67,8 @@ def test_pointnet2_refuses_more_centres_than_points_and_inconsistent_levels():
 
 
 def test_a_trained_pointnet2_teacher_is_recorded_and_replayed(shapes_dir, tmp_path):
-    train_set = load_dataset(shapes_dir, "train", 64)
-    test_set = load_dataset(shapes_dir, "test", 64)
-    spec = model_spec("pointnet2_ssg", replace(SMALL, num_classes=train_set.num_classes))
-    checkpoint = train_classifier(spec, train_set, test_set, TrainConfig(epochs=1, batch_size=16, device="cpu"),
-                                  progress=False)
-    save_checkpoint(tmp_path / "pointnet2.pt", checkpoint)
-    job = RecordingJob(teacher=str(tmp_path / "pointnet2.pt"), dataset=shapes_dir,
-                       store=str(tmp_path / "records.zarr"), augmentations=2, chunk_shapes=24)
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
-    loader = ReplayLoader(job.store, train_set, batch_size=8)
-    assert loader.attrs["teacher"]["model"]["name"] == "pointnet2_ssg"
-    batch = next(iter(loader.epoch(0)))
-    assert batch.teacher_pooled.shape == (8, SMALL.global_widths[-1])
-    model = load_checkpoint(str(tmp_path / "pointnet2.pt")).build_model().eval()
-    with torch.no_grad():
-        live = model(batch.points)
-    torch.testing.assert_close(batch.teacher_logits, live.logits, rtol=1e-2, atol=1e-2)  # stored as float16
+    spec = model_spec("pointnet2_ssg", replace(SMALL, num_classes=12))
+    assert_recorded_and_replayed(spec, shapes_dir, tmp_path, pooled_width=SMALL.global_widths[-1])
 
 
 def test_teacher_options_set_pointnet2_centres_and_refuse_the_rest():
