@@ -71,7 +71,12 @@ def edge_features(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class EdgeConv(nn.Module):
-    """x [B, N, C] -> max over the k neighbours j of each point i of MLP([x_i, x_j - x_i]), [B, N, C']."""
+    """x [B, N, C] -> max over the k neighbours j of each point i of MLP([x_i, x_j - x_i]), [B, N, C'].
+
+    The layer is linear before its BatchNorm, so W [x_i, x_j - x_i] = (W_c - W_o) x_i + W_o x_j
+    (W = [W_c, W_o]): two products over the N points and a gather, instead of forming the
+    [B, N, k, 2C] edges and multiplying over all N k of them (the same function, up to float
+    rounding; the module and its state dict are the 2C-wide Conv1d's)."""
 
     def __init__(self, c_in: int, c_out: int, k: int):
         super().__init__()
@@ -79,10 +84,15 @@ class EdgeConv(nn.Module):
         self.mlp = _point_block(2 * c_in, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        edges = edge_features(x, self.k)
-        batch, n, k, channels = edges.shape
-        out = per_point_layers(self.mlp, edges.reshape(batch, n * k, channels))  # the edges as points
-        return out.view(batch, n, k, -1).amax(dim=2)
+        conv, norm, activation = self.mlp
+        batch, n, channels = x.shape
+        w = conv.weight[:, :, 0]  # [C', 2C], acting on [x_i, x_j - x_i]
+        w_centre, w_offset = w[:, :channels], w[:, channels:]
+        centre = x @ (w_centre - w_offset).T  # [B, N, C']
+        neighbour = x @ w_offset.T  # [B, N, C']
+        edges = centre[:, :, None, :] + gather_points(neighbour, knn(x, min(self.k, n)))  # [B, N, k, C']
+        out = per_point_layers([norm, activation], edges.reshape(batch, -1, edges.shape[-1]))
+        return out.view(edges.shape).amax(dim=2)
 
 
 class DGCNN(nn.Module):

@@ -58,3 +58,17 @@ def test_train_teacher_trains_a_dgcnn(shapes_dir, tmp_path):
     checkpoint = load_checkpoint(result["outputs"]["checkpoint"])
     assert checkpoint.spec["name"] == "dgcnn" and checkpoint.spec["k"] == 5
     assert 0 <= result["test_overall_accuracy"] <= 1
+
+
+def test_edgeconv_splits_its_linear_layer_over_centres_and_neighbours_exactly():
+    """(W_c - W_o) x_i + W_o x_j is the layer on the edges [x_i, x_j - x_i], in train and eval mode."""
+    from pointdistill.models.dgcnn import EdgeConv, edge_features
+    from pointdistill.models.per_point import per_point_layers
+
+    torch.manual_seed(0)
+    conv, x = EdgeConv(6, 16, k=5), torch.randn(3, 30, 6)
+    for train in (True, False):
+        conv.train(train)
+        edges = edge_features(x, 5)
+        plain = per_point_layers(conv.mlp, edges.reshape(3, 150, 12)).view(3, 30, 5, 16).amax(dim=2)
+        torch.testing.assert_close(conv(x), plain, rtol=1e-5, atol=1e-5)
