@@ -13,26 +13,18 @@ import torch
 from torch import nn
 
 from pointdistill.binary import create_aggregation
-from pointdistill.models.binary_pointnet import binary_head, binary_point_mlp, check_binary_choices
+from pointdistill.models.binary_pointnet import BinaryStudentOf, binary_head, binary_point_mlp
 from pointdistill.models.dgcnn import DGCNNConfig, edge_features
 from pointdistill.models.per_point import per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
 
 @dataclass(frozen=True)
-class BinaryDGCNNConfig(DGCNNConfig):
-    """DGCNNConfig's architecture with a quantizer and an aggregation (a student, so
-    ``from_teacher_options`` is off)."""
+class BinaryDGCNNConfig(BinaryStudentOf, DGCNNConfig):
+    """DGCNNConfig's architecture as a binary student: with a quantizer and an aggregation, and
+    no dropout by default."""
 
     dropout: float = 0.0
-    quantizer: str = "lsr"
-    aggregation: str = "ema"
-
-    from_teacher_options = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_binary_choices(self)
 
 
 class BinaryEdgeConv(nn.Module):

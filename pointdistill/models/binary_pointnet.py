@@ -24,6 +24,23 @@ def check_binary_choices(config) -> None:
         raise ValueError(f"{name}.aggregation {config.aggregation!r} unknown; one of {sorted(AGGREGATIONS)}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class BinaryStudentOf:
+    """Turns a teacher's config into its binary student's: listed first among the bases
+    (``class BinaryXConfig(BinaryStudentOf, XConfig)``), it adds the quantizer and aggregation
+    (keyword-only, after the teacher's fields), checks them after the teacher's own checks, and
+    switches ``from_teacher_options`` off (a student is no teacher)."""
+
+    quantizer: str = "lsr"
+    aggregation: str = "ema"
+
+    from_teacher_options = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_binary_choices(self)
+
+
 def binary_head(widths: list[int], num_classes: int, quantizer: str, dropout: float) -> nn.Sequential:
     """The binary students' classifier: per hidden width a binary layer, BatchNorm, Hardtanh (and
     dropout), then a float Linear to the classes."""
