@@ -1,5 +1,5 @@
-/* Overflow-safe size arithmetic and buffer checks for the Python bindings of both C
- * extensions (engine/_kernels.c, binary/_point_kernels.c): sizes given from Python are never
+/* Overflow-safe size arithmetic and argument checks for the Python bindings of the C
+ * extensions (engine/_kernels.c, binary/_point_kernels.c, models/_neighbourhood.c): sizes given from Python are never
  * multiplied in a way that can wrap, so a hostile call fails with ValueError, never overruns. */
 #ifndef POINTDISTILL_SIZE_CHECKS_H
 #define POINTDISTILL_SIZE_CHECKS_H
@@ -23,6 +23,13 @@ static int check_size(Py_buffer *buffer, Py_ssize_t count, Py_ssize_t itemsize, 
         return 0;
     }
     return 1;
+}
+
+/* the thread count an entry point was given is in 1..4096 */
+static inline int check_threads(int threads) {
+    if (threads >= 1 && threads <= 4096) return 1;
+    PyErr_Format(PyExc_ValueError, "threads must be in 1..4096, got %d", threads);
+    return 0;
 }
 
 #endif

@@ -473,12 +473,6 @@ static int check_path(int path) {
 /* Start of slice s of `parts` contiguous slices of [b0, b1) (slice parts ends at b1). */
 static ssize slice_start(ssize b0, ssize b1, int s, int parts) { return b0 + (b1 - b0) * s / parts; }
 
-static int check_threads(int threads) {
-    if (threads >= 1 && threads <= 4096) return 1;
-    PyErr_Format(PyExc_ValueError, "threads must be in 1..4096, got %d", threads);
-    return 0;
-}
-
 static int check_sizes(ssize b0, ssize b1, ssize batch, ssize n_pts, ssize words, ssize chans) {
     if (0 <= b0 && b0 <= b1 && b1 <= batch && n_pts >= 1 && words >= 1 && words <= 4 && chans >= 32
         && chans % 32 == 0)

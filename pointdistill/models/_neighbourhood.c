@@ -68,12 +68,6 @@ static ssize ball(const float *centres, ssize m, const float *points, ssize n, f
 
 static ssize slice_start(ssize total, int s, int parts) { return total * s / parts; }
 
-static int check_threads(int threads) {
-    if (threads >= 1 && threads <= 4096) return 1;
-    PyErr_Format(PyExc_ValueError, "threads must be in 1..4096, got %d", threads);
-    return 0;
-}
-
 static PyObject *py_farthest_point_sample(PyObject *self, PyObject *args) {
     /* points float32 [B, N, 3], m -> out int64 [B, m] */
     Py_buffer points, out;

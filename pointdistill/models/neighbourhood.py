@@ -18,6 +18,8 @@ import logging
 import numpy as np
 import torch
 
+from pointdistill.binary.popcount import threads_for
+
 try:
     from pointdistill.models import _neighbourhood
 except ImportError:  # not built: the torch forms everywhere
@@ -67,10 +69,6 @@ def _compiled_applies(*tensors: torch.Tensor) -> bool:
     return _neighbourhood is not None
 
 
-def _threads(batch: int) -> int:
-    return max(1, min(torch.get_num_threads(), batch))
-
-
 @torch.no_grad()
 def farthest_point_sample(points: torch.Tensor, m: int) -> torch.Tensor:
     """m of each cloud's points, each the farthest from those already taken, starting at point 0
@@ -86,7 +84,7 @@ def farthest_point_sample(points: torch.Tensor, m: int) -> torch.Tensor:
     if _compiled_applies(points):
         taken = np.empty((batch, m), np.int64)
         _neighbourhood.farthest_point_sample(np.ascontiguousarray(points.numpy()), batch, n, m, taken,
-                                             _threads(batch))
+                                             threads_for(batch))
         return torch.from_numpy(taken)
     taken = torch.zeros(batch, m, dtype=torch.int64, device=points.device)
     nearest = torch.full((batch, n), float("inf"), dtype=points.dtype, device=points.device)
@@ -117,7 +115,7 @@ def ball_query(centres: torch.Tensor, points: torch.Tensor, radius: float, k: in
     if _compiled_applies(points, centres):
         group = np.empty((batch, centres.shape[1], k), np.int64)
         empty = _neighbourhood.ball_query(np.ascontiguousarray(centres.numpy()), np.ascontiguousarray(points.numpy()),
-                                          batch, centres.shape[1], n, radius * radius, k, group, _threads(batch))
+                                          batch, centres.shape[1], n, radius * radius, k, group, threads_for(batch))
         if empty:
             raise ValueError(f"ball_query: a centre has no point within radius {radius}")
         return torch.from_numpy(group)
