@@ -13,6 +13,12 @@ peak memory of training (resident set growth from before the model is built: par
 state and a step's activations). Each process keeps its freed memory and flushes denormals as the
 training loops do (pointdistill.cpu_training), for both kernels.
 Ends with the line `student speed-up at 1024 points: <R>x` (LSR+EMA).
+
+    python benchmarks/train_throughput.py --points $MN40 --compare-paths [--rounds 5]
+
+instead times the fast LSR+EMA step at 1024 points on every popcount path this CPU runs
+($POINTDISTILL_TRAIN_KERNEL per process, the paths alternating round by round), with each path's
+ratio to the slowest one.
 """
 
 from __future__ import annotations
@@ -119,6 +125,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (after one warm-up)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--num-points", default="1024,512", help="point counts, comma-separated")
+    parser.add_argument("--compare-paths", action="store_true",
+                        help="time the fast LSR+EMA step at the first --num-points on every popcount path instead")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -126,12 +134,26 @@ def main() -> None:
         print(json.dumps(measure(row, kernel, int(num_points), args.batch, args.steps, args.points)))
         return
 
-    def run(row, kernel, num_points):
+    def run(row, kernel, num_points, path=None):
         command = [sys.executable, __file__, "--measure", f"{row},{kernel},{num_points}", "--batch", str(args.batch),
                    "--steps", str(args.steps)] + (["--points", args.points] if args.points else [])
-        return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        env = dict(os.environ, **({KERNEL_ENV: path} if path else {}))
+        return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
 
-    from pointdistill.binary.popcount import available_paths, resolve_path
+    from pointdistill.binary.popcount import KERNEL_ENV, available_paths, resolve_path
+
+    if args.compare_paths:
+        num_points, paths = int(args.num_points.split(",")[0]), available_paths()
+        print(f"fast LSR+EMA step, batch {args.batch}, {num_points} points, torch threads {torch.get_num_threads()}, "
+              f"clouds: {args.points or 'random'}; best of {args.rounds} alternating rounds x {args.steps} steps")
+        best = dict.fromkeys(paths, float("inf"))
+        for _ in range(args.rounds):
+            for path in paths:
+                best[path] = min(best[path], run("LSR+EMA", "fast", num_points, path)["seconds"])
+        slowest = max(best.values())
+        for path in paths:
+            print(f"{path:<8} {args.batch / best[path]:8.1f} samples/s  {slowest / best[path]:5.2f}x")
+        return
 
     peak = sgemm_peak()
     print(f"batch {args.batch}, torch threads {torch.get_num_threads()}, popcount path {resolve_path()} "

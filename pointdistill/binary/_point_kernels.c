@@ -16,7 +16,8 @@
  *   extremes, kinds: uint8 [B, P]; counts int32 [B, P]; ties int32 [B, cap] as n * P + c
  * The fused point layer (binary linear -> BatchNorm -> Hardtanh) reads the same popcount bytes:
  * its output and backward are affine in p per (cloud, channel).
- * Paths, chosen by the caller (`path`): 1 = AVX2 + POPCNT, 0 = generic C (no vector or popcount
+ * Paths, chosen by the caller (`path`): 2 = AVX-512 (F, BW, VPOPCNTDQ) popcounts and extremes with
+ * the AVX2 bodies for everything else, 1 = AVX2 + POPCNT, 0 = generic C (no vector or popcount
  * instruction at all). Popcounts, extremes, counts, Grams and tie positions are identical on
  * both paths, and so are the float results: the same operations in the same order.
  * Threads: every entry point splits its clouds (rows) [b0, b1) into `threads` contiguous slices
@@ -39,9 +40,11 @@ typedef Py_ssize_t ssize;
 
 #if HAVE_X86
 #define AVX2_TARGET __attribute__((target("avx2,popcnt")))
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt")))
 #else
 #define AVX2_TARGET
 #endif
+enum { PATH_GENERIC = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
 #define INLINE inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------------ bodies compiled per path */
@@ -264,6 +267,47 @@ PLAIN_KERNELS(avx2, AVX2_TARGET)
 LAYER_KERNELS(avx2, AVX2_TARGET)
 #endif
 
+#if HAVE_X86
+/* As grams_*, eight Gram entries per VPOPCNTQ pass: the columns are stored point-word major,
+ * cols[v * K8 + k] (K8 = K rounded up to 8, padding columns zero), so that one register holds
+ * word v of eight consecutive channels. cols: col_words * K8 words. */
+static AVX512_TARGET void grams_avx512(const uint64_t *a, ssize b0, ssize b1, ssize n_pts, ssize words, ssize k_in,
+                                       uint64_t *cols, int32_t *gram, int32_t *sums) {
+    const ssize col_words = (n_pts + 63) / 64, k8 = (k_in + 7) / 8 * 8;
+    uint64_t block[64];
+    for (ssize b = b0; b < b1; b++) {
+        memset(cols, 0, (size_t)(col_words * k8) * sizeof(uint64_t));
+        for (ssize v = 0; v < col_words; v++)
+            for (ssize j = 0; j < words; j++) {
+                for (ssize r = 0; r < 64; r++) {
+                    ssize n = 64 * v + r;
+                    block[r] = n < n_pts ? a[(b * n_pts + n) * words + j] : 0;
+                }
+                transpose64(block);
+                for (ssize i = 0; i < 64 && 64 * j + i < k_in; i++) cols[v * k8 + 64 * j + i] = block[i];
+            }
+        int32_t *g = gram + b * k_in * k_in;
+        for (ssize i = 0; i < k_in; i++) {
+            int32_t ones = 0;
+            for (ssize v = 0; v < col_words; v++) ones += (int32_t)__builtin_popcountll(cols[v * k8 + i]);
+            sums[b * k_in + i] = 2 * ones - (int32_t)n_pts;
+            for (ssize j0 = i / 8 * 8; j0 < k_in; j0 += 8) {
+                __m512i differ = _mm512_setzero_si512();
+                for (ssize v = 0; v < col_words; v++)
+                    differ = _mm512_add_epi64(differ, _mm512_popcnt_epi64(_mm512_xor_si512(
+                        _mm512_set1_epi64((long long)cols[v * k8 + i]), _mm512_loadu_si512(cols + v * k8 + j0))));
+                int64_t d[8];
+                _mm512_storeu_si512(d, differ);
+                for (ssize t = 0; t < 8; t++) {
+                    ssize j = j0 + t;
+                    if (j >= i && j < k_in) g[i * k_in + j] = g[j * k_in + i] = (int32_t)n_pts - 2 * (int32_t)d[t];
+                }
+            }
+        }
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------ popcounts and extremes */
 
 /* One cloud: p[n, c] = popcount(a[n] XOR w[c]) for its N points into p [N, P], and the min and
@@ -351,6 +395,49 @@ static AVX2_TARGET void cloud_popcounts_avx2(const uint64_t *a, const uint8_t *w
             }
     }
 }
+
+/* The weights for the AVX-512 path, in blocks of 64 channels (the last one padded with zero words):
+ * wt[((blk * W + j) * 8 + u) * 8 + i] = word j of channel 64 blk + 8 i + u, so that register u of a
+ * block holds channels u, 8 + u, ..., 56 + u in its eight lanes. */
+static void weight_words(const uint64_t *w, ssize words, ssize chans, uint64_t *wt) {
+    for (ssize blk = 0; blk < (chans + 63) / 64; blk++)
+        for (ssize j = 0; j < words; j++)
+            for (int u = 0; u < 8; u++)
+                for (int i = 0; i < 8; i++) {
+                    ssize c = 64 * blk + 8 * i + u;
+                    wt[((blk * words + j) * 8 + u) * 8 + i] = c < chans ? w[c * words + j] : 0;
+                }
+}
+
+/* 64 channels per step: eight registers u of XOR + VPOPCNTQ summed over the words, lane i of
+ * register u is channel 8 i + u; OR-ing register u shifted by 8 u bits puts channel 8 i + u in byte
+ * u of lane i, i.e. the 64 popcounts (each <= K <= 255) in channel order in one register. */
+static AVX512_TARGET void cloud_popcounts_avx512(const uint64_t *a, const uint64_t *wt, ssize n_pts, ssize words,
+                                                 ssize chans, uint8_t *p, uint8_t *lo, uint8_t *hi) {
+    memset(lo, 255, chans);
+    memset(hi, 0, chans);
+    for (ssize n = 0; n < n_pts; n++) {
+        const uint64_t *an = a + n * words;
+        uint8_t *row = p + n * chans;
+        for (ssize c0 = 0; c0 < chans; c0 += 64) {
+            const uint64_t *wb = wt + c0 * words;  /* block c0 / 64: 64 W words */
+            __m512i acc[8];
+            for (int u = 0; u < 8; u++) acc[u] = _mm512_setzero_si512();
+            for (ssize j = 0; j < words; j++) {
+                const __m512i aj = _mm512_set1_epi64((long long)an[j]);
+                for (int u = 0; u < 8; u++)
+                    acc[u] = _mm512_add_epi64(acc[u], _mm512_popcnt_epi64(_mm512_xor_si512(
+                                                          aj, _mm512_loadu_si512(wb + (j * 8 + u) * 8))));
+            }
+            __m512i bytes = acc[0];
+            for (int u = 1; u < 8; u++) bytes = _mm512_or_si512(bytes, _mm512_slli_epi64(acc[u], 8 * u));
+            const __mmask64 block = chans - c0 >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (chans - c0)) - 1;
+            _mm512_mask_storeu_epi8(row + c0, block, bytes);
+            _mm512_mask_storeu_epi8(lo + c0, block, _mm512_min_epu8(_mm512_maskz_loadu_epi8(block, lo + c0), bytes));
+            _mm512_mask_storeu_epi8(hi + c0, block, _mm512_max_epu8(_mm512_maskz_loadu_epi8(block, hi + c0), bytes));
+        }
+    }
+}
 #endif
 
 /* ------------------------------------------------------------------ ties of the pooled layer */
@@ -391,6 +478,36 @@ static AVX2_TARGET ssize list_ties_avx2(const uint8_t *p, ssize n_pts, ssize cha
             uint32_t bits = (uint32_t)_mm256_movemask_epi8(hit);
             while (bits) {
                 ssize c = c0 + __builtin_ctz(bits);
+                bits &= bits - 1;
+                counts[c]++;
+                if (total < cap) ties[total] = (int32_t)(n * chans + c);
+                total++;
+            }
+        }
+    return total;
+}
+#endif
+
+#if HAVE_X86
+/* As list_ties_avx2 (the same order: point by point), 64 channels per compare, a masked load
+ * for a last block of 32 */
+static AVX512_TARGET ssize list_ties_avx512(const uint8_t *p, ssize n_pts, ssize chans, const uint8_t *lo,
+                                            const uint8_t *hi, const uint8_t *kind, int32_t *counts, int32_t *ties,
+                                            ssize cap) {
+    ssize total = 0;
+    for (ssize c = 0; c < chans; c++) counts[c] = kind[c] == 2 ? (int32_t)n_pts : 0;
+    for (ssize n = 0; n < n_pts; n++)
+        for (ssize c0 = 0; c0 < chans; c0 += 64) {
+            const __mmask64 block = chans - c0 >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (chans - c0)) - 1;
+            const __m512i k = _mm512_maskz_loadu_epi8(block, kind + c0);
+            const __m512i target = _mm512_mask_blend_epi8(_mm512_cmpeq_epi8_mask(k, _mm512_set1_epi8(1)),
+                                                          _mm512_maskz_loadu_epi8(block, lo + c0),
+                                                          _mm512_maskz_loadu_epi8(block, hi + c0));
+            const __mmask64 listed = block & ~_mm512_cmpeq_epi8_mask(k, _mm512_set1_epi8(2));
+            uint64_t bits = _mm512_mask_cmpeq_epi8_mask(listed, _mm512_maskz_loadu_epi8(block, p + n * chans + c0),
+                                                         target);
+            while (bits) {
+                ssize c = c0 + __builtin_ctzll(bits);
                 bits &= bits - 1;
                 counts[c]++;
                 if (total < cap) ties[total] = (int32_t)(n * chans + c);
@@ -465,7 +582,9 @@ SCATTER_KERNEL(avx2, AVX2_TARGET)
 /* ------------------------------------------------------------------ Python bindings */
 
 static int check_path(int path) {
-    if ((path == 1 && cpu_has_avx2()) || path == 0) return 1;
+    if ((path == PATH_AVX512 && cpu_has_avx512() && cpu_has_avx2()) || (path == PATH_AVX2 && cpu_has_avx2())
+        || path == PATH_GENERIC)
+        return 1;
     PyErr_Format(PyExc_RuntimeError, "training kernel path %d cannot run on this CPU", path);
     return 0;
 }
@@ -505,7 +624,7 @@ static PyObject *py_pack_signs(PyObject *self, PyObject *args) {
         for (int s = 0; s < threads; s++) {
             ssize lo = slice_start(r0, r1, s, threads), hi = slice_start(r0, r1, s + 1, threads);
 #if HAVE_X86
-            if (path == 1) pack_avx2(x.buf, lo, hi, k_in, words, out.buf);
+            if (path >= PATH_AVX2) pack_avx2(x.buf, lo, hi, k_in, words, out.buf);
             else
 #endif
                 pack_generic(x.buf, lo, hi, k_in, words, out.buf);
@@ -574,23 +693,34 @@ static PyObject *py_flush_denormals(PyObject *self, PyObject *args) {
     return PyLong_FromLong(done);
 }
 
-/* One cloud's popcounts on the chosen path; wn: the weight nibbles (AVX2 path) */
-static void cloud_popcounts(int path, const uint64_t *a, const uint64_t *w, const uint8_t *wn, ssize n_pts, ssize words,
-                            ssize chans, uint8_t *p, uint8_t *lo, uint8_t *hi) {
+/* One cloud's popcounts on the chosen path; table: the weights as that path reads them
+ * (new_weight_table; unused by the generic path) */
+static void cloud_popcounts(int path, const uint64_t *a, const uint64_t *w, const void *table, ssize n_pts,
+                            ssize words, ssize chans, uint8_t *p, uint8_t *lo, uint8_t *hi) {
 #if HAVE_X86
-    if (path == 1) {
-        cloud_popcounts_avx2(a, wn, n_pts, words, chans, p, lo, hi);
+    if (path == PATH_AVX512) {
+        cloud_popcounts_avx512(a, table, n_pts, words, chans, p, lo, hi);
+        return;
+    }
+    if (path == PATH_AVX2) {
+        cloud_popcounts_avx2(a, table, n_pts, words, chans, p, lo, hi);
         return;
     }
 #endif
-    (void)wn;
+    (void)table;
     cloud_popcounts_generic(a, w, n_pts, words, chans, p, lo, hi);
 }
 
-static uint8_t *new_weight_nibbles(int path, const uint64_t *w, ssize words, ssize chans) {
-    uint8_t *wn = aligned_alloc(32, (size_t)(chans * 16 * words));
-    if (wn && path == 1) weight_nibbles(w, words, chans, wn);
-    return wn;
+/* The weights laid out for the path's popcount kernel: nibbles (AVX2, 16 W bytes a channel),
+ * words in blocks of 64 channels (AVX-512, 8 W bytes a channel, padded to 64 channels); 64-byte
+ * aligned. Free with free(). */
+static void *new_weight_table(int path, const uint64_t *w, ssize words, ssize chans) {
+    void *table = aligned_alloc(64, (size_t)((chans + 32) * 16 * words));
+#if HAVE_X86
+    if (table && path == PATH_AVX2) weight_nibbles(w, words, chans, table);
+    if (table && path == PATH_AVX512) weight_words(w, words, chans, table);
+#endif
+    return table;
 }
 
 static PyObject *py_popcounts(PyObject *self, PyObject *args) {
@@ -607,7 +737,7 @@ static PyObject *py_popcounts(PyObject *self, PyObject *args) {
              && check_size(&w, mul3(chans, words, 1), 8, "weight bits")
              && check_size(&p, mul3(batch, n_pts, chans), 1, "popcounts")
              && check_size(&lo, mul3(batch, chans, 1), 1, "min") && check_size(&hi, mul3(batch, chans, 1), 1, "max");
-    uint8_t *wn = ok ? new_weight_nibbles(path, w.buf, words, chans) : NULL;
+    void *wn = ok ? new_weight_table(path, w.buf, words, chans) : NULL;
     if (ok && !wn) {
         PyErr_NoMemory();
         ok = 0;
@@ -652,7 +782,7 @@ static PyObject *py_pool_ties(PyObject *self, PyObject *args) {
              && check_size(&lo, mul3(batch, chans, 1), 1, "min") && check_size(&hi, mul3(batch, chans, 1), 1, "max")
              && check_size(&counts, mul3(batch, chans, 1), 4, "counts")
              && check_size(&ties, mul3(batch, cap, 1), 4, "ties") && check_size(&total, batch, 8, "total");
-    uint8_t *wn = ok ? new_weight_nibbles(path, w.buf, words, chans) : NULL;
+    void *wn = ok ? new_weight_table(path, w.buf, words, chans) : NULL;
     uint8_t *scratch = ok ? malloc((size_t)(threads * n_pts * chans)) : NULL;  /* a cloud's popcounts per slice */
     if (ok && (!wn || !scratch)) {
         PyErr_NoMemory();
@@ -672,7 +802,10 @@ static PyObject *py_pool_ties(PyObject *self, PyObject *args) {
                 cloud_popcounts(path, bits + b * n_pts * words, w.buf, wn, n_pts, words, chans, own, lob + b * chans,
                                 hib + b * chans);
 #if HAVE_X86
-                if (path == 1)
+                if (path == PATH_AVX512)
+                    tot[b] = list_ties_avx512(own, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
+                                              cnt + b * chans, tie + b * cap, cap);
+                else if (path == PATH_AVX2)
                     tot[b] = list_ties_avx2(own, n_pts, chans, lob + b * chans, hib + b * chans, kinds + b * chans,
                                             cnt + b * chans, tie + b * cap, cap);
                 else
@@ -732,7 +865,7 @@ static PyObject *py_scatter_ties(PyObject *self, PyObject *args) {
             ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
             float *own = (float *)sw.buf + s * chans * k_in;
 #if HAVE_X86
-            if (path == 1)
+            if (path >= PATH_AVX2)
                 scatter_avx2(ties.buf, cap, total.buf, kind.buf, coef.buf, a.buf, wq.buf, lo, hi, n_pts, chans, k_in, own,
                              ga.buf);
             else
@@ -769,7 +902,7 @@ static PyObject *py_sign_grams(PyObject *self, PyObject *args) {
              && check_size(&a, mul3(batch, n_pts, words), 8, "activation bits")
              && check_size(&gram, mul3(batch, k_in, k_in), 4, "gram") && check_size(&sums, mul3(batch, k_in, 1), 4, "sums");
     if (ok) {
-        ssize col_words = k_in * ((n_pts + 63) / 64);  /* a cloud's signs by column, per slice */
+        ssize col_words = (k_in + 7) / 8 * 8 * ((n_pts + 63) / 64);  /* a cloud's signs by column, per slice */
         uint64_t *cols = malloc((size_t)(threads * col_words) * sizeof(uint64_t));
         if (!cols) {
             PyErr_NoMemory();
@@ -780,7 +913,10 @@ static PyObject *py_sign_grams(PyObject *self, PyObject *args) {
             for (int s = 0; s < threads; s++) {
                 ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
 #if HAVE_X86
-                if (path == 1) grams_avx2(a.buf, lo, hi, n_pts, words, k_in, cols + s * col_words, gram.buf, sums.buf);
+                if (path == PATH_AVX512)
+                    grams_avx512(a.buf, lo, hi, n_pts, words, k_in, cols + s * col_words, gram.buf, sums.buf);
+                else if (path == PATH_AVX2)
+                    grams_avx2(a.buf, lo, hi, n_pts, words, k_in, cols + s * col_words, gram.buf, sums.buf);
                 else
 #endif
                     grams_generic(a.buf, lo, hi, n_pts, words, k_in, cols + s * col_words, gram.buf, sums.buf);
@@ -816,7 +952,7 @@ static PyObject *py_layer_forward(PyObject *self, PyObject *args) {
         for (int s = 0; s < threads; s++) {
             ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
 #if HAVE_X86
-            if (path == 1) hardtanh_avx2(p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, h.buf);
+            if (path >= PATH_AVX2) hardtanh_avx2(p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, h.buf);
             else
 #endif
                 hardtanh_generic(p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, h.buf);
@@ -865,9 +1001,9 @@ static PyObject *py_layer_backward(PyObject *self, PyObject *args) {
                 ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
                 float *part = sums ? parts + s * 2 * chans : NULL;
 #if HAVE_X86
-                if (path == 1 && sums)
+                if (path >= PATH_AVX2 && sums)
                     masked_sums_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, part, out.buf);
-                else if (path == 1)
+                else if (path >= PATH_AVX2)
                     masked_affine_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, lo, hi, n_pts, padded,
                                        chans, out.buf);
                 else
@@ -926,7 +1062,7 @@ static PyObject *py_float_ties(PyObject *self, PyObject *args) {
         for (ssize b = b0; b < b1; b++) {
             const float *rb = rs + (b - b0) * n_pts * chans;
 #if HAVE_X86
-            if (path == 1)
+            if (path >= PATH_AVX2)
                 tot[b] = float_ties_avx2(rb, n_pts, chans, kinds + b * chans, tops + b * chans, low, cnt + b * chans,
                                          tie + b * cap, cap);
             else
@@ -949,6 +1085,7 @@ static PyObject *py_float_ties(PyObject *self, PyObject *args) {
 
 static PyObject *py_paths(PyObject *self, PyObject *args) {
     /* the paths this CPU runs, fastest first */
+    if (cpu_has_avx512() && cpu_has_avx2()) return Py_BuildValue("(sss)", "avx512", "avx2", "generic");
     if (cpu_has_avx2()) return Py_BuildValue("(ss)", "avx2", "generic");
     return Py_BuildValue("(s)", "generic");
 }

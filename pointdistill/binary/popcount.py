@@ -1,8 +1,9 @@
 """The binary training kernels' Python face: popcount paths, thread counts, scratch buffers, and the popcounts of a binary layer's +-1 operands with the moments BatchNorm needs.
 
 Used by the fused layers (pointdistill.binary.point_layer, point_pool); kernels in
-``_point_kernels.c``. The AVX2 path runs on every x86-64 CPU with AVX2 (AVX-512 ones included);
-the generic path is plain C and runs anywhere, slower, with the same results.
+``_point_kernels.c``. The AVX-512 path (F, BW and VPOPCNTDQ: its popcounts, the AVX2 bodies for
+the rest) runs where the CPU has them; the AVX2 path on every x86-64 CPU with AVX2; the generic
+path is plain C and runs anywhere, slower. All three give the same results.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ except ImportError:  # not built: the fused path is unavailable, the reference p
     _point_kernels = None
 
 KERNEL_ENV = "POINTDISTILL_TRAIN_KERNEL"  # the popcount path under "fast"
-_PATH_CODES = {"avx2": 1, "generic": 0}
+_PATH_CODES = {"avx512": 2, "avx2": 1, "generic": 0}
 MAX_BINARY_INPUTS = 255  # popcounts are kept as bytes
 _log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def available_paths() -> tuple[str, ...]:
 
 
 def resolve_path(path: str | None = None) -> str:
-    """``path`` or ``$POINTDISTILL_TRAIN_KERNEL`` (``auto``, ``avx2``, ``generic``)."""
+    """``path`` or ``$POINTDISTILL_TRAIN_KERNEL`` (``auto``, ``avx512``, ``avx2``, ``generic``)."""
     path = path or os.environ.get(KERNEL_ENV, "auto")
     available = kernels().paths()
     if path == "auto":
