@@ -1,6 +1,7 @@
 """The compiled parts of pointdistill (everything else is in pyproject.toml): the engine's
 XNOR/popcount kernels (sources chosen by architecture in pointdistill/engine/kernels/build.py),
-the binary point layer's training kernels and PointNet++'s neighbourhood kernels (OpenMP)."""
+the binary point layer's training kernels, PointNet++'s neighbourhood kernels and DGCNN's fused
+EdgeConv reductions (OpenMP)."""
 
 import platform
 import runpy
@@ -21,5 +22,8 @@ setup(ext_modules=[
               extra_compile_args=[*build["FLAGS"], "-fopenmp"], extra_link_args=["-fopenmp"]),
     # farthest point sampling and ball query for PointNet++ on the CPU (OpenMP, as above)
     Extension("pointdistill.models._neighbourhood", ["pointdistill/models/_neighbourhood.c"], depends=HEADERS,
+              extra_compile_args=[*build["FLAGS"], "-fopenmp"], extra_link_args=["-fopenmp"]),
+    # DGCNN's fused EdgeConv: the reductions over each point's neighbours (OpenMP, as above)
+    Extension("pointdistill.models._edge_conv", ["pointdistill/models/_edge_conv.c"], depends=HEADERS,
               extra_compile_args=[*build["FLAGS"], "-fopenmp"], extra_link_args=["-fopenmp"]),
 ])

@@ -1,11 +1,14 @@
-"""PointNet++'s neighbourhood ops on the CPU: the compiled kernels against the torch forms.
+"""The neighbourhood ops on the CPU: the compiled kernels against the torch forms.
 
     python benchmarks/neighbourhood.py [--points $MN40] [--rounds 5] [--threads 2]
 
-Batch 32 at 1,024 points, the SSG network's two levels: farthest point sampling of 512 and then
-128 centres, each with its ball query (32 points within 0.2, 64 within 0.4). The rounds alternate
-the two forms so that both see the same machine load; the best round counts. Prints seconds per
-batch of each, the ratio torch / compiled, and that both gave the same indices.
+Batch 32 at 1,024 points. PointNet++ SSG's two levels: farthest point sampling of 512 and then
+128 centres, each with its ball query (32 points within 0.2, 64 within 0.4). DGCNN's graphs: the
+20 nearest neighbours on the coordinates and in a 64-channel feature space (a fixed random
+projection of the coordinates; the distances are the same matmul in both forms, the selection
+differs). The rounds alternate the two forms so that both see the same machine load; the best
+round counts. Prints seconds per batch of each, the ratio torch / compiled, and that both gave
+the same indices.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 from pointdistill.models import neighbourhood
-from pointdistill.models.neighbourhood import ball_query, farthest_point_sample, gather_points
+from pointdistill.models.neighbourhood import ball_query, farthest_point_sample, gather_points, knn
 
 LEVELS = [(512, 0.2, 32), (128, 0.4, 64)]  # centres, radius, neighbours
 
@@ -42,6 +45,15 @@ def _levels(points: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+def _graphs(points: torch.Tensor) -> list[torch.Tensor]:
+    """DGCNN's kNN graphs (k = 20) on the coordinates and on 64 features."""
+    projection = torch.randn(3, 64, generator=torch.Generator().manual_seed(1))
+    return [knn(points, 20), knn(points @ projection, 20)]
+
+
+OPS = {"PointNet++ SSG levels": _levels, "DGCNN kNN (k = 20)": _graphs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", help="a dataset directory with train.npz (default: random clouds in the unit ball)")
@@ -53,22 +65,22 @@ def main() -> None:
     compiled = neighbourhood._neighbourhood
     if compiled is None:
         raise SystemExit("pointdistill.models._neighbourhood is not built")
-    best = {"compiled": float("inf"), "torch": float("inf")}
-    indices = {}
-    for _ in range(args.rounds):
-        for form in ("compiled", "torch"):
-            neighbourhood._neighbourhood = compiled if form == "compiled" else None
-            neighbourhood._said_not_built = True
-            started = time.perf_counter()
-            indices[form] = _levels(points)
-            best[form] = min(best[form], time.perf_counter() - started)
-    neighbourhood._neighbourhood = compiled
-    same = all(torch.equal(a, b) for a, b in zip(indices["compiled"], indices["torch"]))
     print(f"batch 32 x 1024 points, SSG levels {LEVELS}, torch threads {args.threads}, "
           f"clouds: {args.points or 'random'}; best of {args.rounds} alternating rounds")
-    print(f"| form | s per batch |\n|---|---|\n| torch | {best['torch']:.4f} |\n| compiled | {best['compiled']:.4f} |")
-    print(f"same indices: {same}")
-    print(f"neighbourhood speed-up: {best['torch'] / best['compiled']:.1f}x")
+    print("| op | torch s per batch | compiled s per batch | speed-up | same indices |\n|---|---|---|---|---|")
+    for name, op in OPS.items():
+        best = {"compiled": float("inf"), "torch": float("inf")}
+        indices = {}
+        for _ in range(args.rounds):
+            for form in ("compiled", "torch"):
+                neighbourhood._neighbourhood = compiled if form == "compiled" else None
+                neighbourhood._said_not_built = True
+                started = time.perf_counter()
+                indices[form] = op(points)
+                best[form] = min(best[form], time.perf_counter() - started)
+        neighbourhood._neighbourhood = compiled
+        same = all(torch.equal(a, b) for a, b in zip(indices["compiled"], indices["torch"]))
+        print(f"| {name} | {best['torch']:.4f} | {best['compiled']:.4f} | {best['torch'] / best['compiled']:.1f}x | {same} |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-/* CPU kernels of the set-abstraction neighbourhood ops (pointdistill.models.neighbourhood):
- * farthest point sampling and ball query, on float32 xyz clouds, C order, little-endian.
+/* CPU kernels of the neighbourhood ops (pointdistill.models.neighbourhood): farthest point
+ * sampling and ball query on float32 xyz clouds, and the k nearest from given distances; C order,
+ * little-endian.
  *
  *   points  float32 [B, N, 3];  centres float32 [B, M, 3]
  *   farthest_point_sample -> int64 [B, m]: point 0, then each step the point whose distance to
  *       the nearest point taken so far is largest (the lowest index among equals)
  *   ball_query -> int64 [B, M, k]: per centre the first k points in index order whose squared
  *       distance is <= radius^2, padded with the first; returns how many centres found none
+ *   nearest_k: distances float32 [B, M, N] -> int64 [B, M, k]: per row the k smallest, nearest
+ *       first, equal distances in index order (one pass per row keeping a sorted list of k)
  *
  * Distances are (dx * dx + dy * dy) + dz * dz in float32, per pair. Clouds are independent: every
  * entry point splits [0, B) into `threads` contiguous slices and runs them in one OpenMP region on
@@ -64,6 +67,23 @@ static ssize ball(const float *centres, ssize m, const float *points, ssize n, f
         for (ssize j = found; j < k; j++) row[j] = row[0];
     }
     return empty;
+}
+
+/* One row of n distances: the k smallest, nearest first, equal ones in index order; best: scratch float32 [k]. */
+static void nearest_row(const float *row, ssize n, ssize k, float *best, int64_t *out) {
+    ssize count = 0;
+    for (ssize i = 0; i < n; i++) {
+        float d = row[i];
+        if (count == k && !(d < best[k - 1])) continue;  /* not nearer than the k-th: an equal one keeps its place */
+        ssize at = count < k ? count++ : k - 1;
+        while (at > 0 && best[at - 1] > d) {  /* strictly: an equal distance stays ahead */
+            best[at] = best[at - 1];
+            out[at] = out[at - 1];
+            at--;
+        }
+        best[at] = d;
+        out[at] = i;
+    }
 }
 
 static ssize slice_start(ssize total, int s, int parts) { return total * s / parts; }
@@ -131,9 +151,42 @@ static PyObject *py_ball_query(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(empty);
 }
 
+static PyObject *py_nearest_k(PyObject *self, PyObject *args) {
+    /* distances float32 [B, M, N], k -> out int64 [B, M, k] */
+    Py_buffer distances, out;
+    ssize batch, m, n, k;
+    int threads;
+    if (!PyArg_ParseTuple(args, "y*nnnnw*i", &distances, &batch, &m, &n, &k, &out, &threads)) return NULL;
+    int ok = check_threads(threads)
+             && (batch >= 0 && m >= 0 && 1 <= k && k <= n ? 1 : (PyErr_SetString(PyExc_ValueError, "need 1 <= k <= N"), 0))
+             && check_size(&distances, mul3(batch, m, n), 4, "distances") && check_size(&out, mul3(batch, m, k), 8, "out");
+    float *scratch = NULL;
+    if (ok && !(scratch = malloc(sizeof(float) * (size_t)k * (size_t)threads))) {
+        PyErr_NoMemory();
+        ok = 0;
+    }
+    if (ok) {
+        const float *d = distances.buf;
+        int64_t *o = out.buf;
+        ssize rows = batch * m;
+        Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++)
+            for (ssize r = slice_start(rows, s, threads); r < slice_start(rows, s + 1, threads); r++)
+                nearest_row(d + r * n, n, k, scratch + s * k, o + r * k);
+        Py_END_ALLOW_THREADS
+    }
+    free(scratch);
+    PyBuffer_Release(&distances);
+    PyBuffer_Release(&out);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"farthest_point_sample", py_farthest_point_sample, METH_VARARGS, "float32 [B, N, 3] -> int64 [B, m]"},
     {"ball_query", py_ball_query, METH_VARARGS, "the first k points within a radius of each centre, int64 [B, M, k]"},
+    {"nearest_k", py_nearest_k, METH_VARARGS, "the k smallest of each row of distances, nearest first, int64 [B, M, k]"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pointdistill.models.edge_conv import edge_max, fused_edge_conv_applies
 from pointdistill.models.neighbourhood import gather_points, knn
 from pointdistill.models.per_point import per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
@@ -76,31 +77,38 @@ class EdgeConv(nn.Module):
     The layer is linear before its BatchNorm, so W [x_i, x_j - x_i] = (W_c - W_o) x_i + W_o x_j
     (W = [W_c, W_o]): two products over the N points and a gather, instead of forming the
     [B, N, k, 2C] edges and multiplying over all N k of them (the same function, up to float
-    rounding; the module and its state dict are the 2C-wide Conv1d's)."""
+    rounding; the module and its state dict are the 2C-wide Conv1d's). With ``fused`` (training
+    on the CPU), BatchNorm, LeakyReLU and the max run as one op over the neighbours
+    (pointdistill.models.edge_conv): no [B, N, k, C'] tensor at all."""
 
     def __init__(self, c_in: int, c_out: int, k: int):
         super().__init__()
         self.k = k
         self.mlp = _point_block(2 * c_in, c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         conv, norm, activation = self.mlp
         batch, n, channels = x.shape
         w = conv.weight[:, :, 0]  # [C', 2C], acting on [x_i, x_j - x_i]
         w_centre, w_offset = w[:, :channels], w[:, channels:]
         centre = x @ (w_centre - w_offset).T  # [B, N, C']
         neighbour = x @ w_offset.T  # [B, N, C']
-        edges = centre[:, :, None, :] + gather_points(neighbour, knn(x, min(self.k, n)))  # [B, N, k, C']
+        index = knn(x, min(self.k, n))  # [B, N, k]
+        if fused and fused_edge_conv_applies(centre, norm):
+            return edge_max(centre, neighbour, index, norm, activation.negative_slope)
+        edges = centre[:, :, None, :] + gather_points(neighbour, index)  # [B, N, k, C']
         out = per_point_layers([norm, activation], edges.reshape(batch, -1, edges.shape[-1]))
         return out.view(edges.shape).amax(dim=2)
 
 
 class DGCNN(nn.Module):
-    """No fused CPU path: autograd on every device (``training_kernel`` is not read)."""
+    """``training_kernel``: "reference" (autograd) or "fast": on the CPU, each EdgeConv's BatchNorm,
+    LeakyReLU and max over neighbours fused (pointdistill.models.edge_conv)."""
 
     def __init__(self, config: DGCNNConfig):
         super().__init__()
         self.config = config
+        self.training_kernel = "reference"
         widths = [3, *config.edge_widths]
         self.edge_convs = nn.ModuleList(EdgeConv(c_in, c_out, config.k) for c_in, c_out in zip(widths[:-1], widths[1:]))
         self.embed = _point_block(sum(config.edge_widths), config.embed_width)
@@ -118,7 +126,7 @@ class DGCNN(nn.Module):
         the pooled feature is the embedding's max over the points, then its mean."""
         x, features = points, []
         for edge_conv in self.edge_convs:
-            x = edge_conv(x)
+            x = edge_conv(x, fused=self.training_kernel == "fast")
             features.append(x)
         embedded = per_point_layers(self.embed, torch.cat(features, dim=-1))  # [B, N, embed_width]
         pooled = torch.cat([embedded.amax(dim=1), embedded.mean(dim=1)], dim=-1)

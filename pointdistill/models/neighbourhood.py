@@ -2,9 +2,9 @@
 ball query, and gathering by index.
 
 Used by the graph and set-abstraction backbones (DGCNN's EdgeConv, PointNet++'s set abstraction).
-On the CPU, farthest point sampling and ball query run compiled kernels (_neighbourhood.c, on
-torch's OpenMP threads); elsewhere, or where the extension is not built (said once in the log),
-the torch forms below. Deterministic: the same points give the same indices on a device, ties
+On the CPU, farthest point sampling, ball query and kNN's selection run compiled kernels
+(_neighbourhood.c, on torch's OpenMP threads); elsewhere, or where the extension is not built
+(said once in the log), the torch forms below. Deterministic: the same points give the same indices on a device, ties
 going to the lowest index.
 Exact against plain references (tests/models/test_neighbourhood.py) wherever the distances that
 decide differ by more than float32 rounding (the k-th and (k+1)-th neighbour, a point and the
@@ -46,24 +46,34 @@ def knn(features: torch.Tensor, k: int) -> torch.Tensor:
 
     features: float [B, N, C] (coordinates or any per-point features); k <= N.
     Returns int64 [B, N, k] indices into N. Computed in blocks of QUERY_ROWS query points, so
-    memory grows as B * QUERY_ROWS * N, not B * N * N."""
+    memory grows as B * QUERY_ROWS * N, not B * N * N; on the CPU the k nearest of each block's
+    distances are selected by the compiled kernel, elsewhere by a stable sort: equal distances in
+    index order on both."""
     batch, n, _ = features.shape
     if not 1 <= k <= n:
         raise ValueError(f"knn: k must be in 1..{n} (the points per cloud), got {k}")
     features = features.detach()
-    blocks = [pairwise_sq_distances(features[:, start:start + QUERY_ROWS], features)
-              .topk(k, dim=-1, largest=False, sorted=True).indices
-              for start in range(0, n, QUERY_ROWS)]
+    compiled = _compiled_applies(features)
+    blocks = []
+    for start in range(0, n, QUERY_ROWS):
+        distances = pairwise_sq_distances(features[:, start:start + QUERY_ROWS], features)  # [B, rows, N]
+        if compiled:
+            nearest = np.empty((*distances.shape[:2], k), np.int64)
+            _neighbourhood.nearest_k(np.ascontiguousarray(distances.numpy()), batch, distances.shape[1], n, k, nearest,
+                                     threads_for(batch * distances.shape[1]))
+            blocks.append(torch.from_numpy(nearest))
+        else:
+            blocks.append(distances.sort(dim=-1, stable=True).indices[..., :k])  # topk's ties are in no set order
     return torch.cat(blocks, dim=1)
 
 
 def _compiled_applies(*tensors: torch.Tensor) -> bool:
-    """True where the compiled kernels take these xyz tensors (float32 on the CPU, built)."""
+    """True where the compiled kernels take these tensors (float32 on the CPU, built)."""
     global _said_not_built
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return False
     if _neighbourhood is None and not _said_not_built:
-        _log.warning("pointdistill.models._neighbourhood is not built: farthest point sampling and ball query "
+        _log.warning("pointdistill.models._neighbourhood is not built: kNN, farthest point sampling and ball query "
                      "take their slower torch forms (reinstall the package: pip install -e .)")
         _said_not_built = True
     return _neighbourhood is not None

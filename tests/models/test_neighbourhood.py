@@ -29,7 +29,7 @@ def _plain_knn(features: np.ndarray, k: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("channels", [3, 17])
-def test_knn_matches_plain_distances_in_every_block(channels, monkeypatch):
+def test_knn_matches_plain_distances_in_every_block(path, channels, monkeypatch):
     monkeypatch.setattr(neighbourhood, "QUERY_ROWS", 7)  # several blocks, the last one short
     features = torch.randn(3, 50, channels, generator=torch.Generator().manual_seed(0))
     index = knn(features, 9)
@@ -37,6 +37,19 @@ def test_knn_matches_plain_distances_in_every_block(channels, monkeypatch):
     assert np.array_equal(index.numpy(), _plain_knn(features.double().numpy(), 9))
     assert torch.equal(index[..., 0], torch.arange(50).expand(3, 50))  # each point is its own nearest
     assert torch.equal(index, knn(features, 9))
+
+
+def test_compiled_knn_puts_equal_distances_in_index_order():
+    """Duplicated points are at exactly the same distance from every query: the compiled
+    selection lists them in index order, also where only some of them make the k nearest."""
+    features = torch.randn(2, 30, 5, generator=torch.Generator().manual_seed(2))
+    features[:, [4, 9, 21]] = features[:, 17:18]  # four copies of point 17
+    index = knn(features, 6)
+    for b in range(2):
+        for i in range(30):
+            row = index[b, i].tolist()
+            copies = [j for j in row if j in (4, 9, 17, 21)]
+            assert copies == sorted(copies) and (len(copies) in (0, 4) or copies == [4, 9, 17, 21][:len(copies)])
 
 
 def test_knn_refuses_more_neighbours_than_points():
@@ -123,10 +136,12 @@ def test_the_compiled_kernels_agree_with_the_torch_forms_at_any_thread_count(mon
         for count in (1, 3):
             torch.set_num_threads(count)
             taken = neighbourhood.farthest_point_sample(points, 512)
-            results.append((taken, neighbourhood.ball_query(gather_points(points, taken), points, 0.2, 32)))
+            results.append((taken, neighbourhood.ball_query(gather_points(points, taken), points, 0.2, 32),
+                            knn(points, 20)))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert all(torch.equal(one, other) for one, other in zip(*results))
     monkeypatch.setattr(neighbourhood, "_neighbourhood", None)
     monkeypatch.setattr(neighbourhood, "_said_not_built", True)
     assert torch.equal(neighbourhood.farthest_point_sample(points, 512), results[0][0])
+    assert torch.equal(knn(points, 20), results[0][2])

@@ -1,0 +1,107 @@
+"""DGCNN's fused EdgeConv (pointdistill.models.edge_conv) against its autograd form."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pointdistill.models import create_model, model_spec
+from pointdistill.models.dgcnn import DGCNNConfig, EdgeConv
+from pointdistill.models.edge_conv import _edge_conv, edge_max
+
+pytestmark = pytest.mark.skipif(_edge_conv is None, reason="the _edge_conv extension is not built")
+
+
+def _features(batch: int, n: int, channels: int, seed: int = 0) -> torch.Tensor:
+    x = torch.randn(batch, n, channels, generator=torch.Generator().manual_seed(seed))
+    x[:, 7] = x[:, 3]  # duplicated points: tied neighbours, and tied maxima over them
+    x[0, 11] = x[0, 3]
+    return x
+
+
+def _edge_conv_layer(c_in: int, c_out: int, k: int, seed: int = 1) -> EdgeConv:
+    torch.manual_seed(seed)
+    layer = EdgeConv(c_in, c_out, k).train()
+    bn = layer.mlp[1]
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.weight[1::3] *= -1  # negative scales: the max of the BatchNorm output is the min of the product
+        bn.weight[2] = 0.0  # a zero scale: every edge ties
+        bn.bias.normal_()
+    return layer
+
+
+def _step(layer: EdgeConv, x: torch.Tensor, fused: bool):
+    x = x.clone().requires_grad_(True)
+    out = layer(x, fused=fused)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+    (out * weights).sum().backward()
+    return out.detach(), x.grad, {name: p.grad.clone() for name, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize("batch,n,c_in,c_out,k", [(3, 37, 5, 19, 6), (2, 50, 3, 64, 20)])
+def test_fused_edge_conv_matches_autograd(batch, n, c_in, c_out, k):
+    """Output, input and parameter gradients and the BatchNorm buffers equal the autograd form's,
+    with negative and zero BatchNorm scales and tied neighbours."""
+    x = _features(batch, n, c_in)
+    reference, fused = _edge_conv_layer(c_in, c_out, k), None
+    fused = copy.deepcopy(reference)
+    out_ref, gx_ref, grads_ref = _step(reference, x, fused=False)
+    out, gx, grads = _step(fused, x, fused=True)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    for name, value in grads_ref.items():
+        torch.testing.assert_close(grads[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(fused.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_tied_maximum_splits_its_gradient_as_torch_does():
+    """Every neighbour of a point equal: torch's max gives each 1/k of the gradient, and so does the fused op."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(4).train()
+    u = torch.randn(2, 6, 4, requires_grad=True)
+    v = torch.randn(2, 6, 4)
+    v[:, 1:4] = v[:, 1:2]  # neighbours 1, 2, 3 identical
+    v.requires_grad_(True)
+    index = torch.tensor([1, 2, 3]).expand(2, 6, 3).contiguous()
+    fused = edge_max(u, v, index, bn, 0.2)
+    fused.sum().backward()
+    grad_fused = v.grad.clone()
+    v.grad = None
+    edges = u[:, :, None, :] + v[:, index[0, 0]][:, None, :, :]  # [B, N, 3, C]
+    bn_ref = torch.nn.BatchNorm1d(4).train()
+    plain = torch.nn.functional.leaky_relu(bn_ref(edges.reshape(-1, 4)), 0.2).view(edges.shape).amax(2)
+    plain.sum().backward()
+    torch.testing.assert_close(fused, plain.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_fused, v.grad, rtol=1e-4, atol=1e-5)
+    assert torch.equal(grad_fused[:, 1], grad_fused[:, 2]) and torch.equal(grad_fused[:, 1], grad_fused[:, 3])
+
+
+def test_fused_dgcnn_training_step_matches_reference():
+    """A whole DGCNN (fast vs reference training kernel): loss and every parameter's gradient."""
+    spec = model_spec("dgcnn", DGCNNConfig(num_classes=5, k=5, edge_widths=(8, 16), embed_width=32,
+                                            head_widths=(16,), dropout=0.0))
+    points = _features(4, 40, 3, seed=3)
+    labels = torch.tensor([0, 1, 2, 3])
+    grads = {}
+    for kernel in ("reference", "fast"):
+        torch.manual_seed(0)
+        model = create_model(spec).train()
+        model.training_kernel = kernel
+        loss = torch.nn.functional.cross_entropy(model(points).logits, labels)
+        loss.backward()
+        grads[kernel] = (loss.detach(), {name: p.grad for name, p in model.named_parameters()})
+    torch.testing.assert_close(grads["fast"][0], grads["reference"][0])
+    for name, value in grads["reference"][1].items():
+        torch.testing.assert_close(grads["fast"][1][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_out_of_range_neighbour_is_refused():
+    bn = torch.nn.BatchNorm1d(3).train()
+    u, v = torch.randn(1, 4, 3), torch.randn(1, 4, 3)
+    index = torch.tensor([[[0, 1], [1, 2], [2, 3], [3, 4]]])
+    with pytest.raises(ValueError, match="neighbour index 4 out of range for 4 points"):
+        edge_max(u, v, index, bn, 0.2)
