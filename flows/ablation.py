@@ -11,7 +11,7 @@ from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
 from flows.parameters import (
-    Aggregation, Count, DaskAddress, ExistingPath, Help, KdWeight, Overwrite, Positive, Progress, Quantizer,
+    Aggregation, Count, DaskAddress, ExistingPath, Help, KdWeight, Method, Overwrite, Positive, Progress, Quantizer,
     Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, Workers, documented, existing_mode,
 )
 from flows.runtime import dask_task_runner
@@ -45,6 +45,10 @@ def ablation(
     quantizers: Annotated[list[Quantizer], Help("quantizers of the grid")] = [  # noqa: B006 (Prefect parameter default)
         "bnn", "irnet", "xnor", "lsr"],
     aggregations: Annotated[list[Aggregation], Help("aggregations of the grid")] = ["max", "ema"],  # noqa: B006
+    methods: Annotated[list[Method] | None, Help("the grid's rows as quantizer+aggregation (xnor+max,lsr+ema: "
+                                                 "the seed paper's Table 6) instead of every quantizer x "
+                                                 "aggregation")] = None,
+    grid_only: Annotated[bool, Help("only the grid: no regulariser comparison, no NWSD")] = False,
     dask_address: DaskAddress = None,
     workers: Annotated[Workers, Help("parallel runs on a local Dask cluster; 0 = one after another in this "
                                      "process")] = 2,
@@ -60,6 +64,7 @@ def ablation(
                             seed=seed, device="cpu", kd_weight=kd_weight, temperature=temperature,
                             reg_weight=reg_weight, regularizer=regularizer, self_weight=self_weight,
                             backbone=backbone, quantizers=tuple(quantizers), aggregations=tuple(aggregations),
+                            methods=tuple(methods) if methods else None, grid_only=grid_only,
                             existing=existing_mode(resume, overwrite))
     runs = ablation_runs(config)
     get_run_logger().info("ablation: %d student runs from %s", len(runs), store)

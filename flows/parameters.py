@@ -18,12 +18,13 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from pointdistill.choices import (
-    AGGREGATION_NAMES, POOLING_NORM_NAMES, QUANTIZER_NAMES, STUDENT_BACKBONE_NAMES, TEACHER_NAMES,
+    AGGREGATION_NAMES, METHOD_NAMES, POOLING_NORM_NAMES, QUANTIZER_NAMES, STUDENT_BACKBONE_NAMES, TEACHER_NAMES,
     TRAINING_KERNEL_NAMES,
 )
 
 Quantizer = Literal[QUANTIZER_NAMES]  # type: ignore[valid-type]
 Aggregation = Literal[AGGREGATION_NAMES]  # type: ignore[valid-type]
+Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 PoolingNorm = Literal[POOLING_NORM_NAMES]  # type: ignore[valid-type]
 TrainingKernel = Literal[TRAINING_KERNEL_NAMES]  # type: ignore[valid-type]
 Teacher = Literal[TEACHER_NAMES]  # type: ignore[valid-type]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pointdistill.choices import METHOD_NAMES, check_declared
 from pointdistill.distill import StudentJob, StudentTrainConfig
 from pointdistill.losses import POOLING_NORMS, LossConfig
 from pointdistill.run_directory import Existing
@@ -24,7 +25,10 @@ REGULARIZER_ROWS = (("bnn", "max"), ("irnet", "max"), ("xnor", "max"), ("lsr", "
 class AblationConfig:
     """kd_weight (lambda), reg_weight (eta), temperature, self_weight (w) are used wherever a
     column turns that term on; every run shares the schedule and seed. backbone: every student is
-    ``binary_<backbone>`` (the seed paper's Table 6 reads the grid of other backbones)."""
+    ``binary_<backbone>`` (the seed paper's Table 6 reads the grid of other backbones). The grid's
+    rows are ``methods`` ("xnor+max", ...) where given, else every quantizer x aggregation;
+    ``grid_only`` leaves out the regulariser comparison and NWSD (Table 6 is the grid's
+    XNOR+MAX and LSR+EMA rows: ``methods=("xnor+max", "lsr+ema"), grid_only=True``)."""
 
     store: str
     dataset: str
@@ -42,7 +46,19 @@ class AblationConfig:
     backbone: str = "pointnet"
     quantizers: tuple[str, ...] = ("bnn", "irnet", "xnor", "lsr")
     aggregations: tuple[str, ...] = ("max", "ema")
+    methods: tuple[str, ...] | None = None
+    grid_only: bool = False
     existing: Existing = "refuse"
+
+    def __post_init__(self):
+        for method in self.methods or ():
+            check_declared("ablation method (quantizer+aggregation)", method, METHOD_NAMES)
+
+    def grid_rows(self) -> list[tuple[str, str]]:
+        """The grid's (quantizer, aggregation) rows, in order."""
+        if self.methods:
+            return [tuple(method.split("+")) for method in self.methods]
+        return [(q, a) for q in self.quantizers for a in self.aggregations]
 
 
 @dataclass(frozen=True)
@@ -71,16 +87,17 @@ def ablation_runs(config: AblationConfig) -> list[AblationRun]:
                           train=train,
                           existing=config.existing)
 
-    runs = []
-    for quantizer in config.quantizers:
-        for aggregation in config.aggregations:
-            row = f"{quantizer.upper()}+{aggregation.upper()}"
-            for column, kd, reg in zip(LOSS_COLUMNS, (0, 1, 0, 1), (0, 0, 1, 1)):
-                name = f"{quantizer}-{aggregation}-{column.strip('+').replace('+', '-') or 'original'}"
-                runs.append(AblationRun("grid", row, column, job(name, quantizer, aggregation,
-                                                                  _loss(config, kd, reg))))
+    runs, rows = [], config.grid_rows()
+    for quantizer, aggregation in rows:
+        row = f"{quantizer.upper()}+{aggregation.upper()}"
+        for column, kd, reg in zip(LOSS_COLUMNS, (0, 1, 0, 1), (0, 0, 1, 1)):
+            name = f"{quantizer}-{aggregation}-{column.strip('+').replace('+', '-') or 'original'}"
+            runs.append(AblationRun("grid", row, column, job(name, quantizer, aggregation,
+                                                              _loss(config, kd, reg))))
+    if config.grid_only:
+        return runs
     for quantizer, aggregation in REGULARIZER_ROWS:
-        if quantizer not in config.quantizers or aggregation not in config.aggregations:
+        if (quantizer, aggregation) not in rows:
             continue
         for norm in POOLING_NORMS:
             if norm == config.regularizer:
@@ -88,7 +105,7 @@ def ablation_runs(config: AblationConfig) -> list[AblationRun]:
             runs.append(AblationRun("regularizer", f"{quantizer.upper()}+{aggregation.upper()}", norm,
                                     job(f"{quantizer}-{aggregation}-reg-{norm}", quantizer, aggregation,
                                         _loss(config, False, True, norm))))
-    if "lsr" in config.quantizers and "ema" in config.aggregations:
+    if ("lsr", "ema") in rows:
         runs.append(AblationRun("nwsd", "LSR+EMA +KD+reg", f"NWSD w={config.self_weight}",
                                 job("lsr-ema-kd-reg-nwsd", "lsr", "ema",
                                     _loss(config, True, True, self_weight=config.self_weight))))

@@ -15,6 +15,8 @@ POOLING_NORM_NAMES = ("frobenius", "matrix-1", "matrix-2", "entrywise-l1", "nucl
 TRAINING_KERNEL_NAMES = ("fast", "reference")  # a model's `training_kernel`
 TEACHER_NAMES = ("pointnet", "dgcnn", "pointnet2_ssg")  # the models train-teacher builds (their configs: from_teacher_options)
 STUDENT_BACKBONE_NAMES = ("pointnet", "dgcnn", "pointnet2_ssg")  # train-student --backbone: binary_<name>
+# an ablation grid row: a quantizer with an aggregation, written "xnor+max"
+METHOD_NAMES = tuple(f"{q}+{a}" for q in QUANTIZER_NAMES for a in AGGREGATION_NAMES)
 
 
 def check_declared(kind: str, name: str, declared: tuple[str, ...]) -> None:

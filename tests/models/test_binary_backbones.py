@@ -122,3 +122,20 @@ def test_the_ablation_grid_of_another_backbone_trains_its_binary_students():
     runs = ablation_runs(AblationConfig(store="s", dataset="d", out="o", backbone="dgcnn", quantizers=("xnor", "lsr")))
     assert runs and {run.job.backbone for run in runs} == {"dgcnn"}
     assert {run.row for run in runs if run.table == "grid"} == {"XNOR+MAX", "XNOR+EMA", "LSR+MAX", "LSR+EMA"}
+
+
+def test_table_6_layout_runs_only_the_named_methods_of_the_grid():
+    """methods + grid_only: the seed paper's Table 6 rows (XNOR+MAX, LSR+EMA), each loss column once,
+    and no regulariser comparison or NWSD; an unknown method is refused by name."""
+    from pointdistill.ablation import AblationConfig, ablation_runs
+
+    config = AblationConfig(store="s", dataset="d", out="o", backbone="pointnet2_ssg", methods=("xnor+max", "lsr+ema"),
+                            grid_only=True)
+    runs = ablation_runs(config)
+    assert [(run.row, run.column) for run in runs] == [
+        (row, column) for row in ("XNOR+MAX", "LSR+EMA") for column in ("original", "+KD", "+reg", "+KD+reg")]
+    assert [(run.job.quantizer, run.job.aggregation) for run in runs[:1] + runs[4:5]] == [("xnor", "max"), ("lsr", "ema")]
+    with_tables = ablation_runs(AblationConfig(store="s", dataset="d", out="o", methods=("xnor+max", "lsr+ema")))
+    assert {run.table for run in with_tables} == {"grid", "regularizer", "nwsd"}
+    with pytest.raises(ValueError, match="lsr\\+mean"):
+        AblationConfig(store="s", dataset="d", out="o", methods=("lsr+mean",))
