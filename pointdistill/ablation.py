@@ -154,7 +154,8 @@ def write_ablation(runs: list[AblationRun], summaries: list[dict], config: Ablat
     lines = [f"Final-epoch test overall accuracy (%) of binary {config.backbone} students, {config.epochs} epochs, "
              f"seed {config.seed}; "
              f"teacher {100 * teacher:.1f}. lambda={config.kd_weight}, T={config.temperature}, "
-             f"eta={config.reg_weight} ({config.regularizer}), NWSD w={config.self_weight}.", ""]
+             f"eta={config.reg_weight} ({config.regularizer})"
+             + ("." if config.grid_only else f", NWSD w={config.self_weight}."), ""]
     lines += _markdown(rows, "grid", list(LOSS_COLUMNS), config)
     if any(r["table"] == "regularizer" for r in rows):
         lines += ["", "Regulariser alone (original loss + eta * L_reg):", ""]
