@@ -16,11 +16,10 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
 import torch
 
-from train_throughput import _clouds, _peak_rss_bytes, _reset_peak_rss, _rss_bytes
+from train_throughput import _clouds, _peak_rss_bytes, _reset_peak_rss, _rss_bytes, best_step_seconds
 
 CLASSES = 40
 
@@ -47,13 +46,8 @@ def measure(kernel: str, num_points: int, batch: int, steps: int, points_dir: st
         loss.backward()
         optimizer.step()
 
-    step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_bytes": _peak_rss_bytes() - base}
+    seconds = best_step_seconds(step, steps)
+    return {"seconds": seconds, "peak_bytes": _peak_rss_bytes() - base}
 
 
 def main() -> None:

@@ -61,6 +61,17 @@ def _clouds(points_dir: str | None, batch: int, num_points: int) -> torch.Tensor
         return torch.from_numpy(np.ascontiguousarray(data["points"][:batch, :num_points]))
 
 
+def best_step_seconds(step, steps: int) -> float:
+    """One warm-up call of ``step``, then the fastest of ``steps`` timed calls, in seconds."""
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def measure(row: str, kernel: str, num_points: int, batch: int, steps: int, points_dir: str | None) -> dict:
     """One process, one contender: seconds per step (best of ``steps``) and the peak RSS growth."""
     from pointdistill.binary import initialize_binary_scales
@@ -96,14 +107,8 @@ def measure(row: str, kernel: str, num_points: int, batch: int, steps: int, poin
         total.backward()
         optimizer.step()
 
-    step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak = _peak_rss_bytes() - base
-    return {"seconds": min(times), "peak_bytes": peak, "train_flops": 3 * 2 * macs * batch}
+    seconds = best_step_seconds(step, steps)
+    return {"seconds": seconds, "peak_bytes": _peak_rss_bytes() - base, "train_flops": 3 * 2 * macs * batch}
 
 
 def sgemm_peak() -> float:

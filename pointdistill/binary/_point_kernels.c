@@ -460,6 +460,20 @@ static ssize list_ties_generic(const uint8_t *p, ssize n_pts, ssize chans, const
     return total;
 }
 
+/* The tied channels c0 + i for the set bits i of `bits` at the point whose row starts at `row`
+ * (= n * P): counted, listed while there is room; returns the new total. */
+static INLINE ssize list_hits(uint64_t bits, ssize c0, ssize row, int32_t *counts, int32_t *ties, ssize cap,
+                              ssize total) {
+    while (bits) {
+        ssize c = c0 + __builtin_ctzll(bits);
+        bits &= bits - 1;
+        counts[c]++;
+        if (total < cap) ties[total] = (int32_t)(row + c);
+        total++;
+    }
+    return total;
+}
+
 #if HAVE_X86
 static AVX2_TARGET ssize list_ties_avx2(const uint8_t *p, ssize n_pts, ssize chans, const uint8_t *lo,
                                         const uint8_t *hi, const uint8_t *kind, int32_t *counts, int32_t *ties,
@@ -475,14 +489,7 @@ static AVX2_TARGET ssize list_ties_avx2(const uint8_t *p, ssize n_pts, ssize cha
             __m256i hit = _mm256_andnot_si256(_mm256_cmpeq_epi8(k, _mm256_set1_epi8(2)),
                                               _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + n * chans + c0)),
                                                                 target));
-            uint32_t bits = (uint32_t)_mm256_movemask_epi8(hit);
-            while (bits) {
-                ssize c = c0 + __builtin_ctz(bits);
-                bits &= bits - 1;
-                counts[c]++;
-                if (total < cap) ties[total] = (int32_t)(n * chans + c);
-                total++;
-            }
+            total = list_hits((uint32_t)_mm256_movemask_epi8(hit), c0, n * chans, counts, ties, cap, total);
         }
     return total;
 }
@@ -504,15 +511,8 @@ static AVX512_TARGET ssize list_ties_avx512(const uint8_t *p, ssize n_pts, ssize
                                                           _mm512_maskz_loadu_epi8(block, lo + c0),
                                                           _mm512_maskz_loadu_epi8(block, hi + c0));
             const __mmask64 listed = block & ~_mm512_cmpeq_epi8_mask(k, _mm512_set1_epi8(2));
-            uint64_t bits = _mm512_mask_cmpeq_epi8_mask(listed, _mm512_maskz_loadu_epi8(block, p + n * chans + c0),
-                                                         target);
-            while (bits) {
-                ssize c = c0 + __builtin_ctzll(bits);
-                bits &= bits - 1;
-                counts[c]++;
-                if (total < cap) ties[total] = (int32_t)(n * chans + c);
-                total++;
-            }
+            total = list_hits(_mm512_mask_cmpeq_epi8_mask(listed, _mm512_maskz_loadu_epi8(block, p + n * chans + c0), target),
+                              c0, n * chans, counts, ties, cap, total);
         }
     return total;
 }
