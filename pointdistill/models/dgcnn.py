@@ -71,6 +71,15 @@ def edge_features(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([centre, neighbours - centre], dim=-1)
 
 
+def edge_terms(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear layer W = [W_c, W_o] [C', 2C] on the edges [x_i, x_j - x_i] of x [B, N, C], split
+    into its centre term (W_c - W_o) x_i and neighbour term W_o x_j, each [B, N, C']: the edge's
+    product is their sum."""
+    channels = x.shape[-1]
+    w_centre, w_offset = weight[:, :channels], weight[:, channels:]
+    return x @ (w_centre - w_offset).T, x @ w_offset.T
+
+
 class EdgeConv(nn.Module):
     """x [B, N, C] -> max over the k neighbours j of each point i of MLP([x_i, x_j - x_i]), [B, N, C'].
 
@@ -88,11 +97,8 @@ class EdgeConv(nn.Module):
 
     def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         conv, norm, activation = self.mlp
-        batch, n, channels = x.shape
-        w = conv.weight[:, :, 0]  # [C', 2C], acting on [x_i, x_j - x_i]
-        w_centre, w_offset = w[:, :channels], w[:, channels:]
-        centre = x @ (w_centre - w_offset).T  # [B, N, C']
-        neighbour = x @ w_offset.T  # [B, N, C']
+        batch, n, _ = x.shape
+        centre, neighbour = edge_terms(x, conv.weight[:, :, 0])
         index = knn(x, min(self.k, n))  # [B, N, k]
         if fused and fused_edge_conv_applies(centre, norm):
             return edge_max(centre, neighbour, index, norm, activation.negative_slope)
