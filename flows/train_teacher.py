@@ -11,7 +11,7 @@ from flows.parameters import (
     Count, Device, ExistingPath, Help, Kernel, Overwrite, Positive, Progress, Resume, Teacher, documented,
     existing_mode,
 )
-from pointdistill.models.teacher_options import TeacherOptions
+from pointdistill.models.teacher_options import TeacherOptions, read_model_fields
 from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
 
 
@@ -32,6 +32,9 @@ def train_teacher(
         "least 512 points)")] = None,
     input_transform: Annotated[bool, Help("pointnet: add the input T-Net")] = False,
     feature_transform: Annotated[bool, Help("pointnet: add the feature T-Net")] = False,
+    architecture: Annotated[ExistingPath | None, Help(
+        "a JSON or YAML file of the model config's own fields over its defaults (e.g. pointnet2_ssg's "
+        "level_widths, global_widths, neighbours, radii); a field an option above also sets is refused")] = None,
     epochs: Annotated[Count, Help("training epochs (cosine schedule over all of them)")] = 20,
     batch_size: Annotated[Count, Help("shapes per training step")] = 32,
     lr: Annotated[Positive, Help("Adam learning rate at the start of the cosine schedule")] = 1e-3,
@@ -50,7 +53,8 @@ def train_teacher(
     options = TeacherOptions(point_widths=tuple(point_widths) if point_widths else None,
                              head_widths=tuple(head_widths) if head_widths else None, neighbours=neighbours,
                              centres=tuple(centres) if centres else None,
-                             input_transform=input_transform, feature_transform=feature_transform)
+                             input_transform=input_transform, feature_transform=feature_transform,
+                             model_fields=read_model_fields(architecture) if architecture else None)
     job = TeacherJob(
         dataset=dataset, out=out, num_points=num_points, model=model, options=options,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, kernel=kernel),
