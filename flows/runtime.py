@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -47,6 +48,21 @@ def _embedded_server_class():
     return EmbeddedServer
 
 
+# Prefect waits 20 s for its temporary server by default; a busy 2-core machine (a Dask cluster
+# winding down, a training run beside it) has been seen to need longer. A user's own
+# PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins.
+EMBEDDED_STARTUP_TIMEOUT_S = 120
+
+
+def _startup_timeout_s() -> int:
+    from prefect.settings import get_current_settings
+
+    ephemeral = get_current_settings().server.ephemeral
+    if "startup_timeout_seconds" in ephemeral.model_fields_set:
+        return ephemeral.startup_timeout_seconds
+    return EMBEDDED_STARTUP_TIMEOUT_S
+
+
 SERVER_GONE = threading.Event()  # set when the temporary server exited during a command
 
 
@@ -79,7 +95,7 @@ def embedded_api() -> Iterator[str]:
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     server = _embedded_server_class()()
-    server.start()
+    server.start(timeout=_startup_timeout_s())
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
     stopped, gone = threading.Event(), []
@@ -106,6 +122,7 @@ def embedded_api() -> Iterator[str]:
         else:
             os.environ["PREFECT_API_URL"] = previous
         server.stop()
+        atexit.unregister(server.stop)  # stopped here; at exit it would only log to closed streams
 
 
 def dask_task_runner(dask_address: str | None, workers: int) -> TaskRunner:

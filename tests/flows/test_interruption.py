@@ -92,3 +92,13 @@ def test_a_server_gone_mid_run_ends_the_command_with_a_clear_error(shapes_dir, t
     os.kill(server, signal.SIGKILL)
     assert command.wait(timeout=60) == 2
     assert "pointdistill: error: the temporary Prefect server exited" in log.read_text()
+
+
+def test_the_temporary_server_gets_a_long_start_up_wait_unless_the_user_sets_one():
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    from flows.runtime import EMBEDDED_STARTUP_TIMEOUT_S, _startup_timeout_s
+
+    assert _startup_timeout_s() == EMBEDDED_STARTUP_TIMEOUT_S > PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 7}):
+        assert _startup_timeout_s() == 7
