@@ -29,6 +29,7 @@ def measure(kernel: str, num_points: int, batch: int, steps: int, points_dir: st
     from pointdistill.cpu_training import prepare_cpu_training
     from pointdistill.models import create_model, model_spec
     from pointdistill.models.dgcnn import DGCNNConfig
+    from pointdistill.optimizer import adam
 
     prepare_cpu_training()
     points = _clouds(points_dir, batch, num_points)
@@ -38,7 +39,7 @@ def measure(kernel: str, num_points: int, batch: int, steps: int, points_dir: st
     model = create_model(model_spec("dgcnn", DGCNNConfig(CLASSES))).train()
     model.training_kernel = kernel
     labels = torch.randint(0, CLASSES, (batch,))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), lr=1e-3)
 
     def step():
         loss = torch.nn.functional.cross_entropy(model(points).logits, labels)

@@ -79,6 +79,7 @@ def measure(row: str, kernel: str, num_points: int, batch: int, steps: int, poin
     from pointdistill.losses import LossConfig, LossTargets, total_loss
     from pointdistill.models import PointNetConfig, create_model, model_spec
     from pointdistill.cpu_training import prepare_cpu_training
+    from pointdistill.optimizer import adam
 
     prepare_cpu_training()  # as the training loops do on the CPU, for both kernels
     points = _clouds(points_dir, batch, num_points)
@@ -96,7 +97,7 @@ def measure(row: str, kernel: str, num_points: int, batch: int, steps: int, poin
         initialize_binary_scales(model, points)
     model.training_kernel = kernel
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), lr=1e-3)
     macs = sum(p.numel() * (num_points if name.startswith(("stem", "trunk")) else 1)  # per cloud
                for name, p in model.named_parameters() if p.ndim >= 2)
 

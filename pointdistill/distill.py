@@ -24,6 +24,7 @@ from pointdistill.engine.runtime import Engine
 from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import MODELS, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device
 from pointdistill.models.registry import config_from_fields
+from pointdistill.optimizer import adam
 from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
@@ -137,7 +138,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             student_width = model.eval()(first["points"][:2]).pooled.shape[1]
         adapter = pooled_adapter(student_width, loader.layout.pooled_dim)
     trained = [*model.parameters(), *(adapter.to(device).parameters() if adapter is not None else [])]
-    optimizer = torch.optim.Adam(trained, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adam(trained, config.lr, config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
     layout = loader.layout
     self_record = (_SelfRecord(layout.num_shapes, layout.augmentations, layout.num_classes, device)

@@ -21,6 +21,7 @@ from pointdistill.models import (
     Checkpoint, batched_forward, create_model, load_checkpoint, resolve_device, save_checkpoint,
 )
 from pointdistill.models.teacher_options import TeacherOptions, teacher_spec
+from pointdistill.optimizer import adam
 from pointdistill.progress import EpochClock
 from pointdistill.report import teacher_files, write_teacher_history
 from pointdistill.run_directory import Existing, RunDirectory
@@ -140,7 +141,7 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         model.training_kernel = config.kernel
     elif config.kernel == "fast" and device.type == "cpu":
         _log.info("%s has no fused CPU layers: it trains on the reference (autograd) path", spec["name"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adam(model.parameters(), config.lr, config.weight_decay)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
     points = torch.from_numpy(train_set.points)
