@@ -45,7 +45,9 @@ def prefect_api():
     """A real temporary Prefect server for flow tests, exported to subprocesses and Dask workers."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    from flows.runtime import EMBEDDED_STARTUP_TIMEOUT_S
+
+    with prefect_test_harness(server_startup_timeout=EMBEDDED_STARTUP_TIMEOUT_S):  # the same wait as a user's
         from prefect.settings import PREFECT_API_URL
 
         url = PREFECT_API_URL.value()
