@@ -20,11 +20,12 @@ static inline int cpu_has_avx512(void) {
 #endif
 }
 
-/* AVX2 with the POPCNT instruction: what the 256-bit training kernels use. */
+/* AVX2 with the POPCNT and FMA instructions (every AVX2 CPU has both): what the 256-bit training
+ * kernels use. */
 static inline int cpu_has_avx2(void) {
 #if HAVE_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif

@@ -19,7 +19,10 @@
  * Paths, chosen by the caller (`path`): 2 = AVX-512 (F, BW, VPOPCNTDQ) popcounts and extremes with
  * the AVX2 bodies for everything else, 1 = AVX2 + POPCNT, 0 = generic C (no vector or popcount
  * instruction at all). Popcounts, extremes, counts, Grams and tie positions are identical on
- * both paths, and so are the float results: the same operations in the same order.
+ * every path, and so are the float results (the same operations in the same order), with one
+ * exception: the fused layer's input and weight gradients, which the vector paths take tile by
+ * tile with fused multiply-adds (the same floats on AVX2 and AVX-512) and the generic path leaves
+ * to torch's matmuls (equal within float32 rounding). The vector paths need FMA (cpu_features.h).
  * Threads: every entry point splits its clouds (rows) [b0, b1) into `threads` contiguous slices
  * (slice_start) and runs them in one OpenMP parallel region. The module links the libgomp that
  * torch already loaded (the same soname), so the slices run on torch's own thread pool: no second
@@ -219,44 +222,238 @@ static INLINE float masked_affine_one(float g, uint8_t p, float a, float d, floa
     return passed + (e2 + e3 * pc);
 }
 
-static void masked_affine_generic(const float *g, const uint8_t *p, const float *A, const float *D, const float *B,
-                                  const float *E1, const float *E2, const float *E3, ssize b0, ssize b1, ssize n_pts,
-                                  ssize padded, ssize chans, float *out) {
-    for (ssize b = b0; b < b1; b++)
-        for (ssize n = 0; n < n_pts; n++) {
-            const uint8_t *row = p + (b * n_pts + n) * padded;
-            ssize m = (b * n_pts + n) * chans;
-            for (ssize c = 0; c < chans; c++) {
-                ssize bc = b * chans + c;
-                out[m + c] = masked_affine_one(g[m + c], row[c], A[bc], D[bc], B[bc], E1[c], E2[bc], E3[bc]);
-            }
-        }
+/* one cloud's rows: out[n, c] for n < rows (g and out rows of `chans` floats, p rows of `padded`
+ * bytes; A, D, B, E2, E3 point at the cloud's row of [B, C]) */
+static void masked_affine_rows_generic(const float *g, const uint8_t *p, const float *A, const float *D,
+                                       const float *B, const float *E1, const float *E2, const float *E3, ssize rows,
+                                       ssize padded, ssize chans, float *out) {
+    for (ssize n = 0; n < rows; n++)
+        for (ssize c = 0; c < chans; c++)
+            out[n * chans + c] = masked_affine_one(g[n * chans + c], p[n * padded + c], A[c], D[c], B[c], E1[c], E2[c],
+                                                   E3[c]);
 }
 
 #if HAVE_X86
-static AVX2_TARGET void masked_affine_avx2(const float *g, const uint8_t *p, const float *A, const float *D,
-                                           const float *B, const float *E1, const float *E2, const float *E3, ssize b0,
-                                           ssize b1, ssize n_pts, ssize padded, ssize chans, float *out) {
+static AVX2_TARGET void masked_affine_rows_avx2(const float *g, const uint8_t *p, const float *A, const float *D,
+                                                const float *B, const float *E1, const float *E2, const float *E3,
+                                                ssize rows, ssize padded, ssize chans, float *out) {
     const __m256 low = _mm256_set1_ps(-1.0f), high = _mm256_set1_ps(1.0f);
-    for (ssize b = b0; b < b1; b++)
-        for (ssize n = 0; n < n_pts; n++) {
-            const uint8_t *row = p + (b * n_pts + n) * padded;
-            ssize m = (b * n_pts + n) * chans, c = 0;
-            for (; c + 8 <= chans; c += 8) {
-                ssize bc = b * chans + c;
-                __m256 pc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c))));
-                __m256 z = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(A + bc), _mm256_sub_ps(pc, _mm256_loadu_ps(D + bc))),
-                                         _mm256_loadu_ps(B + bc));
-                __m256 pass = _mm256_and_ps(_mm256_cmp_ps(z, low, _CMP_GT_OQ), _mm256_cmp_ps(z, high, _CMP_LT_OQ));
-                __m256 passed = _mm256_and_ps(pass, _mm256_mul_ps(_mm256_loadu_ps(E1 + c), _mm256_loadu_ps(g + m + c)));
-                __m256 affine = _mm256_add_ps(_mm256_loadu_ps(E2 + bc), _mm256_mul_ps(_mm256_loadu_ps(E3 + bc), pc));
-                _mm256_storeu_ps(out + m + c, _mm256_add_ps(passed, affine));
-            }
-            for (; c < chans; c++) {
-                ssize bc = b * chans + c;
-                out[m + c] = masked_affine_one(g[m + c], row[c], A[bc], D[bc], B[bc], E1[c], E2[bc], E3[bc]);
-            }
+    for (ssize n = 0; n < rows; n++) {
+        const uint8_t *row = p + n * padded;
+        ssize m = n * chans, c = 0;
+        for (; c + 8 <= chans; c += 8) {
+            __m256 pc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + c))));
+            __m256 z = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(A + c), _mm256_sub_ps(pc, _mm256_loadu_ps(D + c))),
+                                     _mm256_loadu_ps(B + c));
+            __m256 pass = _mm256_and_ps(_mm256_cmp_ps(z, low, _CMP_GT_OQ), _mm256_cmp_ps(z, high, _CMP_LT_OQ));
+            __m256 passed = _mm256_and_ps(pass, _mm256_mul_ps(_mm256_loadu_ps(E1 + c), _mm256_loadu_ps(g + m + c)));
+            __m256 affine = _mm256_add_ps(_mm256_loadu_ps(E2 + c), _mm256_mul_ps(_mm256_loadu_ps(E3 + c), pc));
+            _mm256_storeu_ps(out + m + c, _mm256_add_ps(passed, affine));
         }
+        for (; c < chans; c++)
+            out[m + c] = masked_affine_one(g[m + c], row[c], A[c], D[c], B[c], E1[c], E2[c], E3[c]);
+    }
+}
+#endif
+
+/* clouds b0..b1: out float32 [B, N, C] (path >= AVX2: the AVX2 body) */
+static void masked_affine(int path, const float *g, const uint8_t *p, const float *A, const float *D, const float *B,
+                          const float *E1, const float *E2, const float *E3, ssize b0, ssize b1, ssize n_pts,
+                          ssize padded, ssize chans, float *out) {
+    for (ssize b = b0; b < b1; b++) {
+        ssize m = b * n_pts, bc = b * chans;
+#if HAVE_X86
+        if (path >= PATH_AVX2)
+            masked_affine_rows_avx2(g + m * chans, p + m * padded, A + bc, D + bc, B + bc, E1, E2 + bc, E3 + bc, n_pts,
+                                    padded, chans, out + m * chans);
+        else
+#endif
+            masked_affine_rows_generic(g + m * chans, p + m * padded, A + bc, D + bc, B + bc, E1, E2 + bc, E3 + bc,
+                                       n_pts, padded, chans, out + m * chans);
+    }
+}
+
+/* ------------------------------------------------------------------ the fused layer's backward products
+ * The input and weight gradients of the fused point layer, d a = d r W and d W = d r^T a, are taken
+ * tile by tile (TILE points of one cloud) while the tile's d r rows are still in the L1 cache, so
+ * the [B, N, C] d r and the float [B, N, K] activations are never written out:
+ *   grad_a[t, k] = s_b * sum_c R[t, c] W[c, k]   (R: the tile's d r [T, C]; W: float32 [C, K])
+ *   G[c, k]     += sum_t R[t, c] S[t, k]          (S: the tile's activations +-s_b [T, K])
+ * Registers hold 4 rows (points, resp. channels) x 4 vectors of K, masked at the end of K; every
+ * sum runs over c (resp. t) in order with fused multiply-adds, the AVX-512 and AVX2 bodies in the
+ * same order, so they give the same floats (not the generic path's, which multiplies with torch). */
+#define TILE 32
+
+#if HAVE_X86
+#define FMA_TARGET __attribute__((target("avx2,fma,popcnt")))
+
+static INLINE __mmask16 lanes16(ssize left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
+}
+
+/* rows t .. t + NR of grad_a for the columns k0 .. k0 + 64 */
+#define GRAD_A_BLOCK_512(NR)                                                                              \
+    static AVX512_TARGET INLINE void grad_a_block##NR##_avx512(const float *R, ssize chans, const float *w, ssize k_in, \
+                                                              const __mmask16 *m, float s, float *out) {  \
+        __m512 acc[NR][4];                                                                               \
+        for (int i = 0; i < NR; i++)                                                                     \
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();                                 \
+        for (ssize c = 0; c < chans; c++) {                                                              \
+            __m512 wv[4];                                                                                \
+            for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(m[j], w + c * k_in + 16 * j);      \
+            for (int i = 0; i < NR; i++) {                                                               \
+                __m512 r = _mm512_set1_ps(R[i * chans + c]);                                             \
+                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(r, wv[j], acc[i][j]);            \
+            }                                                                                            \
+        }                                                                                                \
+        for (int i = 0; i < NR; i++)                                                                     \
+            for (int j = 0; j < 4; j++)                                                                  \
+                _mm512_mask_storeu_ps(out + i * k_in + 16 * j, m[j], _mm512_mul_ps(acc[i][j], _mm512_set1_ps(s))); \
+    }
+GRAD_A_BLOCK_512(4)
+GRAD_A_BLOCK_512(1)
+
+/* channels c .. c + NC of G for the columns k0 .. k0 + 64 */
+#define GRAD_W_BLOCK_512(NC)                                                                              \
+    static AVX512_TARGET INLINE void grad_w_block##NC##_avx512(const float *R, ssize rows, ssize chans, const float *S, \
+                                                              ssize k_in, const __mmask16 *m, float *G) { \
+        __m512 acc[NC][4];                                                                               \
+        for (int i = 0; i < NC; i++)                                                                     \
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();                                 \
+        for (ssize t = 0; t < rows; t++) {                                                               \
+            __m512 sv[4];                                                                                \
+            for (int j = 0; j < 4; j++) sv[j] = _mm512_maskz_loadu_ps(m[j], S + t * k_in + 16 * j);      \
+            for (int i = 0; i < NC; i++) {                                                               \
+                __m512 r = _mm512_set1_ps(R[t * chans + i]);                                             \
+                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(r, sv[j], acc[i][j]);            \
+            }                                                                                            \
+        }                                                                                                \
+        for (int i = 0; i < NC; i++)                                                                     \
+            for (int j = 0; j < 4; j++) {                                                                \
+                float *g = G + i * k_in + 16 * j;                                                        \
+                _mm512_mask_storeu_ps(g, m[j], _mm512_add_ps(_mm512_maskz_loadu_ps(m[j], g), acc[i][j])); \
+            }                                                                                            \
+    }
+GRAD_W_BLOCK_512(4)
+GRAD_W_BLOCK_512(1)
+
+static AVX512_TARGET void tile_products_avx512(const float *R, const float *S, ssize rows, ssize chans, const float *W,
+                                               ssize k_in, float s, float *grad_a, float *G) {
+    for (ssize k0 = 0; k0 < k_in; k0 += 64) {
+        __mmask16 m[4];
+        for (int j = 0; j < 4; j++) m[j] = lanes16(k_in - k0 - 16 * j);
+        ssize t = 0, c = 0;
+        for (; t + 4 <= rows; t += 4) grad_a_block4_avx512(R + t * chans, chans, W + k0, k_in, m, s, grad_a + t * k_in + k0);
+        for (; t < rows; t++) grad_a_block1_avx512(R + t * chans, chans, W + k0, k_in, m, s, grad_a + t * k_in + k0);
+        for (; c + 4 <= chans; c += 4) grad_w_block4_avx512(R + c, rows, chans, S + k0, k_in, m, G + c * k_in + k0);
+        for (; c < chans; c++) grad_w_block1_avx512(R + c, rows, chans, S + k0, k_in, m, G + c * k_in + k0);
+    }
+}
+
+/* AVX2: the same blocks with eight-float vectors and lane masks */
+static FMA_TARGET INLINE __m256i lanes8(ssize left) {
+    const int32_t n = (int32_t)(left < 0 ? 0 : left > 8 ? 8 : left);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+#define GRAD_A_BLOCK_256(NR)                                                                              \
+    static FMA_TARGET INLINE void grad_a_block##NR##_avx2(const float *R, ssize chans, const float *w, ssize k_in,  \
+                                                         const __m256i *m, int whole, float s, float *out) { \
+        __m256 acc[NR][4];                                                                               \
+        for (int i = 0; i < NR; i++)                                                                     \
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();                                 \
+        for (ssize c = 0; c < chans; c++) {                                                              \
+            __m256 r[NR];                                                                                \
+            for (int i = 0; i < NR; i++) r[i] = _mm256_broadcast_ss(R + i * chans + c);                  \
+            for (int j = 0; j < 4; j++) {                                                                \
+                __m256 wv = whole ? _mm256_loadu_ps(w + c * k_in + 8 * j)                               \
+                                  : _mm256_maskload_ps(w + c * k_in + 8 * j, m[j]);                      \
+                for (int i = 0; i < NR; i++) acc[i][j] = _mm256_fmadd_ps(r[i], wv, acc[i][j]);           \
+            }                                                                                            \
+        }                                                                                                \
+        for (int i = 0; i < NR; i++)                                                                     \
+            for (int j = 0; j < 4; j++)                                                                  \
+                if (whole) _mm256_storeu_ps(out + i * k_in + 8 * j, _mm256_mul_ps(acc[i][j], _mm256_set1_ps(s))); \
+                else _mm256_maskstore_ps(out + i * k_in + 8 * j, m[j], _mm256_mul_ps(acc[i][j], _mm256_set1_ps(s))); \
+    }
+GRAD_A_BLOCK_256(3)
+GRAD_A_BLOCK_256(1)
+
+#define GRAD_W_BLOCK_256(NC)                                                                              \
+    static FMA_TARGET INLINE void grad_w_block##NC##_avx2(const float *R, ssize rows, ssize chans, const float *S,  \
+                                                         ssize k_in, const __m256i *m, int whole, float *G) { \
+        __m256 acc[NC][4];                                                                               \
+        for (int i = 0; i < NC; i++)                                                                     \
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();                                 \
+        for (ssize t = 0; t < rows; t++) {                                                               \
+            __m256 r[NC];                                                                                \
+            for (int i = 0; i < NC; i++) r[i] = _mm256_broadcast_ss(R + t * chans + i);                  \
+            for (int j = 0; j < 4; j++) {                                                                \
+                __m256 sv = whole ? _mm256_loadu_ps(S + t * k_in + 8 * j)                                \
+                                  : _mm256_maskload_ps(S + t * k_in + 8 * j, m[j]);                      \
+                for (int i = 0; i < NC; i++) acc[i][j] = _mm256_fmadd_ps(r[i], sv, acc[i][j]);           \
+            }                                                                                            \
+        }                                                                                                \
+        for (int i = 0; i < NC; i++)                                                                     \
+            for (int j = 0; j < 4; j++) {                                                                \
+                float *g = G + i * k_in + 8 * j;                                                         \
+                if (whole) _mm256_storeu_ps(g, _mm256_add_ps(_mm256_loadu_ps(g), acc[i][j]));            \
+                else _mm256_maskstore_ps(g, m[j], _mm256_add_ps(_mm256_maskload_ps(g, m[j]), acc[i][j])); \
+            }                                                                                            \
+    }
+GRAD_W_BLOCK_256(3)
+GRAD_W_BLOCK_256(1)
+
+/* columns k0 .. k0 + 32 of both products (whole: all 32 columns lie inside K) */
+static FMA_TARGET INLINE void tile_block_avx2(const float *R, const float *S, ssize rows, ssize chans, const float *W,
+                                              ssize k_in, const __m256i *m, int whole, float s, float *grad_a, float *G) {
+    ssize t = 0, c = 0;
+    for (; t + 3 <= rows; t += 3) grad_a_block3_avx2(R + t * chans, chans, W, k_in, m, whole, s, grad_a + t * k_in);
+    for (; t < rows; t++) grad_a_block1_avx2(R + t * chans, chans, W, k_in, m, whole, s, grad_a + t * k_in);
+    for (; c + 3 <= chans; c += 3) grad_w_block3_avx2(R + c, rows, chans, S, k_in, m, whole, G + c * k_in);
+    for (; c < chans; c++) grad_w_block1_avx2(R + c, rows, chans, S, k_in, m, whole, G + c * k_in);
+}
+
+static FMA_TARGET void tile_products_avx2(const float *R, const float *S, ssize rows, ssize chans, const float *W,
+                                          ssize k_in, float s, float *grad_a, float *G) {
+    for (ssize k0 = 0; k0 < k_in; k0 += 32) {
+        __m256i m[4];
+        for (int j = 0; j < 4; j++) m[j] = lanes8(k_in - k0 - 8 * j);
+        if (k0 + 32 <= k_in) tile_block_avx2(R, S + k0, rows, chans, W + k0, k_in, m, 1, s, grad_a + k0, G + k0);
+        else tile_block_avx2(R, S + k0, rows, chans, W + k0, k_in, m, 0, s, grad_a + k0, G + k0);
+    }
+}
+
+/* Clouds b0..b1 of the fused backward (path AVX2 or AVX-512): grad_a float32 [B, N, K] rows of
+ * those clouds, G float32 [C, K] (zeroed by the caller) the slice's part of the weight gradient.
+ * Work space: R [TILE, C] and S [TILE, K] floats. */
+static void fused_backward(int path, const float *g, const uint8_t *p, const float *A, const float *D, const float *B,
+                           const float *E1, const float *E2, const float *E3, const float *W, const uint64_t *bits,
+                           const float *a_scale, ssize b0, ssize b1, ssize n_pts, ssize padded, ssize chans,
+                           ssize k_in, ssize words, float *R, float *S, float *G, float *grad_a) {
+    for (ssize b = b0; b < b1; b++) {
+        const ssize bc = b * chans;
+        const float s = a_scale[b];
+        for (ssize n0 = 0; n0 < n_pts; n0 += TILE) {
+            const ssize rows = n_pts - n0 < TILE ? n_pts - n0 : TILE, r0 = b * n_pts + n0;
+            masked_affine_rows_avx2(g + r0 * chans, p + r0 * padded, A + bc, D + bc, B + bc, E1, E2 + bc, E3 + bc, rows,
+                                    padded, chans, R);
+            for (ssize t = 0; t < rows; t++) {  /* the activations +-s, as unpack_signs gives them */
+                const uint64_t *row = bits + (r0 + t) * words;
+                float *o = S + t * k_in;
+                ssize k = 0;
+                for (; k + 8 <= k_in; k += 8) {
+                    const float *signs = SIGN_TABLE[(row[k >> 6] >> (k & 63)) & 0xFF];
+                    for (int j = 0; j < 8; j++) o[k + j] = signs[j] * s;
+                }
+                for (; k < k_in; k++) o[k] = (row[k >> 6] >> (k & 63)) & 1 ? s : -s;
+            }
+            if (path == PATH_AVX512)
+                tile_products_avx512(R, S, rows, chans, W, k_in, s, grad_a + r0 * k_in, G);
+            else
+                tile_products_avx2(R, S, rows, chans, W, k_in, s, grad_a + r0 * k_in, G);
+        }
+    }
 }
 #endif
 
@@ -1003,15 +1200,12 @@ static PyObject *py_layer_backward(PyObject *self, PyObject *args) {
 #if HAVE_X86
                 if (path >= PATH_AVX2 && sums)
                     masked_sums_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, part, out.buf);
-                else if (path >= PATH_AVX2)
-                    masked_affine_avx2(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, lo, hi, n_pts, padded,
-                                       chans, out.buf);
                 else
 #endif
                 if (sums) masked_sums_generic(g.buf, p.buf, A.buf, D.buf, B.buf, lo, hi, n_pts, padded, chans, part,
                                               out.buf);
-                else masked_affine_generic(g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, lo, hi, n_pts,
-                                           padded, chans, out.buf);
+                else masked_affine(path, g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, lo, hi, n_pts,
+                                   padded, chans, out.buf);
             }
             Py_END_ALLOW_THREADS
             free(parts);
@@ -1027,6 +1221,66 @@ static PyObject *py_layer_backward(PyObject *self, PyObject *args) {
     PyBuffer_Release(&E2);
     PyBuffer_Release(&E3);
     PyBuffer_Release(&out);
+    return result;
+}
+
+static PyObject *py_layer_backward_fused(PyObject *self, PyObject *args) {
+    /* g float32 [B, N, C], p, A, D, B, E1 [C], E2, E3 [B, C] (as layer_backward), W float32 [C, K],
+     * activation bits uint64 [B, N, W], a_scale float32 [B] -> grad_a float32 [B, N, K] (rows of
+     * clouds b0..b1), grad_w float32 [C, K] (their part of the weight gradient). AVX2 / AVX-512 only. */
+    Py_buffer g, p, A, D, B, E1, E2, E3, W, bits, a_scale, grad_a, grad_w;
+    ssize b0, b1, batch, n_pts, padded, chans, k_in, words;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*nnnnnnnnw*w*ii", &g, &p, &A, &D, &B, &E1, &E2, &E3, &W, &bits,
+                          &a_scale, &b0, &b1, &batch, &n_pts, &padded, &chans, &k_in, &words, &grad_a, &grad_w, &path,
+                          &threads))
+        return NULL;
+    PyObject *result = NULL;
+    int ok = check_path(path) && check_threads(threads) && check_sizes(b0, b1, batch, n_pts, words, padded)
+             && (path >= PATH_AVX2 ? 1 : (PyErr_SetString(PyExc_ValueError, "the fused backward runs on the avx2 "
+                                                          "and avx512 paths"), 0))
+             && (chans >= 1 && chans <= padded && k_in >= 1 && words == (k_in + 63) / 64
+                     ? 1 : (PyErr_SetString(PyExc_ValueError, "bad channels"), 0))
+             && check_size(&g, mul3(batch, n_pts, chans), 4, "g")
+             && check_size(&p, mul3(batch, n_pts, padded), 1, "popcounts")
+             && check_size(&A, mul3(batch, chans, 1), 4, "A") && check_size(&D, mul3(batch, chans, 1), 4, "D")
+             && check_size(&B, mul3(batch, chans, 1), 4, "B") && check_size(&E1, chans, 4, "E1")
+             && check_size(&E2, mul3(batch, chans, 1), 4, "E2") && check_size(&E3, mul3(batch, chans, 1), 4, "E3")
+             && check_size(&W, mul3(chans, k_in, 1), 4, "weight")
+             && check_size(&bits, mul3(batch, n_pts, words), 8, "activation bits")
+             && check_size(&a_scale, batch, 4, "a_scale")
+             && check_size(&grad_a, mul3(batch, n_pts, k_in), 4, "grad_a")
+             && check_size(&grad_w, mul3(chans, k_in, 1), 4, "grad_w");
+#if HAVE_X86
+    if (ok) {
+        const ssize part = TILE * chans + TILE * k_in + chans * k_in;  /* R, S and G of one slice */
+        float *work = calloc((size_t)threads * (size_t)part, sizeof(float));
+        if (!work) {
+            PyErr_NoMemory();
+            ok = 0;
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+            for (int s = 0; s < threads; s++) {
+                ssize lo = slice_start(b0, b1, s, threads), hi = slice_start(b0, b1, s + 1, threads);
+                float *R = work + s * part, *S = R + TILE * chans, *G = S + TILE * k_in;
+                fused_backward(path, g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, W.buf, bits.buf,
+                               a_scale.buf, lo, hi, n_pts, padded, chans, k_in, words, R, S, G, grad_a.buf);
+            }
+            float *out = grad_w.buf;  /* the slices' parts, added in slice order */
+            for (ssize i = 0; i < chans * k_in; i++) {
+                float total = 0.0f;
+                for (int s = 0; s < threads; s++) total += work[s * part + TILE * chans + TILE * k_in + i];
+                out[i] = total;
+            }
+            Py_END_ALLOW_THREADS
+            free(work);
+        }
+    }
+#endif
+    RETURN_NONE_IF(ok);
+    Py_buffer *all[] = {&g, &p, &A, &D, &B, &E1, &E2, &E3, &W, &bits, &a_scale, &grad_a, &grad_w};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) PyBuffer_Release(all[i]);
     return result;
 }
 
@@ -1100,6 +1354,8 @@ static PyMethodDef methods[] = {
     {"sign_grams", py_sign_grams, METH_VARARGS, "per-cloud K x K Gram matrices and sums of the signs"},
     {"layer_forward", py_layer_forward, METH_VARARGS, "hardtanh of a per-(cloud, channel) affine map of the popcounts"},
     {"layer_backward", py_layer_backward, METH_VARARGS, "the fused layer's masked sums or BatchNorm backward"},
+    {"layer_backward_fused", py_layer_backward_fused, METH_VARARGS,
+     "the fused layer's BatchNorm backward with its input and weight gradients, tile by tile"},
     {"paths", py_paths, METH_NOARGS, "kernel paths this CPU runs, fastest first"},
     {"flush_denormals", py_flush_denormals, METH_VARARGS, "flush denormal floats to zero on torch's OpenMP threads"},
     {NULL, NULL, 0, NULL},

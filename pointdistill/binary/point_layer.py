@@ -15,8 +15,11 @@ the sign bits (``_point_kernels.c``, kept as bytes), and everything after it is 
   (D the popcount at the mean) and h = clamp(z, -1, 1): one pass that reads bytes, writes h.
 * Backward: Hardtanh passes where -1 < z < 1; BatchNorm's backward needs per channel the sum
   of the passed gradient and of the passed gradient times p (one pass), then
-  d r = E1[c] g [-1 < z < 1] + E2[b, c] + E3[b, c] p (one pass), and the input and weight
-  gradients are the two float matmuls d r @ w and d r^T @ a (a rebuilt from the sign bits).
+  d r = E1[c] g [-1 < z < 1] + E2[b, c] + E3[b, c] p, and the input and weight gradients
+  d r @ w and d r^T @ a. On AVX2 / AVX-512 one pass takes all three tile by tile (32 points of
+  a cloud): d r of the tile stays in the L1 cache, a is rebuilt from the sign bits per tile, and
+  neither the [B, N, C] d r nor the float [B, N, K] activation is written out. The generic path
+  writes d r and leaves the two products to torch's matmuls.
 
 Exact against the autograd path within float32 rounding (tests/binary/test_point_layer.py).
 """
@@ -28,8 +31,8 @@ import torch
 from torch import nn
 
 from pointdistill.binary.popcount import (
-    BinaryProduct, float32_array, kernels, magnitudes_or_ones, product_moments, resolve_path, sign_moments, threads_for,
-    update_running_stats,
+    BinaryProduct, float32_array, fuses_backward_products, kernels, magnitudes_or_ones, product_moments, resolve_path,
+    sign_moments, threads_for, update_running_stats,
 )
 
 
@@ -83,16 +86,40 @@ class _PointLayer(torch.autograd.Function):
         e1 = s * slope  # d r = scale * slope * (g - dbeta / m - xhat * dgamma / m)
         e2 = e1 * (-dbeta / m - x_b * dgamma / m)
         e3 = e1 * (-x_a * dgamma / m)
-        grad_r = np.empty((batch, points, channels), np.float32)
-        kernels().layer_backward(g, product.p, *coef, float32_array(e1), float32_array(e2), float32_array(e3), 0, batch,
-                                 batch, points, product.padded, channels, grad_r, product.path, threads_for(batch))
-        grad_r = torch.from_numpy(grad_r)
-        grad_a = grad_r @ weight  # d activation; d x = d activation * s_b (the pattern passes it on)
-        if ctx.a_scale is not None:
-            grad_a *= ctx.a_scale.detach()[:, None, None]
-        a = product.values(ctx.a_scale)
-        grad_weight = grad_r.reshape(-1, channels).T @ a.reshape(-1, k)
-        return grad_a, grad_weight, None, dgamma.to(a.dtype), dbeta.to(a.dtype), None, None, None
+        e = (float32_array(e1), float32_array(e2), float32_array(e3))
+        if fuses_backward_products(product.path):
+            grad_a, grad_weight = _products_fused(g, product, coef, e, weight, ctx.a_scale)
+        else:
+            grad_a, grad_weight = _products_unfused(g, product, coef, e, weight, ctx.a_scale)
+        return grad_a, grad_weight, None, dgamma.float(), dbeta.float(), None, None, None
+
+
+def _products_fused(g, product, coef, e, weight, a_scale):
+    """d activation [B, N, K] and d weight [C, K] taken tile by tile in the kernel (AVX2 / AVX-512):
+    d r is never written out (d x = d activation * s_b is the caller's: the pattern passes it on)."""
+    batch, points, k = product.batch, product.points, product.k
+    scale = (np.ones(batch, np.float32) if a_scale is None
+             else np.ascontiguousarray(a_scale.detach().to(torch.float32).numpy()))
+    grad_a = np.empty((batch, points, k), np.float32)
+    grad_weight = np.empty((weight.shape[0], k), np.float32)
+    kernels().layer_backward_fused(g, product.p, *coef, *e, float32_array(weight.detach()), product.bits, scale, 0, batch,
+                                   batch, points, product.padded, weight.shape[0], k, product.words, grad_a,
+                                   grad_weight, product.path, threads_for(batch))
+    return torch.from_numpy(grad_a), torch.from_numpy(grad_weight)
+
+
+def _products_unfused(g, product, coef, e, weight, a_scale):
+    """The same two products on the generic path: d r [B, N, C] from the kernel, then torch's matmuls."""
+    batch, points, k, channels = product.batch, product.points, product.k, weight.shape[0]
+    grad_r = np.empty((batch, points, channels), np.float32)
+    kernels().layer_backward(g, product.p, *coef, *e, 0, batch, batch, points, product.padded, channels, grad_r,
+                             product.path, threads_for(batch))
+    grad_r = torch.from_numpy(grad_r)
+    grad_a = grad_r @ weight
+    if a_scale is not None:
+        grad_a *= a_scale.detach()[:, None, None]
+    a = product.values(a_scale)
+    return grad_a, grad_r.reshape(-1, channels).T @ a.reshape(-1, k)
 
 
 def point_layer(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bn: nn.BatchNorm1d,

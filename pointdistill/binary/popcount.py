@@ -62,6 +62,12 @@ def path_code(path: str | None = None) -> int:
     return _PATH_CODES[resolve_path(path)]
 
 
+def fuses_backward_products(path: int) -> bool:
+    """Whether the kernels' path (a code) takes the fused point layer's input and weight gradients
+    itself, tile by tile (AVX2 and AVX-512); the generic path leaves them to torch's matmuls."""
+    return path >= _PATH_CODES["avx2"]
+
+
 def threads_for(total: int) -> int:
     """How many slices the kernels split ``total`` clouds (rows) into: torch's thread count, at
     most one slice per cloud. The kernels run the slices on torch's own OpenMP threads."""

@@ -113,6 +113,24 @@ def test_a_point_at_the_batch_mean_gets_exactly_beta(path, monkeypatch):
     torch.testing.assert_close(out, _reference(a.detach(), w.detach(), None, copy.deepcopy(bn)), rtol=0, atol=1e-3)
 
 
+@pytest.mark.skipif(not {"avx512", "avx2"} <= set(available_paths()), reason="needs both vector paths")
+def test_the_vector_paths_give_the_same_floats(monkeypatch):
+    """AVX-512 and AVX2 take the input and weight gradients tile by tile with fused multiply-adds in
+    the same order: the same floats, bit for bit, on every output (so a run does not depend on
+    which of the two the machine has)."""
+    a, w, a_scale, w_scale = _operands(xnor=True, points=75)
+    results = []
+    for path in ("avx512", "avx2"):
+        monkeypatch.setenv("POINTDISTILL_TRAIN_KERNEL", path)
+        leaves = [t.detach().clone().requires_grad_() for t in (a, w)]
+        norm = _bn(w.shape[0])
+        out = point_layer(*leaves, None, norm, (a_scale, w_scale))
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out, leaves[0].grad, leaves[1].grad, norm.weight.grad, norm.bias.grad])
+    for name, x, y in zip(["out", "a", "weight", "gamma", "beta"], *results):
+        assert torch.equal(x, y), name
+
+
 def test_student_with_wide_point_layers_falls_back_and_says_so(caplog):
     """Binary inputs wider than 255 channels do not fit the byte popcounts: the reference path
     runs (same gradients by definition) and the log says why, once."""
