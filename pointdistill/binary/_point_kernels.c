@@ -1286,23 +1286,24 @@ static PyObject *py_layer_backward_fused(PyObject *self, PyObject *args) {
 
 static PyObject *py_float_ties(PyObject *self, PyObject *args) {
     /* r float32 [Bc, N, P] for clouds b0 .. b0 + Bc of the batch, kind uint8 [B, P] -> top float32
-     * [B, P], counts int32 [B, P], ties int32 [B, cap], total int64 [B] (rows b0 .. b0 + Bc) */
+     * [B, P], counts int32 [B, P], ties int32 [B, cap], total int64 [B] (rows b0 .. b0 + Bc); the
+     * clouds split into `threads` slices */
     Py_buffer r, kind, top, counts, ties, total;
     ssize b0, b1, batch, n_pts, chans, cap;
-    int path;
-    if (!PyArg_ParseTuple(args, "y*y*nnnnnnw*w*w*w*i", &r, &kind, &b0, &b1, &batch, &n_pts, &chans, &cap, &top, &counts,
-                          &ties, &total, &path))
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*nnnnnnw*w*w*w*ii", &r, &kind, &b0, &b1, &batch, &n_pts, &chans, &cap, &top,
+                          &counts, &ties, &total, &path, &threads))
         return NULL;
     PyObject *result = NULL;
-    int ok = check_path(path) && check_sizes(b0, b1, batch, n_pts, 1, chans)
+    int ok = check_path(path) && check_threads(threads) && check_sizes(b0, b1, batch, n_pts, 1, chans)
              && (cap >= 1 && mul3(n_pts, chans, 1) <= INT32_MAX
                  ? 1 : (PyErr_SetString(PyExc_ValueError, "bad tie capacity or N x P over 2^31"), 0))
              && check_size(&r, mul3(b1 - b0, n_pts, chans), 4, "products")
              && check_size(&kind, mul3(batch, chans, 1), 1, "kind") && check_size(&top, mul3(batch, chans, 1), 4, "top")
              && check_size(&counts, mul3(batch, chans, 1), 4, "counts")
              && check_size(&ties, mul3(batch, cap, 1), 4, "ties") && check_size(&total, batch, 8, "total");
-    float *low = ok ? malloc((size_t)chans * sizeof(float)) : NULL;
-    if (ok && !low) {
+    float *lows = ok ? malloc((size_t)threads * (size_t)chans * sizeof(float)) : NULL;  /* per slice */
+    if (ok && !lows) {
         PyErr_NoMemory();
         ok = 0;
     }
@@ -1313,20 +1314,24 @@ static PyObject *py_float_ties(PyObject *self, PyObject *args) {
         int32_t *cnt = counts.buf, *tie = ties.buf;
         int64_t *tot = total.buf;
         Py_BEGIN_ALLOW_THREADS
-        for (ssize b = b0; b < b1; b++) {
-            const float *rb = rs + (b - b0) * n_pts * chans;
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            float *low = lows + s * chans;
+            for (ssize b = slice_start(b0, b1, s, threads); b < slice_start(b0, b1, s + 1, threads); b++) {
+                const float *rb = rs + (b - b0) * n_pts * chans;
 #if HAVE_X86
-            if (path >= PATH_AVX2)
-                tot[b] = float_ties_avx2(rb, n_pts, chans, kinds + b * chans, tops + b * chans, low, cnt + b * chans,
-                                         tie + b * cap, cap);
-            else
+                if (path >= PATH_AVX2)
+                    tot[b] = float_ties_avx2(rb, n_pts, chans, kinds + b * chans, tops + b * chans, low,
+                                             cnt + b * chans, tie + b * cap, cap);
+                else
 #endif
-                tot[b] = float_ties_generic(rb, n_pts, chans, kinds + b * chans, tops + b * chans, low, cnt + b * chans,
-                                            tie + b * cap, cap);
+                    tot[b] = float_ties_generic(rb, n_pts, chans, kinds + b * chans, tops + b * chans, low,
+                                                cnt + b * chans, tie + b * cap, cap);
+            }
         }
         Py_END_ALLOW_THREADS
     }
-    free(low);
+    free(lows);
     RETURN_NONE_IF(ok);
     PyBuffer_Release(&r);
     PyBuffer_Release(&kind);
