@@ -342,9 +342,10 @@ static AVX512_TARGET void tile_products_avx512(const float *R, const float *S, s
     for (ssize k0 = 0; k0 < k_in; k0 += 64) {
         __mmask16 m[4];
         for (int j = 0; j < 4; j++) m[j] = lanes16(k_in - k0 - 16 * j);
-        ssize t = 0, c = 0;
-        for (; t + 4 <= rows; t += 4) grad_a_block4_avx512(R + t * chans, chans, W + k0, k_in, m, s, grad_a + t * k_in + k0);
-        for (; t < rows; t++) grad_a_block1_avx512(R + t * chans, chans, W + k0, k_in, m, s, grad_a + t * k_in + k0);
+        float *out = grad_a ? grad_a + k0 : NULL;
+        ssize t = out ? 0 : rows, c = 0;  /* grad_a NULL: the weight gradient only */
+        for (; t + 4 <= rows; t += 4) grad_a_block4_avx512(R + t * chans, chans, W + k0, k_in, m, s, out + t * k_in);
+        for (; t < rows; t++) grad_a_block1_avx512(R + t * chans, chans, W + k0, k_in, m, s, out + t * k_in);
         for (; c + 4 <= chans; c += 4) grad_w_block4_avx512(R + c, rows, chans, S + k0, k_in, m, G + c * k_in + k0);
         for (; c < chans; c++) grad_w_block1_avx512(R + c, rows, chans, S + k0, k_in, m, G + c * k_in + k0);
     }
@@ -407,7 +408,7 @@ GRAD_W_BLOCK_256(1)
 /* columns k0 .. k0 + 32 of both products (whole: all 32 columns lie inside K) */
 static FMA_TARGET INLINE void tile_block_avx2(const float *R, const float *S, ssize rows, ssize chans, const float *W,
                                               ssize k_in, const __m256i *m, int whole, float s, float *grad_a, float *G) {
-    ssize t = 0, c = 0;
+    ssize t = grad_a ? 0 : rows, c = 0;  /* grad_a NULL: the weight gradient only */
     for (; t + 3 <= rows; t += 3) grad_a_block3_avx2(R + t * chans, chans, W, k_in, m, whole, s, grad_a + t * k_in);
     for (; t < rows; t++) grad_a_block1_avx2(R + t * chans, chans, W, k_in, m, whole, s, grad_a + t * k_in);
     for (; c + 3 <= chans; c += 3) grad_w_block3_avx2(R + c, rows, chans, S, k_in, m, whole, G + c * k_in);
@@ -419,8 +420,9 @@ static FMA_TARGET void tile_products_avx2(const float *R, const float *S, ssize 
     for (ssize k0 = 0; k0 < k_in; k0 += 32) {
         __m256i m[4];
         for (int j = 0; j < 4; j++) m[j] = lanes8(k_in - k0 - 8 * j);
-        if (k0 + 32 <= k_in) tile_block_avx2(R, S + k0, rows, chans, W + k0, k_in, m, 1, s, grad_a + k0, G + k0);
-        else tile_block_avx2(R, S + k0, rows, chans, W + k0, k_in, m, 0, s, grad_a + k0, G + k0);
+        float *out = grad_a ? grad_a + k0 : NULL;
+        if (k0 + 32 <= k_in) tile_block_avx2(R, S + k0, rows, chans, W + k0, k_in, m, 1, s, out, G + k0);
+        else tile_block_avx2(R, S + k0, rows, chans, W + k0, k_in, m, 0, s, out, G + k0);
     }
 }
 
@@ -453,6 +455,132 @@ static void fused_backward(int path, const float *g, const uint8_t *p, const flo
             else
                 tile_products_avx2(R, S, rows, chans, W, k_in, s, grad_a + r0 * k_in, G);
         }
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------ the fused float point layer
+ * (pointdistill.binary.float_layer): y float32 [M, C] is a float layer's product x @ W^T over the
+ * M = B N points, z = A[c] (y - D[c]) + B[c] its training-mode BatchNorm (D the batch mean, A =
+ * gamma / sqrt(var + eps), B = beta) and h = min(max(z, lo), hi) its activation (ReLU: lo = 0,
+ * hi = inf; Hardtanh: -1, 1), whose gradient passes where lo < z < hi, as torch's does. Plain C,
+ * compiled for AVX2 and generic; the same float operations in the same order on both. */
+#define FLOAT_LAYER_KERNELS(SUFFIX, ATTR)                                                                \
+    /* rows r0..r1: part[c] += y - y0[c], part[C + c] += (y - y0[c])^2 (y0: a shift that keeps the     \
+     * variance from cancelling): float partial sums over blocks of 64 rows, added up in double */     \
+    static ATTR void float_moments_##SUFFIX(const float *restrict y, ssize r0, ssize r1, ssize chans,   \
+                                            const float *restrict y0, float *restrict block,           \
+                                            double *restrict part) {                                   \
+        float *block0 = block, *block1 = block + chans;                                                  \
+        for (ssize n0 = r0; n0 < r1; n0 += 64) {                                                         \
+            memset(block, 0, 2 * chans * sizeof(float));                                                 \
+            ssize n1 = n0 + 64 < r1 ? n0 + 64 : r1;                                                      \
+            for (ssize r = n0; r < n1; r++)                                                              \
+                for (ssize c = 0; c < chans; c++) {                                                      \
+                    float d = y[r * chans + c] - y0[c];                                                  \
+                    block0[c] += d;                                                                      \
+                    block1[c] += d * d;                                                                  \
+                }                                                                                        \
+            for (ssize c = 0; c < chans; c++) {                                                          \
+                part[c] += block0[c];                                                                    \
+                part[chans + c] += block1[c];                                                            \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    static ATTR void float_activation_##SUFFIX(const float *restrict y, ssize r0, ssize r1, ssize chans, \
+                                               const float *restrict A, const float *restrict D,       \
+                                               const float *restrict B, float lo, float hi, float *restrict h) { \
+        for (ssize r = r0; r < r1; r++)                                                                  \
+            for (ssize c = 0; c < chans; c++) {                                                          \
+                float z = A[c] * (y[r * chans + c] - D[c]) + B[c];                                       \
+                z = z < lo ? lo : z;                                                                     \
+                h[r * chans + c] = z > hi ? hi : z;                                                      \
+            }                                                                                            \
+    }                                                                                                    \
+    /* rows r0..r1: part[c] += g [lo < z < hi], part[C + c] += g [lo < z < hi] (y - D[c]): float      \
+     * partial sums over blocks of 64 rows (block: 2 C floats of work space), added up in double */  \
+    static ATTR void float_masked_sums_##SUFFIX(const float *restrict g, const float *restrict y, ssize r0, \
+                                                ssize r1, ssize chans, const float *restrict A,         \
+                                                const float *restrict D, const float *restrict B, float lo, \
+                                                float hi, float *restrict block, double *restrict part) { \
+        float *block0 = block, *block1 = block + chans;                                                  \
+        for (ssize n0 = r0; n0 < r1; n0 += 64) {                                                         \
+            memset(block, 0, 2 * chans * sizeof(float));                                                 \
+            ssize n1 = n0 + 64 < r1 ? n0 + 64 : r1;                                                      \
+            for (ssize r = n0; r < n1; r++)                                                              \
+                for (ssize c = 0; c < chans; c++) {                                                      \
+                    float centred = y[r * chans + c] - D[c];                                             \
+                    float z = A[c] * centred + B[c];                                                     \
+                    float gc = g[r * chans + c];                                                         \
+                    float d = ((z > lo) & (z < hi)) ? gc : 0.0f;                                         \
+                    block0[c] += d;                                                                      \
+                    block1[c] += d * centred;                                                            \
+                }                                                                                        \
+            for (ssize c = 0; c < chans; c++) {                                                          \
+                part[c] += block0[c];                                                                    \
+                part[chans + c] += block1[c];                                                            \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+/* `rows` rows: out[r, c] = E1[c] g [lo < z < hi] + E2[c] + E3[c] (y - D[c]) (BatchNorm's backward);
+ * the AVX2 body does the same float operations in the same order, eight channels at a time */
+static INLINE float float_masked_affine_one(float g, float y, float a, float d, float b, float e1, float e2, float e3,
+                                            float lo, float hi) {
+    float centred = y - d;
+    float z = a * centred + b;
+    float scaled = e1 * g;
+    float passed = ((z > lo) & (z < hi)) ? scaled : 0.0f;
+    return passed + (e2 + e3 * centred);
+}
+
+static void float_masked_affine_generic(const float *g, const float *y, ssize rows, ssize chans, const float *A,
+                                        const float *D, const float *B, const float *E1, const float *E2,
+                                        const float *E3, float lo, float hi, float *out) {
+    for (ssize r = 0; r < rows; r++)
+        for (ssize c = 0; c < chans; c++)
+            out[r * chans + c] = float_masked_affine_one(g[r * chans + c], y[r * chans + c], A[c], D[c], B[c], E1[c],
+                                                         E2[c], E3[c], lo, hi);
+}
+
+#if HAVE_X86
+static AVX2_TARGET void float_masked_affine_avx2(const float *g, const float *y, ssize rows, ssize chans,
+                                                 const float *A, const float *D, const float *B, const float *E1,
+                                                 const float *E2, const float *E3, float lo, float hi, float *out) {
+    const __m256 low = _mm256_set1_ps(lo), high = _mm256_set1_ps(hi);
+    for (ssize r = 0; r < rows; r++) {
+        ssize m = r * chans, c = 0;
+        for (; c + 8 <= chans; c += 8) {
+            __m256 centred = _mm256_sub_ps(_mm256_loadu_ps(y + m + c), _mm256_loadu_ps(D + c));
+            __m256 z = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(A + c), centred), _mm256_loadu_ps(B + c));
+            __m256 pass = _mm256_and_ps(_mm256_cmp_ps(z, low, _CMP_GT_OQ), _mm256_cmp_ps(z, high, _CMP_LT_OQ));
+            __m256 passed = _mm256_and_ps(pass, _mm256_mul_ps(_mm256_loadu_ps(E1 + c), _mm256_loadu_ps(g + m + c)));
+            __m256 affine = _mm256_add_ps(_mm256_loadu_ps(E2 + c), _mm256_mul_ps(_mm256_loadu_ps(E3 + c), centred));
+            _mm256_storeu_ps(out + m + c, _mm256_add_ps(passed, affine));
+        }
+        for (; c < chans; c++)
+            out[m + c] = float_masked_affine_one(g[m + c], y[m + c], A[c], D[c], B[c], E1[c], E2[c], E3[c], lo, hi);
+    }
+}
+#endif
+
+FLOAT_LAYER_KERNELS(generic, )
+#if HAVE_X86
+FLOAT_LAYER_KERNELS(avx2, AVX2_TARGET)
+
+/* Rows r0..r1 of the fused float layer's backward (path AVX2 or AVX-512), TILE rows at a time:
+ * grad_x float32 [M, K] (NULL: not wanted), G float32 [C, K] (zeroed by the caller) the slice's
+ * part of the weight gradient; x float32 [M, K] the layer's input. Work space R [TILE, C]. */
+static void float_fused_backward(int path, const float *g, const float *y, const float *A, const float *D,
+                                 const float *B, const float *E1, const float *E2, const float *E3, float lo, float hi,
+                                 const float *x, const float *W, ssize r0, ssize r1, ssize chans, ssize k_in, float *R,
+                                 float *G, float *grad_x) {
+    for (ssize t0 = r0; t0 < r1; t0 += TILE) {
+        const ssize rows = r1 - t0 < TILE ? r1 - t0 : TILE;
+        float_masked_affine_avx2(g + t0 * chans, y + t0 * chans, rows, chans, A, D, B, E1, E2, E3, lo, hi, R);
+        float *out = grad_x ? grad_x + t0 * k_in : NULL;
+        if (path == PATH_AVX512) tile_products_avx512(R, x + t0 * k_in, rows, chans, W, k_in, 1.0f, out, G);
+        else tile_products_avx2(R, x + t0 * k_in, rows, chans, W, k_in, 1.0f, out, G);
     }
 }
 #endif
@@ -1284,6 +1412,203 @@ static PyObject *py_layer_backward_fused(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* ---- the fused float point layer (rows r of [M, C], split into `threads` slices) */
+static int check_float_layer(ssize rows, ssize chans, Py_buffer *y) {
+    if (rows >= 1 && chans >= 1) return check_size(y, mul3(rows, chans, 1), 4, "y");
+    PyErr_SetString(PyExc_ValueError, "a float layer needs rows >= 1 and channels >= 1");
+    return 0;
+}
+
+/* per-slice double partials [threads, 2, C] -> sums [2, C], added in slice order */
+static void add_slices(const double *parts, int threads, ssize chans, double *sums) {
+    for (ssize i = 0; i < 2 * chans; i++) {
+        double total = 0.0;
+        for (int s = 0; s < threads; s++) total += parts[s * 2 * chans + i];
+        sums[i] = total;
+    }
+}
+
+static PyObject *py_float_moments(PyObject *self, PyObject *args) {
+    /* y float32 [M, C], y0 float32 [C] -> sums float64 [2, C]: sum (y - y0) and sum (y - y0)^2 */
+    Py_buffer y, y0, sums;
+    ssize rows, chans;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*nnw*ii", &y, &y0, &rows, &chans, &sums, &path, &threads)) return NULL;
+    PyObject *result = NULL;
+    int ok = check_path(path) && check_threads(threads) && check_float_layer(rows, chans, &y)
+             && check_size(&y0, chans, 4, "y0") && check_size(&sums, mul3(2, chans, 1), 8, "sums");
+    double *parts = ok ? calloc((size_t)threads * 2 * (size_t)chans, sizeof(double)) : NULL;
+    float *blocks = ok ? malloc((size_t)threads * 2 * (size_t)chans * sizeof(float)) : NULL;
+    if (ok && (!parts || !blocks)) {
+        PyErr_NoMemory();
+        ok = 0;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            ssize lo = slice_start(0, rows, s, threads), hi = slice_start(0, rows, s + 1, threads);
+            float *block = blocks + s * 2 * chans;
+#if HAVE_X86
+            if (path >= PATH_AVX2) float_moments_avx2(y.buf, lo, hi, chans, y0.buf, block, parts + s * 2 * chans);
+            else
+#endif
+                float_moments_generic(y.buf, lo, hi, chans, y0.buf, block, parts + s * 2 * chans);
+        }
+        add_slices(parts, threads, chans, sums.buf);
+        Py_END_ALLOW_THREADS
+    }
+    free(parts);
+    free(blocks);
+    RETURN_NONE_IF(ok);
+    PyBuffer_Release(&y);
+    PyBuffer_Release(&y0);
+    PyBuffer_Release(&sums);
+    return result;
+}
+
+static PyObject *py_float_forward(PyObject *self, PyObject *args) {
+    /* y float32 [M, C], A, D, B float32 [C] -> h float32 [M, C] = min(max(A (y - D) + B, lo), hi) */
+    Py_buffer y, A, D, B, h;
+    ssize rows, chans;
+    float lo, hi;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*ffnnw*ii", &y, &A, &D, &B, &lo, &hi, &rows, &chans, &h, &path, &threads))
+        return NULL;
+    PyObject *result = NULL;
+    int ok = check_path(path) && check_threads(threads) && check_float_layer(rows, chans, &y)
+             && check_size(&A, chans, 4, "A") && check_size(&D, chans, 4, "D") && check_size(&B, chans, 4, "B")
+             && check_size(&h, mul3(rows, chans, 1), 4, "h");
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            ssize r0 = slice_start(0, rows, s, threads), r1 = slice_start(0, rows, s + 1, threads);
+#if HAVE_X86
+            if (path >= PATH_AVX2) float_activation_avx2(y.buf, r0, r1, chans, A.buf, D.buf, B.buf, lo, hi, h.buf);
+            else
+#endif
+                float_activation_generic(y.buf, r0, r1, chans, A.buf, D.buf, B.buf, lo, hi, h.buf);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    RETURN_NONE_IF(ok);
+    Py_buffer *all[] = {&y, &A, &D, &B, &h};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) PyBuffer_Release(all[i]);
+    return result;
+}
+
+static PyObject *py_float_backward(PyObject *self, PyObject *args) {
+    /* g, y float32 [M, C], A, D, B float32 [C]: with E1, E2, E3 [C] given, out float32 [M, C] = d r
+     * (BatchNorm's backward); with E1 empty, out float64 [2, C] = the masked sums */
+    Py_buffer g, y, A, D, B, E1, E2, E3, out;
+    ssize rows, chans;
+    float lo, hi;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*ffnnw*ii", &g, &y, &A, &D, &B, &E1, &E2, &E3, &lo, &hi, &rows, &chans,
+                          &out, &path, &threads))
+        return NULL;
+    PyObject *result = NULL;
+    const int sums = E1.len == 0;
+    int ok = check_path(path) && check_threads(threads) && check_float_layer(rows, chans, &y)
+             && check_size(&g, mul3(rows, chans, 1), 4, "g") && check_size(&A, chans, 4, "A")
+             && check_size(&D, chans, 4, "D") && check_size(&B, chans, 4, "B")
+             && (sums ? check_size(&out, mul3(2, chans, 1), 8, "sums")
+                      : check_size(&E1, chans, 4, "E1") && check_size(&E2, chans, 4, "E2")
+                        && check_size(&E3, chans, 4, "E3") && check_size(&out, mul3(rows, chans, 1), 4, "out"));
+    double *parts = ok && sums ? calloc((size_t)threads * 2 * (size_t)chans, sizeof(double)) : NULL;
+    float *blocks = ok && sums ? malloc((size_t)threads * 2 * (size_t)chans * sizeof(float)) : NULL;
+    if (ok && sums && (!parts || !blocks)) {
+        PyErr_NoMemory();
+        ok = 0;
+    }
+    if (ok) {
+        const float *gs = g.buf, *ys = y.buf;
+        float *o = out.buf;
+        Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int s = 0; s < threads; s++) {
+            ssize r0 = slice_start(0, rows, s, threads), r1 = slice_start(0, rows, s + 1, threads);
+#if HAVE_X86
+            if (path >= PATH_AVX2 && sums)
+                float_masked_sums_avx2(gs, ys, r0, r1, chans, A.buf, D.buf, B.buf, lo, hi, blocks + s * 2 * chans,
+                                       parts + s * 2 * chans);
+            else if (path >= PATH_AVX2)
+                float_masked_affine_avx2(gs + r0 * chans, ys + r0 * chans, r1 - r0, chans, A.buf, D.buf, B.buf, E1.buf,
+                                         E2.buf, E3.buf, lo, hi, o + r0 * chans);
+            else
+#endif
+            if (sums) float_masked_sums_generic(gs, ys, r0, r1, chans, A.buf, D.buf, B.buf, lo, hi, blocks + s * 2 * chans,
+                                                parts + s * 2 * chans);
+            else float_masked_affine_generic(gs + r0 * chans, ys + r0 * chans, r1 - r0, chans, A.buf, D.buf, B.buf,
+                                             E1.buf, E2.buf, E3.buf, lo, hi, o + r0 * chans);
+        }
+        if (sums) add_slices(parts, threads, chans, out.buf);
+        Py_END_ALLOW_THREADS
+    }
+    free(parts);
+    free(blocks);
+    RETURN_NONE_IF(ok);
+    Py_buffer *all[] = {&g, &y, &A, &D, &B, &E1, &E2, &E3, &out};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) PyBuffer_Release(all[i]);
+    return result;
+}
+
+static PyObject *py_float_backward_fused(PyObject *self, PyObject *args) {
+    /* g, y float32 [M, C], A, D, B, E1, E2, E3 float32 [C], x float32 [M, K], W float32 [C, K] ->
+     * grad_x float32 [M, K] (empty: not wanted) and grad_w float32 [C, K]. AVX2 / AVX-512 only. */
+    Py_buffer g, y, A, D, B, E1, E2, E3, x, W, grad_x, grad_w;
+    ssize rows, chans, k_in;
+    float lo, hi;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*ffy*y*nnnw*w*ii", &g, &y, &A, &D, &B, &E1, &E2, &E3, &lo, &hi, &x, &W,
+                          &rows, &chans, &k_in, &grad_x, &grad_w, &path, &threads))
+        return NULL;
+    PyObject *result = NULL;
+    const int input_grad = grad_x.len != 0;
+    int ok = check_path(path) && check_threads(threads) && check_float_layer(rows, chans, &y)
+             && (path >= PATH_AVX2 && k_in >= 1 ? 1 : (PyErr_SetString(PyExc_ValueError, "the fused backward runs on "
+                                                                       "the avx2 and avx512 paths, K >= 1"), 0))
+             && check_size(&g, mul3(rows, chans, 1), 4, "g") && check_size(&A, chans, 4, "A")
+             && check_size(&D, chans, 4, "D") && check_size(&B, chans, 4, "B") && check_size(&E1, chans, 4, "E1")
+             && check_size(&E2, chans, 4, "E2") && check_size(&E3, chans, 4, "E3")
+             && check_size(&x, mul3(rows, k_in, 1), 4, "x") && check_size(&W, mul3(chans, k_in, 1), 4, "weight")
+             && (!input_grad || check_size(&grad_x, mul3(rows, k_in, 1), 4, "grad_x"))
+             && check_size(&grad_w, mul3(chans, k_in, 1), 4, "grad_w");
+#if HAVE_X86
+    if (ok) {
+        const ssize part = TILE * chans + chans * k_in;  /* R and G of one slice */
+        float *work = calloc((size_t)threads * (size_t)part, sizeof(float));
+        if (!work) {
+            PyErr_NoMemory();
+            ok = 0;
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+            for (int s = 0; s < threads; s++) {
+                ssize r0 = slice_start(0, rows, s, threads), r1 = slice_start(0, rows, s + 1, threads);
+                float *R = work + s * part;
+                float_fused_backward(path, g.buf, y.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, lo, hi, x.buf,
+                                     W.buf, r0, r1, chans, k_in, R, R + TILE * chans,
+                                     input_grad ? (float *)grad_x.buf : NULL);
+            }
+            float *out = grad_w.buf;  /* the slices' parts, added in slice order */
+            for (ssize i = 0; i < chans * k_in; i++) {
+                float total = 0.0f;
+                for (int s = 0; s < threads; s++) total += work[s * part + TILE * chans + i];
+                out[i] = total;
+            }
+            Py_END_ALLOW_THREADS
+            free(work);
+        }
+    }
+#endif
+    RETURN_NONE_IF(ok);
+    Py_buffer *all[] = {&g, &y, &A, &D, &B, &E1, &E2, &E3, &x, &W, &grad_x, &grad_w};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) PyBuffer_Release(all[i]);
+    return result;
+}
+
 static PyObject *py_float_ties(PyObject *self, PyObject *args) {
     /* r float32 [Bc, N, P] for clouds b0 .. b0 + Bc of the batch, kind uint8 [B, P] -> top float32
      * [B, P], counts int32 [B, P], ties int32 [B, cap], total int64 [B] (rows b0 .. b0 + Bc); the
@@ -1361,6 +1686,11 @@ static PyMethodDef methods[] = {
     {"layer_backward", py_layer_backward, METH_VARARGS, "the fused layer's masked sums or BatchNorm backward"},
     {"layer_backward_fused", py_layer_backward_fused, METH_VARARGS,
      "the fused layer's BatchNorm backward with its input and weight gradients, tile by tile"},
+    {"float_moments", py_float_moments, METH_VARARGS, "a float layer's per-channel shifted sums and squares"},
+    {"float_forward", py_float_forward, METH_VARARGS, "a float layer's BatchNorm and activation"},
+    {"float_backward", py_float_backward, METH_VARARGS, "the float layer's masked sums or BatchNorm backward"},
+    {"float_backward_fused", py_float_backward_fused, METH_VARARGS,
+     "the float layer's BatchNorm backward with its input and weight gradients, tile by tile"},
     {"paths", py_paths, METH_NOARGS, "kernel paths this CPU runs, fastest first"},
     {"flush_denormals", py_flush_denormals, METH_VARARGS, "flush denormal floats to zero on torch's OpenMP threads"},
     {NULL, NULL, 0, NULL},

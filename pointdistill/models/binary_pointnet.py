@@ -90,9 +90,11 @@ class BinaryPointNetConfig:
 
 
 class BinaryPointNet(nn.Module):
-    """``training_kernel``: "reference" (autograd) or "fast": on the CPU, each binary point layer
-    with its BatchNorm and Hardtanh (pointdistill.binary.point_layer), and the last one with its
-    BatchNorm and the aggregation (pointdistill.binary.point_pool), fused with XNOR-popcount kernels."""
+    """``training_kernel``: "reference" (autograd) or "fast": on the CPU, the float first layer with
+    its BatchNorm and Hardtanh (pointdistill.binary.float_layer), each binary point layer with its
+    BatchNorm and Hardtanh (pointdistill.binary.point_layer), and the last one with its BatchNorm
+    and the aggregation (pointdistill.binary.point_pool), fused, the binary ones with XNOR-popcount
+    kernels."""
 
     def __init__(self, config: BinaryPointNetConfig):
         super().__init__()
@@ -107,7 +109,7 @@ class BinaryPointNet(nn.Module):
     def forward(self, points: torch.Tensor) -> ModelOutput:
         """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features
         stay [B, N, channels] (features last, pointdistill.models.per_point)."""
-        x = per_point_layers(self.stem, points)
+        x = per_point_layers(self.stem, points, self.training_kernel)
         hidden = self.trunk[:-2]
         for layer, bn, activation in zip(hidden[0::3], hidden[1::3], hidden[2::3]):
             if fused_path_applies(self.training_kernel, x, bn, binary=True):  # x: a Hardtanh output

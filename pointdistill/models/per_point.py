@@ -9,6 +9,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from pointdistill.binary.float_layer import activation_bounds, float_point_layer
+from pointdistill.binary.popcount import fused_path_applies
+
 
 def per_point(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module`` on point features x [B, N, C]: a kernel-1 Conv1d as a linear map, BatchNorm1d
@@ -26,8 +29,21 @@ def per_point(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
-def per_point_layers(modules: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """``modules`` in turn on point features x [B, N, C]."""
-    for module in modules:
-        x = per_point(module, x)
+def per_point_layers(modules: Iterable[nn.Module], x: torch.Tensor, kernel: str = "reference") -> torch.Tensor:
+    """``modules`` in turn on point features x [B, N, C]. With ``kernel="fast"``, each bias-free
+    1x1 Conv1d -> BatchNorm1d -> ReLU / Hardtanh runs as one fused layer on the CPU
+    (pointdistill.binary.float_layer) where fused_path_applies; everything else as it is."""
+    modules = list(modules)
+    i = 0
+    while i < len(modules):
+        conv, bn, activation = (modules[i:i + 3] + [None, None])[:3]
+        bounds = activation_bounds(activation) if activation is not None else None
+        if (kernel == "fast" and isinstance(conv, nn.Conv1d) and conv.kernel_size == (1,) and conv.bias is None
+                and isinstance(bn, nn.BatchNorm1d) and bounds is not None
+                and fused_path_applies(kernel, x, bn, binary=False)):
+            x = float_point_layer(x, conv.weight[:, :, 0], bn, bounds)
+            i += 3
+        else:
+            x = per_point(modules[i], x)
+            i += 1
     return x

@@ -81,8 +81,9 @@ class TNet(nn.Module):
 
 
 class PointNet(nn.Module):
-    """``training_kernel``: "reference" (autograd) or "fast" (the widest point layer, its BatchNorm
-    and the max fused on the CPU, pointdistill.binary.point_pool); the T-Nets always take autograd."""
+    """``training_kernel``: "reference" (autograd) or "fast" (on the CPU, each point layer with its
+    BatchNorm and ReLU fused, pointdistill.binary.float_layer, and the widest with its BatchNorm and
+    the max, pointdistill.binary.point_pool); the T-Nets always take autograd."""
 
     def __init__(self, config: PointNetConfig):
         super().__init__()
@@ -103,11 +104,11 @@ class PointNet(nn.Module):
         x = points
         if self.input_tnet is not None:
             x = torch.bmm(x, self.input_tnet(x))
-        x = per_point_layers(self.stem, x)
+        x = per_point_layers(self.stem, x, self.training_kernel)
         if self.feature_tnet is not None:
             x = torch.bmm(x, self.feature_tnet(x))
         conv, bn, relu = self.trunk[-3:]
-        x = per_point_layers(self.trunk[:-3], x)
+        x = per_point_layers(self.trunk[:-3], x, self.training_kernel)
         if fused_path_applies(self.training_kernel, x, bn, binary=False):
             pooled = relu(point_pool(x, conv.weight[:, :, 0], None, bn))
         else:
