@@ -16,6 +16,9 @@
  *   extremes, kinds: uint8 [B, P]; counts int32 [B, P]; ties int32 [B, cap] as n * P + c
  * The fused point layer (binary linear -> BatchNorm -> Hardtanh) reads the same popcount bytes:
  * its output and backward are affine in p per (cloud, channel).
+ * The fused float point layer (pointdistill.binary.float_layer: float linear -> BatchNorm ->
+ * ReLU / Hardtanh) has its statistics, activation and backward passes here too, and both fused
+ * layers share the tile-by-tile input and weight gradient products.
  * Paths, chosen by the caller (`path`): 2 = AVX-512 (F, BW, VPOPCNTDQ) popcounts and extremes with
  * the AVX2 bodies for everything else, 1 = AVX2 + POPCNT, 0 = generic C (no vector or popcount
  * instruction at all). Popcounts, extremes, counts, Grams and tie positions are identical on
