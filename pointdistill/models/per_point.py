@@ -36,14 +36,25 @@ def per_point_layers(modules: Iterable[nn.Module], x: torch.Tensor, kernel: str 
     modules = list(modules)
     i = 0
     while i < len(modules):
-        conv, bn, activation = (modules[i:i + 3] + [None, None])[:3]
-        bounds = activation_bounds(activation) if activation is not None else None
-        if (kernel == "fast" and isinstance(conv, nn.Conv1d) and conv.kernel_size == (1,) and conv.bias is None
-                and isinstance(bn, nn.BatchNorm1d) and bounds is not None
-                and fused_path_applies(kernel, x, bn, binary=False)):
+        bounds = _fused_layer_bounds(modules[i:i + 3], x, kernel)
+        if bounds is not None:
+            conv, bn, _ = modules[i:i + 3]
             x = float_point_layer(x, conv.weight[:, :, 0], bn, bounds)
             i += 3
         else:
             x = per_point(modules[i], x)
             i += 1
     return x
+
+
+def _fused_layer_bounds(layers: list[nn.Module], x: torch.Tensor, kernel: str) -> tuple[float, float] | None:
+    """The activation's bounds where ``layers`` are a bias-free 1x1 Conv1d, a BatchNorm1d and a
+    ReLU / Hardtanh that the fused float layer runs for x, else None."""
+    if kernel != "fast" or len(layers) < 3:
+        return None
+    conv, bn, activation = layers
+    if not (isinstance(conv, nn.Conv1d) and conv.kernel_size == (1,) and conv.bias is None
+            and isinstance(bn, nn.BatchNorm1d)):
+        return None
+    bounds = activation_bounds(activation)
+    return bounds if bounds is not None and fused_path_applies(kernel, x, bn, binary=False) else None
