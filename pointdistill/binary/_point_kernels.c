@@ -294,51 +294,45 @@ static INLINE __mmask16 lanes16(ssize left) {
     return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
 }
 
-/* rows t .. t + NR of grad_a for the columns k0 .. k0 + 64 */
-#define GRAD_A_BLOCK_512(NR)                                                                              \
-    static AVX512_TARGET INLINE void grad_a_block##NR##_avx512(const float *R, ssize chans, const float *w, ssize k_in, \
-                                                              const __mmask16 *m, float s, float *out) {  \
-        __m512 acc[NR][4];                                                                               \
+/* The one micro-kernel of both products, NR rows of 4 vectors of columns:
+ *   acc[i][j] = sum over q < steps, in order, of x[i * xi + q * xq] * y[q * k_in + j-th vector]
+ * grad_a: x = R rows (xi = C, xq = 1), y = W, q = c; G: x = R columns (xi = 1, xq = C), y = S, q = t. */
+#define OUTER_BLOCK_512(NR)                                                                              \
+    static AVX512_TARGET INLINE void outer_block##NR##_avx512(const float *x, ssize xi, ssize xq, const float *y, \
+                                                             ssize steps, ssize k_in, const __mmask16 *m, \
+                                                             __m512 acc[NR][4]) {                        \
         for (int i = 0; i < NR; i++)                                                                     \
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();                                 \
-        for (ssize c = 0; c < chans; c++) {                                                              \
-            __m512 wv[4];                                                                                \
-            for (int j = 0; j < 4; j++) wv[j] = _mm512_maskz_loadu_ps(m[j], w + c * k_in + 16 * j);      \
+        for (ssize q = 0; q < steps; q++) {                                                              \
+            __m512 yv[4];                                                                                \
+            for (int j = 0; j < 4; j++) yv[j] = _mm512_maskz_loadu_ps(m[j], y + q * k_in + 16 * j);      \
             for (int i = 0; i < NR; i++) {                                                               \
-                __m512 r = _mm512_set1_ps(R[i * chans + c]);                                             \
-                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(r, wv[j], acc[i][j]);            \
+                __m512 r = _mm512_set1_ps(x[i * xi + q * xq]);                                           \
+                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(r, yv[j], acc[i][j]);            \
             }                                                                                            \
         }                                                                                                \
+    }                                                                                                    \
+    /* rows t .. t + NR of grad_a = s R W, and channels c .. c + NR of G += R^T S (64 columns) */        \
+    static AVX512_TARGET INLINE void grad_a_block##NR##_avx512(const float *R, ssize chans, const float *W, ssize k_in, \
+                                                              const __mmask16 *m, float s, float *out) {  \
+        __m512 acc[NR][4];                                                                               \
+        outer_block##NR##_avx512(R, chans, 1, W, chans, k_in, m, acc);                                   \
         for (int i = 0; i < NR; i++)                                                                     \
             for (int j = 0; j < 4; j++)                                                                  \
                 _mm512_mask_storeu_ps(out + i * k_in + 16 * j, m[j], _mm512_mul_ps(acc[i][j], _mm512_set1_ps(s))); \
-    }
-GRAD_A_BLOCK_512(4)
-GRAD_A_BLOCK_512(1)
-
-/* channels c .. c + NC of G for the columns k0 .. k0 + 64 */
-#define GRAD_W_BLOCK_512(NC)                                                                              \
-    static AVX512_TARGET INLINE void grad_w_block##NC##_avx512(const float *R, ssize rows, ssize chans, const float *S, \
+    }                                                                                                    \
+    static AVX512_TARGET INLINE void grad_w_block##NR##_avx512(const float *R, ssize rows, ssize chans, const float *S, \
                                                               ssize k_in, const __mmask16 *m, float *G) { \
-        __m512 acc[NC][4];                                                                               \
-        for (int i = 0; i < NC; i++)                                                                     \
-            for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();                                 \
-        for (ssize t = 0; t < rows; t++) {                                                               \
-            __m512 sv[4];                                                                                \
-            for (int j = 0; j < 4; j++) sv[j] = _mm512_maskz_loadu_ps(m[j], S + t * k_in + 16 * j);      \
-            for (int i = 0; i < NC; i++) {                                                               \
-                __m512 r = _mm512_set1_ps(R[t * chans + i]);                                             \
-                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(r, sv[j], acc[i][j]);            \
-            }                                                                                            \
-        }                                                                                                \
-        for (int i = 0; i < NC; i++)                                                                     \
+        __m512 acc[NR][4];                                                                               \
+        outer_block##NR##_avx512(R, 1, chans, S, rows, k_in, m, acc);                                    \
+        for (int i = 0; i < NR; i++)                                                                     \
             for (int j = 0; j < 4; j++) {                                                                \
                 float *g = G + i * k_in + 16 * j;                                                        \
                 _mm512_mask_storeu_ps(g, m[j], _mm512_add_ps(_mm512_maskz_loadu_ps(m[j], g), acc[i][j])); \
             }                                                                                            \
     }
-GRAD_W_BLOCK_512(4)
-GRAD_W_BLOCK_512(1)
+OUTER_BLOCK_512(4)
+OUTER_BLOCK_512(1)
 
 static AVX512_TARGET void tile_products_avx512(const float *R, const float *S, ssize rows, ssize chans, const float *W,
                                                ssize k_in, float s, float *grad_a, float *G) {
@@ -354,61 +348,55 @@ static AVX512_TARGET void tile_products_avx512(const float *R, const float *S, s
     }
 }
 
-/* AVX2: the same blocks with eight-float vectors and lane masks */
+/* AVX2: the same with eight-float vectors, lane masks only at the end of K (whole: all 32 columns
+ * inside K), 3 rows (12 accumulators, 3 broadcasts and one vector of y in 16 registers) */
 static FMA_TARGET INLINE __m256i lanes8(ssize left) {
     const int32_t n = (int32_t)(left < 0 ? 0 : left > 8 ? 8 : left);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-#define GRAD_A_BLOCK_256(NR)                                                                              \
-    static FMA_TARGET INLINE void grad_a_block##NR##_avx2(const float *R, ssize chans, const float *w, ssize k_in,  \
+#define OUTER_BLOCK_256(NR)                                                                              \
+    static FMA_TARGET INLINE void outer_block##NR##_avx2(const float *x, ssize xi, ssize xq, const float *y, \
+                                                        ssize steps, ssize k_in, const __m256i *m, int whole, \
+                                                        __m256 acc[NR][4]) {                             \
+        for (int i = 0; i < NR; i++)                                                                     \
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();                                 \
+        for (ssize q = 0; q < steps; q++) {                                                              \
+            __m256 r[NR];                                                                                \
+            for (int i = 0; i < NR; i++) r[i] = _mm256_broadcast_ss(x + i * xi + q * xq);                \
+            for (int j = 0; j < 4; j++) {                                                                \
+                __m256 yv = whole ? _mm256_loadu_ps(y + q * k_in + 8 * j)                                \
+                                  : _mm256_maskload_ps(y + q * k_in + 8 * j, m[j]);                      \
+                for (int i = 0; i < NR; i++) acc[i][j] = _mm256_fmadd_ps(r[i], yv, acc[i][j]);           \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+    static FMA_TARGET INLINE void grad_a_block##NR##_avx2(const float *R, ssize chans, const float *W, ssize k_in, \
                                                          const __m256i *m, int whole, float s, float *out) { \
         __m256 acc[NR][4];                                                                               \
+        outer_block##NR##_avx2(R, chans, 1, W, chans, k_in, m, whole, acc);                              \
         for (int i = 0; i < NR; i++)                                                                     \
-            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();                                 \
-        for (ssize c = 0; c < chans; c++) {                                                              \
-            __m256 r[NR];                                                                                \
-            for (int i = 0; i < NR; i++) r[i] = _mm256_broadcast_ss(R + i * chans + c);                  \
             for (int j = 0; j < 4; j++) {                                                                \
-                __m256 wv = whole ? _mm256_loadu_ps(w + c * k_in + 8 * j)                               \
-                                  : _mm256_maskload_ps(w + c * k_in + 8 * j, m[j]);                      \
-                for (int i = 0; i < NR; i++) acc[i][j] = _mm256_fmadd_ps(r[i], wv, acc[i][j]);           \
+                __m256 v = _mm256_mul_ps(acc[i][j], _mm256_set1_ps(s));                                  \
+                if (whole) _mm256_storeu_ps(out + i * k_in + 8 * j, v);                                  \
+                else _mm256_maskstore_ps(out + i * k_in + 8 * j, m[j], v);                               \
             }                                                                                            \
-        }                                                                                                \
-        for (int i = 0; i < NR; i++)                                                                     \
-            for (int j = 0; j < 4; j++)                                                                  \
-                if (whole) _mm256_storeu_ps(out + i * k_in + 8 * j, _mm256_mul_ps(acc[i][j], _mm256_set1_ps(s))); \
-                else _mm256_maskstore_ps(out + i * k_in + 8 * j, m[j], _mm256_mul_ps(acc[i][j], _mm256_set1_ps(s))); \
-    }
-GRAD_A_BLOCK_256(3)
-GRAD_A_BLOCK_256(1)
-
-#define GRAD_W_BLOCK_256(NC)                                                                              \
-    static FMA_TARGET INLINE void grad_w_block##NC##_avx2(const float *R, ssize rows, ssize chans, const float *S,  \
+    }                                                                                                    \
+    static FMA_TARGET INLINE void grad_w_block##NR##_avx2(const float *R, ssize rows, ssize chans, const float *S, \
                                                          ssize k_in, const __m256i *m, int whole, float *G) { \
-        __m256 acc[NC][4];                                                                               \
-        for (int i = 0; i < NC; i++)                                                                     \
-            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();                                 \
-        for (ssize t = 0; t < rows; t++) {                                                               \
-            __m256 r[NC];                                                                                \
-            for (int i = 0; i < NC; i++) r[i] = _mm256_broadcast_ss(R + t * chans + i);                  \
-            for (int j = 0; j < 4; j++) {                                                                \
-                __m256 sv = whole ? _mm256_loadu_ps(S + t * k_in + 8 * j)                                \
-                                  : _mm256_maskload_ps(S + t * k_in + 8 * j, m[j]);                      \
-                for (int i = 0; i < NC; i++) acc[i][j] = _mm256_fmadd_ps(r[i], sv, acc[i][j]);           \
-            }                                                                                            \
-        }                                                                                                \
-        for (int i = 0; i < NC; i++)                                                                     \
+        __m256 acc[NR][4];                                                                               \
+        outer_block##NR##_avx2(R, 1, chans, S, rows, k_in, m, whole, acc);                               \
+        for (int i = 0; i < NR; i++)                                                                     \
             for (int j = 0; j < 4; j++) {                                                                \
                 float *g = G + i * k_in + 8 * j;                                                         \
                 if (whole) _mm256_storeu_ps(g, _mm256_add_ps(_mm256_loadu_ps(g), acc[i][j]));            \
                 else _mm256_maskstore_ps(g, m[j], _mm256_add_ps(_mm256_maskload_ps(g, m[j]), acc[i][j])); \
             }                                                                                            \
     }
-GRAD_W_BLOCK_256(3)
-GRAD_W_BLOCK_256(1)
+OUTER_BLOCK_256(3)
+OUTER_BLOCK_256(1)
 
-/* columns k0 .. k0 + 32 of both products (whole: all 32 columns lie inside K) */
+/* columns k0 .. k0 + 32 of both products */
 static FMA_TARGET INLINE void tile_block_avx2(const float *R, const float *S, ssize rows, ssize chans, const float *W,
                                               ssize k_in, const __m256i *m, int whole, float s, float *grad_a, float *G) {
     ssize t = grad_a ? 0 : rows, c = 0;  /* grad_a NULL: the weight gradient only */
