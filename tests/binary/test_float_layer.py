@@ -133,3 +133,21 @@ def test_fast_models_run_their_float_layers_fused(spec, monkeypatch):
         model.training_kernel = kernel
         model(torch.randn(3, 40, 3)).logits.sum().backward()
         assert len(calls) == expected, kernel
+
+
+def test_the_kernels_refuse_sizes_their_buffers_do_not_hold():
+    """The bindings check every buffer against the sizes given (ValueError naming it, never an
+    overrun), and the fused backward refuses the generic path, which leaves the products to torch."""
+    import numpy as np
+
+    from pointdistill.binary.popcount import kernels
+
+    y, coef = np.zeros((4, 8), np.float32), np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="h: buffer"):
+        kernels().float_forward(y, coef, coef, coef, 0.0, 1.0, 4, 8, np.zeros(31, np.float32), 0, 1)
+    with pytest.raises(ValueError, match="y: buffer"):
+        kernels().float_moments(y, coef, 5, 8, np.zeros((2, 8)), 0, 1)
+    x, w = np.zeros((4, 3), np.float32), np.zeros((8, 3), np.float32)
+    with pytest.raises(ValueError, match="avx2 and avx512"):
+        kernels().float_backward_fused(y, y, *[coef] * 6, 0.0, 1.0, x, w, 4, 8, 3, np.zeros(0, np.float32), w.copy(),
+                                       0, 1)
