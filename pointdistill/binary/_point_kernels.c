@@ -1343,6 +1343,18 @@ static PyObject *py_layer_backward(PyObject *self, PyObject *args) {
     return result;
 }
 
+#if HAVE_X86
+/* the slices' weight-gradient parts, count floats at `first` in each slice's `part` floats of
+ * work space, added in slice order into out */
+static void add_weight_parts(const float *work, int threads, ssize part, ssize first, ssize count, float *out) {
+    for (ssize i = 0; i < count; i++) {
+        float total = 0.0f;
+        for (int s = 0; s < threads; s++) total += work[s * part + first + i];
+        out[i] = total;
+    }
+}
+#endif
+
 static PyObject *py_layer_backward_fused(PyObject *self, PyObject *args) {
     /* g float32 [B, N, C], p, A, D, B, E1 [C], E2, E3 [B, C] (as layer_backward), W float32 [C, K],
      * activation bits uint64 [B, N, W], a_scale float32 [B] -> grad_a float32 [B, N, K] (rows of
@@ -1386,12 +1398,7 @@ static PyObject *py_layer_backward_fused(PyObject *self, PyObject *args) {
                 fused_backward(path, g.buf, p.buf, A.buf, D.buf, B.buf, E1.buf, E2.buf, E3.buf, W.buf, bits.buf,
                                a_scale.buf, lo, hi, n_pts, padded, chans, k_in, words, R, S, G, grad_a.buf);
             }
-            float *out = grad_w.buf;  /* the slices' parts, added in slice order */
-            for (ssize i = 0; i < chans * k_in; i++) {
-                float total = 0.0f;
-                for (int s = 0; s < threads; s++) total += work[s * part + TILE * chans + TILE * k_in + i];
-                out[i] = total;
-            }
+            add_weight_parts(work, threads, part, TILE * chans + TILE * k_in, chans * k_in, grad_w.buf);
             Py_END_ALLOW_THREADS
             free(work);
         }
@@ -1583,12 +1590,7 @@ static PyObject *py_float_backward_fused(PyObject *self, PyObject *args) {
                                      W.buf, r0, r1, chans, k_in, R, R + TILE * chans,
                                      input_grad ? (float *)grad_x.buf : NULL);
             }
-            float *out = grad_w.buf;  /* the slices' parts, added in slice order */
-            for (ssize i = 0; i < chans * k_in; i++) {
-                float total = 0.0f;
-                for (int s = 0; s < threads; s++) total += work[s * part + TILE * chans + i];
-                out[i] = total;
-            }
+            add_weight_parts(work, threads, part, TILE * chans, chans * k_in, grad_w.buf);
             Py_END_ALLOW_THREADS
             free(work);
         }
