@@ -98,8 +98,7 @@ def _products_fused(g, product, coef, e, weight, a_scale):
     """d activation [B, N, K] and d weight [C, K] taken tile by tile in the kernel (AVX2 / AVX-512):
     d r is never written out (d x = d activation * s_b is the caller's: the pattern passes it on)."""
     batch, points, k = product.batch, product.points, product.k
-    scale = (np.ones(batch, np.float32) if a_scale is None
-             else np.ascontiguousarray(a_scale.detach().to(torch.float32).numpy()))
+    scale = product.cloud_scales(a_scale)
     grad_a = np.empty((batch, points, k), np.float32)
     grad_weight = np.empty((weight.shape[0], k), np.float32)
     kernels().layer_backward_fused(g, product.p, *coef, *e, float32_array(weight.detach()), product.bits, scale, 0, batch,

@@ -133,12 +133,16 @@ class SignBits:
         """The binary activation sign(a) * a_scale[b] (a_scale float32 [B], None: 1), float32
         [B, N, K], rebuilt from the bits: exactly the values the autograd path multiplies."""
         rows = self.batch * self.points
-        scale = (np.ones(self.batch, np.float32) if a_scale is None
-                 else np.ascontiguousarray(a_scale.detach().to(torch.float32).numpy()))
+        scale = self.cloud_scales(a_scale)
         out = _buffers.take(self, (rows, self.k), np.float32)
         _point_kernels.unpack_signs(self.bits, scale, 0, rows, rows, self.k, self.words, self.points, out,
                                     threads_for(rows))
         return torch.from_numpy(out).view(self.batch, self.points, self.k)
+
+    def cloud_scales(self, a_scale: torch.Tensor | None) -> np.ndarray:
+        """The activation's per-cloud magnitudes as the kernels take them: float32 [B] (None: 1)."""
+        return (np.ones(self.batch, np.float32) if a_scale is None
+                else np.ascontiguousarray(a_scale.detach().to(torch.float32).numpy()))
 
     def _extremes(self, low: np.ndarray, high: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.from_numpy(low[:, :self.channels]).long(), torch.from_numpy(high[:, :self.channels]).long())
