@@ -27,7 +27,10 @@ class Classifier(nn.Module):
 
     points: float32 [B, N, 3] (a tensor or a NumPy array, on any device: moved to the model's);
     logits: float32 [B, C], C = len(class_names). ``pooled(points)`` gives the global feature
-    [B, D] after aggregation; ``checkpoint`` holds the spec, dataset fingerprint and metrics."""
+    [B, D] after aggregation; ``checkpoint`` holds the spec, dataset fingerprint and metrics.
+    No autograd graph is kept (outputs convert with ``.numpy()``, and a 1024-point teacher does
+    not hold every layer's activations) unless ``points`` is a tensor that requires grad: then
+    the outputs carry gradients to it and to the weights (``network`` is the plain module)."""
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu"):
         super().__init__()
@@ -46,16 +49,19 @@ class Classifier(nn.Module):
             points = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
         return points.to(device=next(self.network.parameters()).device, dtype=torch.float32)
 
+    def _outputs(self, points):
+        with torch.set_grad_enabled(torch.is_tensor(points) and points.requires_grad):
+            return self.network(self._points(points))
+
     def forward(self, points) -> torch.Tensor:
-        return self.network(self._points(points)).logits
+        return self._outputs(points).logits
 
     def pooled(self, points) -> torch.Tensor:
-        return self.network(self._points(points)).pooled
+        return self._outputs(points).pooled
 
     def predict(self, points) -> list[str]:
         """The predicted class name of every cloud."""
-        with torch.no_grad():
-            return [self.class_names[i] for i in self(points).argmax(dim=1).tolist()]
+        return [self.class_names[i] for i in self(points).argmax(dim=1).tolist()]
 
 
 def load_model(path: str, device: str = "cpu") -> Classifier:

@@ -71,6 +71,17 @@ def test_load_model_is_the_checkpoint_as_a_module_returning_logits(demo_dir, sha
     assert model.predict(points) == [checkpoint.class_names[i] for i in expected.logits.argmax(1).tolist()]
 
 
+def test_a_loaded_model_keeps_no_graph_unless_the_points_ask_for_gradients(demo_dir, shapes_dir):
+    model = pointdistill.load_model(str(demo_dir / "store" / "demo" / "teacher.pt"))
+    points = torch.from_numpy(load_dataset(shapes_dir, "test", model.num_points).points[:3])
+    logits = model(points)
+    assert not logits.requires_grad and not model.pooled(points).requires_grad
+    assert logits.numpy().shape == (3, len(model.class_names))  # straight to NumPy
+    points.requires_grad_(True)  # a saliency map: d logit / d point
+    model(points)[0, 0].backward()
+    assert points.grad is not None and points.grad[1:].abs().sum() == 0 < points.grad[0].abs().sum()
+
+
 def test_load_engine_runs_the_exported_file_on_numpy_points(demo_dir, shapes_dir):
     path = demo_dir / "store" / "demo" / "student.pdbn"
     engine = pointdistill.load_engine(str(path))
