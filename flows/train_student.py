@@ -48,6 +48,9 @@ def train_student(
     device: Device = "auto",
     seed: Annotated[int, Help("seed of initialisation, record order and augmentation choice")] = 0,
     kernel: Kernel = "fast",
+    eval_every: Annotated[Count, Help(
+        "test (and validation) accuracy after every N-th epoch and the last; the epochs between have "
+        "none (a student that does not export is tested with the float forward, which costs time)")] = 1,
     online_teacher: Annotated[ExistingPath | None, Help("baseline: run this teacher checkpoint live instead of "
                                                "replaying the store")] = None,
     use_completed_part: Annotated[bool, Help("train on the done chunks of an incomplete store")] = False,
@@ -76,7 +79,7 @@ def train_student(
         loss=LossConfig(kd_weight=kd_weight, temperature=temperature, reg_weight=reg_weight,
                         regularizer=regularizer, self_weight=self_weight),
         train=StudentTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed,
-                                 kernel=kernel),
+                                 kernel=kernel, eval_every=eval_every),
         online_teacher=online_teacher, use_completed_part=use_completed_part,
         validation_fraction=validation_fraction,
         existing=existing_mode(resume, overwrite),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
 from pointdistill.run_directory import Existing, RunDirectory
 from pointdistill.train import (
-    accuracy_metrics, check_finite, check_finite_loss, check_positive_finite, evaluate, restore_rng_states,
+    ACCURACY_KEYS, accuracy_metrics, check_finite, check_finite_loss, check_positive_finite, evaluate, restore_rng_states,
     resume_settings, rng_states,
 )
 
@@ -42,7 +43,9 @@ class StudentTrainConfig:
     """Adam + cosine schedule over all steps; one recorded augmentation per shape per epoch.
     kernel: "fast" (on the CPU, the binary point layers with BatchNorm and Hardtanh, and the widest
     layer with BatchNorm and the aggregation, fused over XNOR-popcount kernels) or "reference"
-    (plain autograd); CUDA always runs the reference."""
+    (plain autograd); CUDA always runs the reference. eval_every: test (and validation) accuracy
+    after every eval_every-th epoch and the last; the epochs between have none (NaN in the
+    history). It does not change the training, so a run may resume with another value."""
 
     epochs: int = 20
     batch_size: int = 32
@@ -52,10 +55,11 @@ class StudentTrainConfig:
     device: str = "auto"
     eval_batch_size: int = 256
     kernel: str = "fast"
+    eval_every: int = 1
 
     def __post_init__(self):
         check_training_kernel(self.kernel)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StudentTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         check_positive_finite("StudentTrainConfig", lr=self.lr)
@@ -197,7 +201,10 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             correct += int((out.logits.argmax(1) == b["labels"]).sum())
             seen_samples += count
             bar.set_postfix(loss=f"{step_terms['total']:.3f}")
-        scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
+        else:
+            scores = {name: dict.fromkeys(ACCURACY_KEYS, math.nan) for name in evaluation_sets}
         test, validation = scores["test"], scores.get("validation", {})
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples,
@@ -216,10 +223,13 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             run_dir.save_state(saved)
         shown_validation = (f"  validation OA {row['validation_overall_accuracy']:.4f}"
                             if validation_set is not None else "")
+        shown_test = (f"test OA {row['test_overall_accuracy']:.4f}  mAcc {row['test_mean_class_accuracy']:.4f}"
+                      if not math.isnan(row["test_overall_accuracy"]) else "not evaluated")
         clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}{shown_validation}  "
-                         f"test OA {row['test_overall_accuracy']:.4f}  mAcc {row['test_mean_class_accuracy']:.4f}")
+                         f"{shown_test}")
     final = run.history[-1]
-    best = max(run.history, key=lambda r: r["test_overall_accuracy"])
+    best = max((r for r in run.history if not math.isnan(r["test_overall_accuracy"])),
+               key=lambda r: r["test_overall_accuracy"])
     run.checkpoint = Checkpoint(
         spec=model.spec,
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -42,9 +42,10 @@ def plot_curves(history: list[dict], title: str, reference: float | None = None,
                 losses: dict[str, str] | None = None) -> bytes:
     """Losses (left, log scale) and accuracies (right) per epoch, as PNG bytes. ``losses`` maps
     history keys to legend labels (default: every ``loss_<term>`` key, labelled by its term).
-    Markers show every epoch (a 1-epoch run is a point, not an empty plot), epochs are whole
-    numbers, test OA is drawn above mean-class accuracy, ``reference`` (a fraction, e.g. the
-    teacher's test OA) is a dashed line, and the legends sit below the axes, off the data."""
+    Markers show every epoch (accuracies: every evaluated one; a 1-epoch run is a point, not an
+    empty plot), epochs are whole numbers, test OA is drawn above mean-class accuracy,
+    ``reference`` (a fraction, e.g. the teacher's test OA) is a dashed line, and the legends sit
+    below the axes, off the data."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,8 +71,9 @@ def plot_curves(history: list[dict], title: str, reference: float | None = None,
               ("test_mean_class_accuracy", "test mean-class", {"color": "tab:blue", "linewidth": 1}),
               ("test_overall_accuracy", "test OA", {"color": "tab:red", "linewidth": 2}))
     curves = tuple(curve for curve in curves if curve[0] in history[0])
-    for key, label, style in curves:  # test OA last: on top
-        right.plot(epochs, [100 * row[key] for row in history], label=label, **style, **marker)
+    for key, label, style in curves:  # test OA last: on top; epochs not evaluated (NaN) left out
+        shown = [(row["epoch"], 100 * row[key]) for row in history if not math.isnan(row[key])]
+        right.plot(*zip(*shown), label=label, **style, **marker)
     if reference is not None:
         right.axhline(100 * reference, color="black", linestyle="--", linewidth=1,
                       label=f"teacher test OA {100 * reference:.2f}")

@@ -108,12 +108,15 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
                       f"from an uninterrupted run's", stacklevel=2)
 
 
+ACCURACY_KEYS = ("overall_accuracy", "mean_class_accuracy")  # accuracy_metrics' keys
+
+
 def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
     """overall accuracy and mean per-class accuracy (classes absent from ``labels`` skipped), in [0, 1],
     as float64 fractions (correct / total exactly rounded, as numpy's mean gives them)."""
     correct = (logits.argmax(dim=1) == labels).double()
     per_class = [correct[labels == c].mean().item() for c in range(num_classes) if (labels == c).any()]
-    return {"overall_accuracy": correct.mean().item(), "mean_class_accuracy": float(np.mean(per_class))}
+    return dict(zip(ACCURACY_KEYS, (correct.mean().item(), float(np.mean(per_class)))))
 
 
 def evaluate(model: torch.nn.Module, dataset: PointCloudSet, batch_size: int = 256,
@@ -239,10 +242,12 @@ def run_teacher_job(job: TeacherJob, progress: bool = True) -> dict:
 
 def resume_settings(job, dataset_fingerprint: str) -> dict:
     """What must not change between a run and its resumption: the job without its output, its
-    ``existing`` mode and its device (a run may continue on another device), plus the data."""
+    ``existing`` mode, its device (a run may continue on another device) and how often it is
+    evaluated (a student's ``eval_every``: the training is the same), plus the data."""
     settings = dataclasses.asdict(job)
     for name in ("out", "existing"):
         settings.pop(name)
     settings["train"].pop("device")
+    settings["train"].pop("eval_every", None)
     settings["dataset_fingerprint"] = dataset_fingerprint
     return settings

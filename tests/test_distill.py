@@ -73,6 +73,25 @@ def test_same_seed_gives_the_same_student_on_cpu(recorded_store, shapes_dir, tmp
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_evaluating_every_other_epoch_trains_the_same_student(recorded_store, shapes_dir, tmp_path):
+    three = StudentTrainConfig(epochs=3, batch_size=16, device="cpu", seed=3)
+    every = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "every", train=three), progress=False)
+    sparse_job = job_for(recorded_store, shapes_dir, tmp_path / "sparse", train=replace(three, eval_every=2))
+    sparse = run_student_job(sparse_job, progress=False)
+    weights = [load_checkpoint(run["outputs"]["checkpoint"]).state_dict for run in (every, sparse)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # evaluation changes nothing
+    rows = [parquet_rows(run["outputs"]["metrics"]) for run in (every, sparse)]
+    assert np.isnan(rows[1][0]["test_overall_accuracy"]) and np.isnan(rows[1][0]["test_mean_class_accuracy"])
+    for epoch in (1, 2):  # epoch 2 (every other) and 3 (the last) are evaluated, as in the full run
+        assert rows[1][epoch]["test_overall_accuracy"] == rows[0][epoch]["test_overall_accuracy"]
+    assert rows[1][0]["loss_total"] == rows[0][0]["loss_total"]
+    assert sparse["final_test_overall_accuracy"] == every["final_test_overall_accuracy"]
+    assert sparse["best_epoch"] in (2, 3) and os.path.getsize(sparse["outputs"]["curves"]) > 1000
+    # how often a run is evaluated is no setting of the training: it resumes with another value
+    resumed = replace(sparse_job, existing="resume", train=replace(sparse_job.train, eval_every=1))
+    assert run_student_job(resumed, progress=False) == sparse
+
+
 def test_offline_and_online_first_batch_losses_agree(recorded_store, shapes_dir, teacher_path, tmp_path):
     one_epoch = StudentTrainConfig(epochs=1, batch_size=16, device="cpu", seed=3)
     offline = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "off", train=one_epoch), progress=False)
