@@ -31,8 +31,8 @@ from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
 from pointdistill.run_directory import Existing, RunDirectory
 from pointdistill.train import (
-    ACCURACY_KEYS, accuracy_metrics, check_finite, check_finite_loss, check_positive_finite, evaluate, restore_rng_states,
-    resume_settings, rng_states,
+    ACCURACY_KEYS, accuracy_metrics, check_finite, check_finite_loss, check_positive_finite, evaluate,
+    restore_rng_states, resume_settings, rng_states,
 )
 
 ENGINE_EVAL_CLOUDS = 32  # clouds per engine call when evaluating
@@ -221,12 +221,12 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             if adapter is not None:
                 saved["adapter"] = adapter.state_dict()
             run_dir.save_state(saved)
-        shown_validation = (f"  validation OA {row['validation_overall_accuracy']:.4f}"
-                            if validation_set is not None else "")
-        shown_test = (f"test OA {row['test_overall_accuracy']:.4f}  mAcc {row['test_mean_class_accuracy']:.4f}"
-                      if not math.isnan(row["test_overall_accuracy"]) else "not evaluated")
-        clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}{shown_validation}  "
-                         f"{shown_test}")
+        shown = "not evaluated"
+        if not math.isnan(row["test_overall_accuracy"]):
+            shown = f"test OA {row['test_overall_accuracy']:.4f}  mAcc {row['test_mean_class_accuracy']:.4f}"
+            if validation_set is not None:
+                shown = f"validation OA {row['validation_overall_accuracy']:.4f}  {shown}"
+        clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  {shown}")
     final = run.history[-1]
     best = max((r for r in run.history if not math.isnan(r["test_overall_accuracy"])),
                key=lambda r: r["test_overall_accuracy"])
