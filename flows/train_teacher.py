@@ -41,6 +41,8 @@ def train_teacher(
     seed: Annotated[int, Help("seed of initialisation, augmentations and shuffling")] = 0,
     device: Device = "auto",
     kernel: Kernel = "fast",
+    eval_every: Annotated[Count, Help("test accuracy after every N-th epoch and the last; the epochs between "
+                                      "have none")] = 1,
     resume: Resume = False,
     overwrite: Overwrite = False,
     progress: Progress = False,
@@ -57,7 +59,8 @@ def train_teacher(
                              model_fields=read_model_fields(architecture) if architecture else None)
     job = TeacherJob(
         dataset=dataset, out=out, num_points=num_points, model=model, options=options,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, kernel=kernel),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, kernel=kernel,
+                          eval_every=eval_every),
         existing=existing_mode(resume, overwrite))
     if kernel == "fast" and (input_transform or feature_transform):
         get_run_logger().info("kernel fast: the T-Nets take the reference (autograd) path; "

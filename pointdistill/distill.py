@@ -31,8 +31,8 @@ from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
 from pointdistill.run_directory import Existing, RunDirectory
 from pointdistill.train import (
-    ACCURACY_KEYS, accuracy_metrics, check_finite, check_finite_loss, check_positive_finite, evaluate,
-    restore_rng_states, resume_settings, rng_states,
+    accuracy_metrics, accuracy_text, check_finite, check_finite_loss, check_positive_finite, evaluate,
+    restore_rng_states, resume_settings, rng_states, tested_after, untested,
 )
 
 ENGINE_EVAL_CLOUDS = 32  # clouds per engine call when evaluating
@@ -44,8 +44,8 @@ class StudentTrainConfig:
     kernel: "fast" (on the CPU, the binary point layers with BatchNorm and Hardtanh, and the widest
     layer with BatchNorm and the aggregation, fused over XNOR-popcount kernels) or "reference"
     (plain autograd); CUDA always runs the reference. eval_every: test (and validation) accuracy
-    after every eval_every-th epoch and the last; the epochs between have none (NaN in the
-    history). It does not change the training, so a run may resume with another value."""
+    after every eval_every-th epoch and the last (pointdistill.train.tested_after), NaN between;
+    it does not change the training, so a run may resume with another value."""
 
     epochs: int = 20
     batch_size: int = 32
@@ -201,10 +201,10 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             correct += int((out.logits.argmax(1) == b["labels"]).sum())
             seen_samples += count
             bar.set_postfix(loss=f"{step_terms['total']:.3f}")
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+        if tested_after(epoch + 1, config.epochs, config.eval_every):
             scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
         else:
-            scores = {name: dict.fromkeys(ACCURACY_KEYS, math.nan) for name in evaluation_sets}
+            scores = {name: untested() for name in evaluation_sets}
         test, validation = scores["test"], scores.get("validation", {})
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples,
@@ -221,11 +221,9 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             if adapter is not None:
                 saved["adapter"] = adapter.state_dict()
             run_dir.save_state(saved)
-        shown = "not evaluated"
-        if not math.isnan(row["test_overall_accuracy"]):
-            shown = f"test OA {row['test_overall_accuracy']:.4f}  mAcc {row['test_mean_class_accuracy']:.4f}"
-            if validation_set is not None:
-                shown = f"validation OA {row['validation_overall_accuracy']:.4f}  {shown}"
+        shown = accuracy_text(test)
+        if validation_set is not None and not math.isnan(row["validation_overall_accuracy"]):
+            shown = f"validation OA {row['validation_overall_accuracy']:.4f}  {shown}"
         clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  {shown}")
     final = run.history[-1]
     best = max((r for r in run.history if not math.isnan(r["test_overall_accuracy"])),

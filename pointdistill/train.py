@@ -38,7 +38,8 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     """Adam + cosine schedule; each epoch draws one fresh augmentation per shape. kernel: "fast"
     (the widest point layer, BatchNorm and max fused on the CPU) or "reference" (plain autograd);
-    both compute the same gradients within float32 rounding, CUDA always runs the reference."""
+    both compute the same gradients within float32 rounding, CUDA always runs the reference.
+    eval_every: test accuracy after every eval_every-th epoch and the last (``tested_after``)."""
 
     epochs: int = 20
     batch_size: int = 32
@@ -49,10 +50,11 @@ class TrainConfig:
     eval_batch_size: int = 256
     policy: AugmentPolicy = field(default_factory=AugmentPolicy)
     kernel: str = "fast"
+    eval_every: int = 1
 
     def __post_init__(self):
         check_training_kernel(self.kernel)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         check_positive_finite("TrainConfig", lr=self.lr)
@@ -109,6 +111,24 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
 
 
 ACCURACY_KEYS = ("overall_accuracy", "mean_class_accuracy")  # accuracy_metrics' keys
+
+
+def tested_after(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether a run is tested after ``epoch`` (1-based): every eval_every-th and the last. The
+    epochs between get NaN accuracies (``untested``); testing never changes the training."""
+    return epoch % eval_every == 0 or epoch == epochs
+
+
+def untested() -> dict[str, float]:
+    """accuracy_metrics' keys, NaN: the accuracies of an epoch that was not tested."""
+    return dict.fromkeys(ACCURACY_KEYS, math.nan)
+
+
+def accuracy_text(test: dict[str, float]) -> str:
+    """A history row's test accuracies for the epoch's log line, or "not tested"."""
+    if math.isnan(test["overall_accuracy"]):
+        return "not tested"
+    return f"test OA {test['overall_accuracy']:.4f}  mAcc {test['mean_class_accuracy']:.4f}"
 
 
 def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -185,7 +205,8 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
             total_loss += loss.item() * len(index)
             total_correct += (logits.argmax(1) == target).sum().item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        test = evaluate(model, test_set, config.eval_batch_size, device)
+        test = (evaluate(model, test_set, config.eval_batch_size, device)
+                if tested_after(epoch + 1, config.epochs, config.eval_every) else untested())
         history.append({"epoch": epoch + 1, "train_loss": total_loss / len(train_set),
                         "train_accuracy": total_correct / len(train_set), **{f"test_{k}": v for k, v in test.items()}})
         if run is not None:
@@ -193,7 +214,7 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
                             "schedule": schedule.state_dict(), "order_rng": order_rng.get_state(),
                             "rng": rng_states(device), "history": history})
         clock.log(epoch, f"loss {history[-1]['train_loss']:.4f}  train acc {history[-1]['train_accuracy']:.3f}  "
-                         f"test OA {test['overall_accuracy']:.4f}  mAcc {test['mean_class_accuracy']:.4f}")
+                         f"{accuracy_text(test)}")
     return Checkpoint(
         spec=model.spec,
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -243,7 +264,7 @@ def run_teacher_job(job: TeacherJob, progress: bool = True) -> dict:
 def resume_settings(job, dataset_fingerprint: str) -> dict:
     """What must not change between a run and its resumption: the job without its output, its
     ``existing`` mode, its device (a run may continue on another device) and how often it is
-    evaluated (a student's ``eval_every``: the training is the same), plus the data."""
+    tested (``eval_every``: the training is the same), plus the data."""
     settings = dataclasses.asdict(job)
     for name in ("out", "existing"):
         settings.pop(name)

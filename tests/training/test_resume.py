@@ -3,6 +3,7 @@ bits as an uninterrupted one; outputs are never mixed or silently replaced."""
 
 import errno
 import json
+import math
 import os
 import random
 import signal
@@ -250,3 +251,15 @@ train.run_teacher_job(teacher_job({shapes_dir!r}, {str(out)!r}), progress=False)
     # the epochs before the kill included
     rows = parquet_rows(metrics["outputs"]["metrics"])
     assert rows == a.metrics["history"] and len(rows) == 3
+
+
+def test_testing_a_teacher_every_other_epoch_trains_the_same_teacher(shapes_dir, tmp_path):
+    every = run_teacher_job(teacher_job(shapes_dir, tmp_path / "every.pt"), progress=False)
+    job = teacher_job(shapes_dir, tmp_path / "sparse.pt")
+    sparse = run_teacher_job(replace(job, train=replace(job.train, eval_every=2)), progress=False)
+    a, b = load_checkpoint(tmp_path / "every.pt"), load_checkpoint(tmp_path / "sparse.pt")
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    rows = [parquet_rows(run["outputs"]["metrics"]) for run in (every, sparse)]
+    assert math.isnan(rows[1][0]["test_overall_accuracy"])  # epoch 1 not tested; 2 (every other) and 3 (last) are
+    assert [r["test_overall_accuracy"] for r in rows[1][1:]] == [r["test_overall_accuracy"] for r in rows[0][1:]]
+    assert sparse["test_overall_accuracy"] == every["test_overall_accuracy"]
