@@ -42,7 +42,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from record_throughput import subset_dataset, teacher_checkpoint
 
-    from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
+    from pointdistill.records import RecordingJob, record_in_process
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
@@ -61,15 +61,13 @@ def main() -> None:
         teacher = teacher_checkpoint(args.teacher, dataset, args.num_points, work / "teacher.pt")
         job = RecordingJob(teacher=teacher, dataset=dataset, store=str(work / "records.zarr"),
                            augmentations=args.augmentations, chunk_shapes=64)
-        plan = prepare_store(job)
-        for chunk in plan.pending:
-            record_chunk(plan, chunk)
-        finalize_store(job)
+        record_in_process(job)
         results = {"offline (replay)": [], "online (live teacher)": []}
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             for name, online in (("offline (replay)", ""), ("online (live teacher)", teacher)):
-                out = subprocess.run([sys.executable, "-c", CHILD, job.store, dataset, str(work / "run"), online,
-                                      str(args.batch_size), args.device], capture_output=True, text=True, check=True)
+                run_dir = work / f"run-{'online' if online else 'offline'}-{repeat}"  # run directories never reuse
+                out = subprocess.run([sys.executable, "-c", CHILD, job.store, dataset, str(run_dir), online,
+                                      str(args.batch_size), args.device], stdout=subprocess.PIPE, text=True, check=True)
                 results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
         off = min(r["seconds"] for r in results["offline (replay)"])
         off_mem = min(r["peak_bytes"] for r in results["offline (replay)"])

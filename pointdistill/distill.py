@@ -201,7 +201,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             correct += int((out.logits.argmax(1) == b["labels"]).sum())
             seen_samples += count
             bar.set_postfix(loss=f"{step_terms['total']:.3f}")
-        if tested_after(epoch + 1, config.epochs, config.eval_every):
+        tested = tested_after(epoch + 1, config.epochs, config.eval_every)
+        if tested:
             scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
         else:
             scores = {name: untested() for name in evaluation_sets}
@@ -222,7 +223,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                 saved["adapter"] = adapter.state_dict()
             run_dir.save_state(saved)
         shown = accuracy_text(test)
-        if validation_set is not None and not math.isnan(row["validation_overall_accuracy"]):
+        if validation_set is not None and tested:
             shown = f"validation OA {row['validation_overall_accuracy']:.4f}  {shown}"
         clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  {shown}")
     final = run.history[-1]

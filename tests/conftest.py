@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 from pointdistill.data import load_dataset, write_generated_dataset  # noqa: E402
 from pointdistill.models import DGCNNConfig, PointNetConfig, model_spec, save_checkpoint  # noqa: E402
-from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk  # noqa: E402
+from pointdistill.records import RecordingJob, record_in_process  # noqa: E402
 from pointdistill.train import TrainConfig, train_classifier  # noqa: E402
 
 NUM_POINTS = 128
@@ -63,10 +63,7 @@ def recorded_store(teacher_path, shapes_dir, tmp_path_factory):
     """A complete record store of the session teacher: 72 shapes x 3 augmentations, chunks of 16."""
     job = RecordingJob(teacher=teacher_path, dataset=shapes_dir, augmentations=3, chunk_shapes=16, seed=5,
                        store=str(tmp_path_factory.mktemp("store") / "records.zarr"))
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
+    record_in_process(job)
     return job.store
 
 
@@ -83,8 +80,5 @@ def dgcnn_store(shapes_dir, tmp_path_factory):
     save_checkpoint(root / "dgcnn.pt", checkpoint)
     job = RecordingJob(teacher=str(root / "dgcnn.pt"), dataset=shapes_dir, store=str(root / "records.zarr"),
                        augmentations=2, chunk_shapes=24)
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
+    record_in_process(job)
     return job.store

@@ -19,7 +19,7 @@ from pointdistill.engine.predict import predict
 from pointdistill.losses import LossConfig
 from pointdistill.models import PointNetConfig, load_checkpoint, model_spec
 from pointdistill.parquet import parquet_rows
-from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
+from pointdistill.records import RecordingJob, record_in_process
 from pointdistill.train import TrainConfig, train_classifier
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -28,10 +28,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 def record(teacher, dataset, store, device):
     job = RecordingJob(teacher=teacher, dataset=dataset, store=store, augmentations=2, chunk_shapes=24,
                        seed=7, device=device)
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
+    record_in_process(job)
     return zarr.open_group(store, mode="r")
 
 

@@ -18,7 +18,7 @@ from pointdistill.engine.runtime import Engine
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
 from pointdistill.parquet import parquet_rows
-from pointdistill.records import RecordingJob, finalize_store, prepare_store, record_chunk
+from pointdistill.records import RecordingJob, record_in_process
 from pointdistill.train import evaluate
 
 KD_REG = LossConfig(kd_weight=0.5, reg_weight=0.01, self_weight=0.1)
@@ -35,10 +35,7 @@ def test_trains_without_the_teacher_file_and_writes_every_output(teacher_path, s
     shutil.copy(teacher_path, teacher)
     job = RecordingJob(teacher=str(teacher), dataset=shapes_dir, store=str(tmp_path / "records.zarr"),
                        augmentations=2, chunk_shapes=24)
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
+    record_in_process(job)
     os.remove(teacher)  # students replay the store; the teacher is gone
     store = tmp_path / "records.zarr"
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}

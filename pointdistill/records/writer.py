@@ -292,3 +292,14 @@ def finalize_store(job: RecordingJob) -> bool:
     if complete and group.attrs.get("status") != "complete":
         group.attrs["status"] = "complete"
     return complete
+
+
+def record_in_process(job: RecordingJob) -> list[dict]:
+    """Record the whole store in this process, without Dask or Prefect: prepare (or continue) it,
+    record every pending chunk in turn and mark it complete. Returns record_chunk's result per
+    pending chunk; raises RecordStoreError if the store is still incomplete afterwards."""
+    plan = prepare_store(job)
+    results = [record_chunk(plan, chunk) for chunk in plan.pending]
+    if not finalize_store(job):
+        raise RecordStoreError(f"{job.store}: some chunks are still not done; record again to fill them")
+    return results

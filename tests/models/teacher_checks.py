@@ -7,7 +7,7 @@ import torch
 
 from pointdistill.data import load_dataset
 from pointdistill.models import create_model, load_checkpoint, save_checkpoint
-from pointdistill.records import RecordingJob, ReplayLoader, finalize_store, prepare_store, record_chunk
+from pointdistill.records import RecordingJob, ReplayLoader, record_in_process
 from pointdistill.train import TrainConfig, train_classifier
 
 
@@ -41,10 +41,7 @@ def assert_recorded_and_replayed(spec: dict, shapes_dir: str, tmp_path, pooled_w
     save_checkpoint(tmp_path / "teacher.pt", checkpoint)
     job = RecordingJob(teacher=str(tmp_path / "teacher.pt"), dataset=shapes_dir,
                        store=str(tmp_path / "records.zarr"), augmentations=2, chunk_shapes=24)
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
+    record_in_process(job)
     loader = ReplayLoader(job.store, train_set, batch_size=8)
     assert loader.attrs["teacher"]["model"]["name"] == spec["name"]
     batch = next(iter(loader.epoch(0)))

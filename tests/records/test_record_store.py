@@ -16,16 +16,9 @@ from pointdistill.augment import apply
 from pointdistill.data import load_dataset
 from pointdistill.models import load_checkpoint
 from pointdistill.records import (
-    RecordingJob, RecordStoreError, RecordStoreMismatch, finalize_store, open_store, prepare_store, record_chunk,
+    RecordingJob, RecordStoreError, RecordStoreMismatch, open_store, prepare_store, record_chunk, record_in_process,
     store_summary,
 )
-
-
-def record_in_process(job: RecordingJob) -> None:
-    plan = prepare_store(job)
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
 
 
 @pytest.fixture()
@@ -164,11 +157,8 @@ def test_a_recording_killed_mid_chunk_resumes_to_the_same_store(job, tmp_path):
     killed = subprocess.run([sys.executable, "-c", KILL_MID_CHUNK, job.teacher, job.dataset, job.store])
     assert killed.returncode == -signal.SIGKILL
     assert open_store(job.store).attrs["status"] == "recording"
-    plan = prepare_store(job)
-    assert sorted(plan.pending) == [2, 3, 4]
-    for chunk in plan.pending:
-        record_chunk(plan, chunk)
-    assert finalize_store(job)
+    assert sorted(prepare_store(job).pending) == [2, 3, 4]
+    assert sorted(result["chunk"] for result in record_in_process(job)) == [2, 3, 4]
     resumed, uninterrupted = read_arrays(job.store), read_arrays(reference.store)
     assert all(np.array_equal(resumed[k], uninterrupted[k]) for k in resumed)
 
