@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pointdistill.binary import initialize_binary_scales, set_training_progress
-from pointdistill.binary.popcount import check_training_kernel
 from pointdistill.choices import STUDENT_BACKBONE_NAMES, check_declared
 from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
@@ -31,8 +30,8 @@ from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
 from pointdistill.run_directory import Existing, RunDirectory
 from pointdistill.train import (
-    accuracy_metrics, accuracy_text, check_finite, check_finite_loss, check_positive_finite, evaluate,
-    restore_rng_states, resume_settings, rng_states, tested_after, untested,
+    accuracy_metrics, accuracy_text, check_finite_loss, check_schedule, evaluate, restore_rng_states,
+    resume_settings, rng_states, tested_after, untested,
 )
 
 ENGINE_EVAL_CLOUDS = 32  # clouds per engine call when evaluating
@@ -58,12 +57,7 @@ class StudentTrainConfig:
     eval_every: int = 1
 
     def __post_init__(self):
-        check_training_kernel(self.kernel)
-        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"StudentTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        check_positive_finite("StudentTrainConfig", lr=self.lr)
-        check_finite("StudentTrainConfig", weight_decay=self.weight_decay)
+        check_schedule(self)
 
 
 @dataclass

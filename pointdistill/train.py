@@ -53,12 +53,19 @@ class TrainConfig:
     eval_every: int = 1
 
     def __post_init__(self):
-        check_training_kernel(self.kernel)
-        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        check_positive_finite("TrainConfig", lr=self.lr)
-        check_finite("TrainConfig", weight_decay=self.weight_decay)
+        check_schedule(self)
+
+
+def check_schedule(config) -> None:
+    """Refuse a training config (TrainConfig, StudentTrainConfig) a run cannot follow, naming
+    ``Class.field``: an unknown kernel, counts below 1, a non-positive lr, a NaN weight decay."""
+    owner = type(config).__name__
+    check_training_kernel(config.kernel)
+    for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{owner}.{name} must be >= 1, got {getattr(config, name)}")
+    check_positive_finite(owner, lr=config.lr)
+    check_finite(owner, weight_decay=config.weight_decay)
 
 
 def check_finite(owner: str, **values: float) -> None:

@@ -89,3 +89,10 @@ def test_non_finite_learning_rates_are_refused_by_name(config):
         config(lr=float("inf"))
     with pytest.raises(ValueError, match=r"\.lr must be a finite number, got nan"):
         config(lr=float("nan"))
+
+
+@pytest.mark.parametrize("config", [StudentTrainConfig, TrainConfig])
+@pytest.mark.parametrize("field", ["epochs", "batch_size", "eval_batch_size", "eval_every"])
+def test_training_counts_below_one_are_refused_by_name(config, field):
+    with pytest.raises(ValueError, match=rf"^{config.__name__}\.{field} must be >= 1, got 0$"):
+        config(**{field: 0})
