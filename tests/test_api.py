@@ -54,6 +54,8 @@ def test_the_readme_example_runs_as_written(demo_dir, capsys, monkeypatch):
     assert len(printed) == 3
     assert float(printed[1]) < 1e-4  # the engine gives the PyTorch student's logits
     assert float(re.search(r"tensor\(([\d.e-]+)\)", printed[2]).group(1)) < 0.05  # float16 records
+    recorded = pointdistill.open_records("store/demo/records-a2.zarr")  # recorded in the script
+    assert recorded.attrs["status"] == "complete" and recorded.layout.augmentations == 2
 
 
 def test_load_model_is_the_checkpoint_as_a_module_returning_logits(demo_dir, shapes_dir):
