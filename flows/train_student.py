@@ -9,8 +9,9 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from flows.parameters import (
-    Aggregation, Catalog, Count, Device, ExistingPath, Help, KdWeight, Kernel, OneOf, Overwrite, Positive, Progress,
-    Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, documented, existing_mode,
+    Aggregation, Catalog, Count, Device, ExistingPath, Help, KdWeight, Kernel, NonNegative, OneOf, Overwrite, Positive,
+    Progress, Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, documented,
+    existing_mode,
 )
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig
@@ -37,6 +38,8 @@ def train_student(
     point_widths: Annotated[list[Count] | None, Help(
         "pointnet student: per-point layer widths (default: a PointNet teacher's)")] = None,
     head_widths: Annotated[list[Count] | None, Help("classifier hidden widths (default: the teacher's)")] = None,
+    dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), Help(
+        "probability of dropping a unit before the student's float classifier, in training (0 = none)")] = 0.0,
     kd_weight: KdWeight = 0.0,
     temperature: Temperature = 2.0,
     reg_weight: RegWeight = 0.0,
@@ -44,6 +47,7 @@ def train_student(
     self_weight: SelfWeight = 0.0,
     epochs: Annotated[Count, Help("training epochs (cosine schedule over all of them)")] = 20,
     lr: Annotated[Positive, Help("Adam learning rate at the start of the cosine schedule")] = 1e-3,
+    weight_decay: Annotated[NonNegative, Help("Adam's L2 weight decay on every trained parameter of the student (0 = none)")] = 0.0,
     batch_size: Annotated[Count, Help("records per training step")] = 32,
     device: Device = "auto",
     seed: Annotated[int, Help("seed of initialisation, record order and augmentation choice")] = 0,
@@ -75,11 +79,11 @@ def train_student(
     job = StudentJob(
         store=store, dataset=dataset, out=out, backbone=backbone, quantizer=quantizer, aggregation=aggregation,
         point_widths=tuple(point_widths) if point_widths else None,
-        head_widths=tuple(head_widths) if head_widths else None,
+        head_widths=tuple(head_widths) if head_widths else None, dropout=dropout,
         loss=LossConfig(kd_weight=kd_weight, temperature=temperature, reg_weight=reg_weight,
                         regularizer=regularizer, self_weight=self_weight),
-        train=StudentTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=device, seed=seed,
-                                 kernel=kernel, eval_every=eval_every),
+        train=StudentTrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                                 device=device, seed=seed, kernel=kernel, eval_every=eval_every),
         online_teacher=online_teacher, use_completed_part=use_completed_part,
         validation_fraction=validation_fraction,
         existing=existing_mode(resume, overwrite),

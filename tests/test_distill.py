@@ -89,6 +89,28 @@ def test_evaluating_every_other_epoch_trains_the_same_student(recorded_store, sh
     assert run_student_job(resumed, progress=False) == sparse
 
 
+def test_dropout_and_weight_decay_each_change_the_training_and_leave_the_export_exact(
+        recorded_store, shapes_dir, tmp_path):
+    plain = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "plain"), progress=False)
+    dropout = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "dropout", dropout=0.4), progress=False)
+    decay = StudentTrainConfig(epochs=2, batch_size=16, device="cpu", seed=3, weight_decay=1e-2)
+    decayed = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "decay", train=decay), progress=False)
+    assert dropout["student"]["dropout"] == 0.4 and decayed["settings"]["train"]["weight_decay"] == 1e-2
+    weights = [load_checkpoint(run["outputs"]["checkpoint"]).state_dict for run in (plain, dropout, decayed)]
+    for other in weights[1:]:
+        assert any(not torch.equal(weights[0][k], other[k]) for k in weights[0])
+    checkpoint = load_checkpoint(dropout["outputs"]["checkpoint"])
+    head = list(checkpoint.build_model().head)
+    assert [type(m) for m in head[-2:]] == [torch.nn.Dropout, torch.nn.Linear]  # before the float layer only
+    assert sum(isinstance(m, torch.nn.Dropout) for m in head) == 1
+    # dropout is off at test time: the bit-packed engine scores exactly what the run recorded
+    test_set = load_dataset(shapes_dir, "test", 128)
+    predicted = predict(Engine(export_student(checkpoint)), test_set.points).argmax(1)
+    assert np.mean(predicted == test_set.labels) == dropout["final_test_overall_accuracy"]
+    with pytest.raises(ValueError, match="StudentJob.dropout must be in"):
+        job_for(recorded_store, shapes_dir, tmp_path / "bad", dropout=1.0)
+
+
 def test_offline_and_online_first_batch_losses_agree(recorded_store, shapes_dir, teacher_path, tmp_path):
     one_epoch = StudentTrainConfig(epochs=1, batch_size=16, device="cpu", seed=3)
     offline = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "off", train=one_epoch), progress=False)

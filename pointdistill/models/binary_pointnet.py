@@ -42,13 +42,14 @@ class BinaryStudentOf:
 
 
 def binary_head(widths: list[int], num_classes: int, quantizer: str, dropout: float) -> nn.Sequential:
-    """The binary students' classifier: per hidden width a binary layer, BatchNorm, Hardtanh (and
-    dropout), then a float Linear to the classes."""
+    """The binary students' classifier: per hidden width a binary layer, BatchNorm, Hardtanh, then
+    dropout (when ``dropout`` > 0) and a float Linear to the classes. Dropout only before the float
+    layer: a dropped unit before a binary layer would read as sign(0) = +1, not as absent."""
     head = []
     for c_in, c_out in zip(widths[:-1], widths[1:]):
         head += [BinaryLinear(c_in, c_out, quantizer), nn.BatchNorm1d(c_out), nn.Hardtanh()]
-        if dropout:
-            head.append(nn.Dropout(dropout))
+    if dropout:
+        head.append(nn.Dropout(dropout))
     head.append(nn.Linear(widths[-1], num_classes))
     return nn.Sequential(*head)
 
@@ -72,7 +73,8 @@ def binary_point_mlp(widths: list[int], quantizer: str, float_first: bool = Fals
 class BinaryPointNetConfig:
     """point_widths: per-point widths, the first layer (3 -> point_widths[0]) in float, the rest
     binary; the last is the pooled size D. head_widths: binary hidden layers of the classifier,
-    whose final layer (-> num_classes) is float. Each binary layer is followed by BatchNorm."""
+    whose final layer (-> num_classes) is float. Each binary layer is followed by BatchNorm.
+    dropout: the probability of dropping a unit before that float layer, in training only."""
 
     num_classes: int
     point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
@@ -87,6 +89,8 @@ class BinaryPointNetConfig:
             raise ValueError(f"BinaryPointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
         if self.num_classes < 2:
             raise ValueError(f"BinaryPointNetConfig.num_classes must be >= 2, got {self.num_classes}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"BinaryPointNetConfig.dropout must be in [0, 1), got {self.dropout}")
 
 
 class BinaryPointNet(nn.Module):
