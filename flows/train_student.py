@@ -47,7 +47,8 @@ def train_student(
     self_weight: SelfWeight = 0.0,
     epochs: Annotated[Count, Help("training epochs (cosine schedule over all of them)")] = 20,
     lr: Annotated[Positive, Help("Adam learning rate at the start of the cosine schedule")] = 1e-3,
-    weight_decay: Annotated[NonNegative, Help("Adam's L2 weight decay on every trained parameter of the student (0 = none)")] = 0.0,
+    weight_decay: Annotated[NonNegative, Help(
+        "Adam's L2 weight decay on every trained parameter of the student (0 = none)")] = 0.0,
     batch_size: Annotated[Count, Help("records per training step")] = 32,
     device: Device = "auto",
     seed: Annotated[int, Help("seed of initialisation, record order and augmentation choice")] = 0,
