@@ -34,6 +34,7 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # a share or probability, below one
 
 
 def Help(text: str) -> FieldInfo:  # noqa: N802 (reads as an annotation, like pydantic's Field)

@@ -6,11 +6,10 @@ from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from pydantic import Field
 
 from flows.parameters import (
-    Aggregation, Catalog, Count, Device, ExistingPath, Help, KdWeight, Kernel, NonNegative, OneOf, Overwrite, Positive,
-    Progress, Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, documented,
+    Aggregation, Catalog, Count, Device, ExistingPath, Fraction, Help, KdWeight, Kernel, NonNegative, OneOf, Overwrite,
+    Positive, Progress, Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, documented,
     existing_mode,
 )
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
@@ -38,7 +37,7 @@ def train_student(
     point_widths: Annotated[list[Count] | None, Help(
         "pointnet student: per-point layer widths (default: a PointNet teacher's)")] = None,
     head_widths: Annotated[list[Count] | None, Help("classifier hidden widths (default: the teacher's)")] = None,
-    dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), Help(
+    dropout: Annotated[Fraction, Help(
         "probability of dropping a unit before the student's float classifier, in training (0 = none)")] = 0.0,
     kd_weight: KdWeight = 0.0,
     temperature: Temperature = 2.0,
@@ -59,7 +58,7 @@ def train_student(
     online_teacher: Annotated[ExistingPath | None, Help("baseline: run this teacher checkpoint live instead of "
                                                "replaying the store")] = None,
     use_completed_part: Annotated[bool, Help("train on the done chunks of an incomplete store")] = False,
-    validation_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), Help(
+    validation_fraction: Annotated[Fraction, Help(
         "share of each training class held out of replay and evaluated on every epoch, to choose "
         "settings without the test set (the same shapes in every run; 0 = none)")] = 0.0,
     resume: Resume = False,
