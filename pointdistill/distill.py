@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from pointdistill.binary import initialize_binary_scales, set_training_progress
 from pointdistill.choices import STUDENT_BACKBONE_NAMES, check_declared
+from pointdistill.config_checks import check_fraction
 from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.data.split import validation_indices, validation_subset
@@ -294,10 +295,7 @@ class StudentJob:
 
     def __post_init__(self):
         check_declared("student backbone", self.backbone, STUDENT_BACKBONE_NAMES)
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"StudentJob.validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"StudentJob.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction("StudentJob", validation_fraction=self.validation_fraction, dropout=self.dropout)
 
 
 def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,

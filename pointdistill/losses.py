@@ -10,7 +10,6 @@ the student's own softened predictions for the same record slot in an earlier ep
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pointdistill.choices import POOLING_NORM_NAMES, check_declared
+from pointdistill.config_checks import check_non_negative, check_positive
 
 POOLING_NORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "frobenius": lambda h: torch.linalg.matrix_norm(h, ord="fro"),
@@ -71,15 +71,11 @@ class LossConfig:
     self_weight: float = 0.0
 
     def __post_init__(self):
-        for name in ("kd_weight", "temperature", "reg_weight", "self_weight"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"LossConfig.{name} must be a finite number, got {getattr(self, name)}")
-        if not 0 <= self.kd_weight <= 1:
+        check_non_negative("LossConfig", kd_weight=self.kd_weight, reg_weight=self.reg_weight,
+                           self_weight=self.self_weight)
+        check_positive("LossConfig", temperature=self.temperature)
+        if self.kd_weight > 1:
             raise ValueError(f"LossConfig.kd_weight (lambda) must be in [0, 1], got {self.kd_weight}")
-        if self.temperature <= 0:
-            raise ValueError(f"LossConfig.temperature must be > 0, got {self.temperature}")
-        if self.reg_weight < 0 or self.self_weight < 0:
-            raise ValueError("LossConfig.reg_weight and self_weight must be >= 0")
         if self.regularizer not in POOLING_NORMS:
             raise ValueError(f"LossConfig.regularizer {self.regularizer!r} unknown; one of {sorted(POOLING_NORMS)}")
 

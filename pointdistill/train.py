@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from pointdistill.augment import AugmentPolicy, apply, augmentation_params
 from pointdistill.binary.popcount import check_training_kernel
+from pointdistill.config_checks import check_non_negative, check_positive
 from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.models import (
@@ -58,28 +59,14 @@ class TrainConfig:
 
 def check_schedule(config) -> None:
     """Refuse a training config (TrainConfig, StudentTrainConfig) a run cannot follow, naming
-    ``Class.field``: an unknown kernel, counts below 1, a non-positive lr, a NaN weight decay."""
+    ``Class.field``: an unknown kernel, counts below 1, a non-positive lr, a negative or NaN weight decay."""
     owner = type(config).__name__
     check_training_kernel(config.kernel)
     for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"{owner}.{name} must be >= 1, got {getattr(config, name)}")
-    check_positive_finite(owner, lr=config.lr)
-    check_finite(owner, weight_decay=config.weight_decay)
-
-
-def check_finite(owner: str, **values: float) -> None:
-    """Refuse NaN and infinite settings by name (``owner.name``)."""
-    for name, value in values.items():
-        if not math.isfinite(value):
-            raise ValueError(f"{owner}.{name} must be a finite number, got {value}")
-
-
-def check_positive_finite(owner: str, **values: float) -> None:
-    check_finite(owner, **values)
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{owner}.{name} must be > 0, got {value}")
+    check_positive(owner, lr=config.lr)
+    check_non_negative(owner, weight_decay=config.weight_decay)
 
 
 def check_finite_loss(loss: torch.Tensor, epoch: int, epochs: int, step: int, steps: int,

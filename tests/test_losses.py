@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from pointdistill.distill import StudentTrainConfig
 from pointdistill.losses import LossConfig, LossTargets, pooling_regularizer, total_loss
+from pointdistill.models import BinaryPointNetConfig, DGCNNConfig, PointNet2Config, PointNetConfig
 from pointdistill.train import TrainConfig
 
 H = np.array([[1.0, -2.0, 0.5], [-3.0, 0.25, 4.0]])
@@ -96,3 +97,23 @@ def test_non_finite_learning_rates_are_refused_by_name(config):
 def test_training_counts_below_one_are_refused_by_name(config, field):
     with pytest.raises(ValueError, match=rf"^{config.__name__}\.{field} must be >= 1, got 0$"):
         config(**{field: 0})
+
+
+@pytest.mark.parametrize("config", [StudentTrainConfig, TrainConfig])
+def test_negative_weight_decay_is_refused_by_name(config):
+    with pytest.raises(ValueError, match=rf"^{config.__name__}\.weight_decay must be >= 0, got -0.0001$"):
+        config(weight_decay=-1e-4)
+
+
+@pytest.mark.parametrize("field", ["kd_weight", "reg_weight", "self_weight"])
+def test_negative_loss_weights_are_refused_by_name(field):
+    with pytest.raises(ValueError, match=rf"^LossConfig\.{field} must be >= 0, got -0.1$"):
+        LossConfig(**{field: -0.1})
+
+
+@pytest.mark.parametrize("config", [PointNetConfig, PointNet2Config, DGCNNConfig, BinaryPointNetConfig])
+@pytest.mark.parametrize("rate", [1.0, -0.1, float("nan")])
+def test_dropout_outside_zero_to_one_is_refused_by_name(config, rate):
+    with pytest.raises(ValueError, match=rf"^{config.__name__}\.dropout must be"):
+        config(num_classes=40, dropout=rate)
+    assert config(num_classes=40, dropout=0.0).dropout == 0.0

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from pointdistill.config_checks import check_fraction
 from pointdistill.data.pointcloud import DatasetError, PointCloudSet
 
 # The held-out shapes depend only on the labels and the fraction, never on a run's seed: runs that
@@ -17,8 +18,7 @@ def validation_indices(labels: np.ndarray, fraction: float) -> np.ndarray:
     """int64 [V], ascending: the shapes held out for validation, ``round(fraction * n_c)`` of each
     class c with n_c shapes (stratified), drawn with a fixed seed. A class keeps at least one
     training shape. ``fraction`` in [0, 1); 0 holds out nothing."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"the validation fraction must be in [0, 1), got {fraction}")
+    check_fraction("validation_indices", fraction=fraction)
     rng = np.random.default_rng(VALIDATION_SEED)
     held_out = []
     for c in np.unique(labels):

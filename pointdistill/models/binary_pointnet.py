@@ -11,6 +11,7 @@ from pointdistill.binary import AGGREGATIONS, QUANTIZERS, BinaryLinear, create_a
 from pointdistill.binary.point_layer import point_layer
 from pointdistill.binary.point_pool import point_pool
 from pointdistill.binary.popcount import fused_path_applies
+from pointdistill.config_checks import check_fraction
 from pointdistill.models.per_point import per_point, per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
@@ -89,8 +90,7 @@ class BinaryPointNetConfig:
             raise ValueError(f"BinaryPointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
         if self.num_classes < 2:
             raise ValueError(f"BinaryPointNetConfig.num_classes must be >= 2, got {self.num_classes}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"BinaryPointNetConfig.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction("BinaryPointNetConfig", dropout=self.dropout)
 
 
 class BinaryPointNet(nn.Module):

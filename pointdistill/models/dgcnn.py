@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pointdistill.config_checks import check_fraction
 from pointdistill.models.edge_conv import edge_max, fused_edge_conv_applies
 from pointdistill.models.neighbourhood import gather_points, knn
 from pointdistill.models.per_point import per_point_layers
@@ -38,8 +39,7 @@ class DGCNNConfig:
         if not self.edge_widths or min(self.edge_widths) < 1 or self.embed_width < 1:
             raise ValueError(f"DGCNNConfig: edge_widths {self.edge_widths} and embed_width {self.embed_width} "
                              f"must be positive, with at least one EdgeConv")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"DGCNNConfig.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction("DGCNNConfig", dropout=self.dropout)
 
     @classmethod
     def from_teacher_options(cls, num_classes: int, options) -> "DGCNNConfig":

@@ -9,6 +9,7 @@ from torch import nn
 
 from pointdistill.binary.point_pool import point_pool
 from pointdistill.binary.popcount import fused_path_applies
+from pointdistill.config_checks import check_fraction
 from pointdistill.models.per_point import per_point, per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
@@ -30,8 +31,7 @@ class PointNetConfig:
             raise ValueError(f"PointNetConfig.num_classes must be >= 2, got {self.num_classes}")
         if len(self.point_widths) < 2 or min(self.point_widths) < 1:
             raise ValueError(f"PointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"PointNetConfig.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction("PointNetConfig", dropout=self.dropout)
 
     @classmethod
     def from_teacher_options(cls, num_classes: int, options) -> "PointNetConfig":

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pointdistill.config_checks import check_fraction
 from pointdistill.models.neighbourhood import ball_query, farthest_point_sample, gather_points
 from pointdistill.models.per_point import per_point_layers
 from pointdistill.models.pointnet import classifier_head, point_mlp
@@ -49,8 +50,7 @@ class PointNet2Config:
         widths = [*self.level_widths, self.global_widths]
         if any(not w or min(w) < 1 for w in widths):
             raise ValueError(f"PointNet2Config: every level needs positive widths, got {widths}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"PointNet2Config.dropout must be in [0, 1), got {self.dropout}")
+        check_fraction("PointNet2Config", dropout=self.dropout)
 
     @classmethod
     def from_teacher_options(cls, num_classes: int, options) -> "PointNet2Config":

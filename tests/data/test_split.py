@@ -21,7 +21,7 @@ def test_validation_split_is_stratified_fixed_and_keeps_a_training_shape_per_cla
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, float("nan")])
 def test_validation_fraction_outside_zero_to_one_is_refused(fraction):
-    with pytest.raises(ValueError, match="validation fraction"):
+    with pytest.raises(ValueError, match=r"^validation_indices\.fraction must be"):
         validation_indices(np.zeros(10, np.int64), fraction)
 
 
