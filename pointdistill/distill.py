@@ -32,7 +32,7 @@ from pointdistill.report import float_bytes, run_files, student_sizes, write_run
 from pointdistill.run_directory import Existing, RunDirectory
 from pointdistill.train import (
     accuracy_metrics, accuracy_text, check_finite_loss, check_schedule, evaluate, restore_rng_states,
-    resume_settings, rng_states, tested_after, untested,
+    resume_defaults, resume_settings, rng_states, tested_after, untested,
 )
 
 ENGINE_EVAL_CLOUDS = 32  # clouds per engine call when evaluating
@@ -340,7 +340,7 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
     settings = resume_settings(job, train_set.fingerprint())
     settings.pop("storage_options")  # credentials are not settings, and never written
     settings["teacher_sha256"] = loader.attrs["teacher"]["weights_sha256"]
-    with RunDirectory(job.out, job.existing, settings) as run_dir:
+    with RunDirectory(job.out, job.existing, settings, resume_defaults(StudentJob)) as run_dir:
         if run_dir.finished:
             summary = json.loads((run_dir.out / "summary.json").read_text())
             run_dir.check_finished(summary.get("settings", {}))

@@ -59,14 +59,21 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def settings_differences(saved: dict, current: dict, saved_by: str, prefix: str = "") -> list[str]:
-    """'field: saved value in <saved_by>, current value now' for every leaf that differs."""
+def settings_differences(saved: dict, current: dict, saved_by: str, defaults: dict | None = None,
+                         prefix: str = "") -> list[str]:
+    """'field: saved value in <saved_by>, current value now' for every leaf that differs. A field
+    absent from ``saved`` but in ``defaults`` (nested like the settings) reads as its default: the
+    run was saved by a version before that setting existed, and a new setting's default is what
+    the versions before it did."""
+    defaults = defaults or {}
     differences = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
-        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        a, b = saved.get(key, defaults.get(key, "<absent>")), current.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
-            differences += settings_differences(a, b, saved_by, f"{name}.")
+            nested = defaults.get(key)
+            differences += settings_differences(a, b, saved_by, nested if isinstance(nested, dict) else None,
+                                                f"{name}.")
         elif a != b:
             differences.append(f"{name}: {a!r} in {saved_by}, {b!r} now")
     return differences
@@ -76,17 +83,20 @@ class RunDirectory:
     """The work directory of one run at ``out``; use as a context manager (it holds the lock).
 
     settings: everything that must be equal for a run to be resumed (plain JSON-like values);
+    defaults: the default of each setting that has one, nested like ``settings``, which a run
+    saved before that setting existed is taken to have used (``settings_differences``);
     after ``__enter__``, ``finished`` says whether ``out`` already holds the finished run (only
     with ``existing="resume"``) and ``state`` is the resume state (None = start from scratch).
     """
 
-    def __init__(self, out: str | Path, existing: Existing, settings: dict):
+    def __init__(self, out: str | Path, existing: Existing, settings: dict, defaults: dict | None = None):
         if existing not in EXISTING:
             raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
         self.out = Path(out)
         self.work = self.out.with_name(self.out.name + ".incomplete")
         self.existing = existing
         self.settings = json.loads(json.dumps(settings))  # as stored: tuples become lists
+        self.defaults = json.loads(json.dumps(defaults or {}))
         self.finished = False
         self.state: dict | None = None
         self._lock_fd: int | None = None
@@ -210,7 +220,8 @@ class RunDirectory:
         if state.get("version") != STATE_VERSION:
             raise RunDirectoryError(f"{self.state_path}: resume state version {state.get('version')!r}, "
                                     f"this pointdistill reads {STATE_VERSION}")
-        differences = settings_differences(state.get("settings", {}), self.settings, "the interrupted run")
+        differences = settings_differences(state.get("settings", {}), self.settings, "the interrupted run",
+                                           self.defaults)
         if differences:
             raise RunDirectoryError(f"cannot resume {self.out}: settings differ from the interrupted run: "
                                     + "; ".join(differences))
@@ -218,7 +229,7 @@ class RunDirectory:
 
     def check_finished(self, saved_settings: dict) -> None:
         """Refuse to report a finished run at ``out`` as the result of other settings."""
-        differences = settings_differences(saved_settings, self.settings, "that run")
+        differences = settings_differences(saved_settings, self.settings, "that run", self.defaults)
         if differences:
             raise RunDirectoryError(f"{self.out} holds a finished run with other settings: "
                                     + "; ".join(differences) + "; choose another output, or replace it "

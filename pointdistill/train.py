@@ -241,7 +241,8 @@ def run_teacher_job(job: TeacherJob, progress: bool = True) -> dict:
     train_set = load_dataset(job.dataset, "train", job.num_points)
     test_set = load_dataset(job.dataset, "test", job.num_points)
     spec = teacher_spec(job.model, train_set.num_classes, job.options)
-    with RunDirectory(job.out, job.existing, resume_settings(job, train_set.fingerprint())) as run:
+    with RunDirectory(job.out, job.existing, resume_settings(job, train_set.fingerprint()),
+                      resume_defaults(TeacherJob)) as run:
         outputs = {kind: str(path) for kind, path in teacher_files(job.out).items()}
         if run.finished:
             metrics = load_checkpoint(job.out).metrics
@@ -266,3 +267,16 @@ def resume_settings(job, dataset_fingerprint: str) -> dict:
     settings["train"].pop("eval_every", None)
     settings["dataset_fingerprint"] = dataset_fingerprint
     return settings
+
+
+def resume_defaults(job_class) -> dict:
+    """The default of each field of the job dataclass ``job_class`` that has one (a config as its
+    dict), nested like ``resume_settings``: what a run saved before that field existed did."""
+    defaults = {}
+    for spec in dataclasses.fields(job_class):
+        if spec.default is not dataclasses.MISSING:
+            defaults[spec.name] = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            value = spec.default_factory()
+            defaults[spec.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return defaults

@@ -263,3 +263,31 @@ def test_testing_a_teacher_every_other_epoch_trains_the_same_teacher(shapes_dir,
     assert math.isnan(rows[1][0]["test_overall_accuracy"])  # epoch 1 not tested; 2 (every other) and 3 (last) are
     assert [r["test_overall_accuracy"] for r in rows[1][1:]] == [r["test_overall_accuracy"] for r in rows[0][1:]]
     assert sparse["test_overall_accuracy"] == every["test_overall_accuracy"]
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(
+        recorded_store, shapes_dir, uninterrupted, tmp_path, monkeypatch):
+    """An upgrade between a kill and its --resume: the interrupted run's saved settings lack a
+    setting added since (here dropout); it resumes where the setting is at its default."""
+    real_total_loss = pointdistill.distill.total_loss
+    calls = []
+
+    def interrupt_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 6:  # 4 steps per epoch: epoch 1's state is saved
+            raise KeyboardInterrupt
+        return real_total_loss(*args)
+
+    monkeypatch.setattr(pointdistill.distill, "total_loss", interrupt_in_epoch_2)
+    out = tmp_path / "student"
+    with pytest.raises(KeyboardInterrupt):
+        run_student_job(student_job(recorded_store, shapes_dir, out), progress=False)
+    monkeypatch.setattr(pointdistill.distill, "total_loss", real_total_loss)
+    state_path = Path(f"{out}.incomplete") / "state.pt"
+    state = torch.load(state_path, weights_only=True)
+    del state["settings"]["dropout"], state["settings"]["train"]["weight_decay"]  # as an older version saved it
+    torch.save(state, state_path)
+    with pytest.raises(RunDirectoryError, match=r"dropout: 0.0 in the interrupted run, 0.3 now$"):
+        run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume", dropout=0.3), progress=False)
+    run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume"), progress=False)
+    assert_same_student(uninterrupted, out)
