@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from pointdistill.config_checks import check_non_negative, check_positive
+
 PARAM_NAMES = ("scale_x", "scale_y", "scale_z", "translate_x", "translate_y", "translate_z")
 NUM_PARAMS = len(PARAM_NAMES)
 GENERATOR = "splitmix64-v1"
@@ -33,10 +35,10 @@ class AugmentPolicy:
     translate: float = 0.2
 
     def __post_init__(self):
-        if not 0 < self.scale_low <= self.scale_high:
-            raise ValueError(f"AugmentPolicy: need 0 < scale_low <= scale_high, got {self.scale_low}, {self.scale_high}")
-        if self.translate < 0:
-            raise ValueError(f"AugmentPolicy: translate must be >= 0, got {self.translate}")
+        check_positive("AugmentPolicy", scale_low=self.scale_low, scale_high=self.scale_high)
+        check_non_negative("AugmentPolicy", translate=self.translate)
+        if self.scale_low > self.scale_high:
+            raise ValueError(f"AugmentPolicy: need scale_low <= scale_high, got {self.scale_low}, {self.scale_high}")
 
     def to_dict(self) -> dict:
         return {"kind": "scale-translate", "generator": GENERATOR, "param_names": list(PARAM_NAMES), **asdict(self)}

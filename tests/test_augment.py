@@ -47,3 +47,14 @@ def test_apply_rejects_mismatched_shapes():
 def test_policy_validates_ranges():
     with pytest.raises(ValueError, match="scale_low"):
         AugmentPolicy(scale_low=2.0, scale_high=1.0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("scale_low", 0.0, r"AugmentPolicy\.scale_low must be > 0"),
+    ("scale_high", float("inf"), r"AugmentPolicy\.scale_high must be a finite number"),
+    ("translate", float("nan"), r"AugmentPolicy\.translate must be a finite number"),
+    ("translate", -0.1, r"AugmentPolicy\.translate must be >= 0"),
+])
+def test_policy_refuses_a_bad_field_by_name(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        AugmentPolicy(**{field: value})

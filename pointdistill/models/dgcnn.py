@@ -32,14 +32,15 @@ class DGCNNConfig:
     dropout: float = 0.5
 
     def __post_init__(self):
+        owner = type(self).__name__  # a binary student's config names itself
         if self.num_classes < 2:
-            raise ValueError(f"DGCNNConfig.num_classes must be >= 2, got {self.num_classes}")
+            raise ValueError(f"{owner}.num_classes must be >= 2, got {self.num_classes}")
         if self.k < 1:
-            raise ValueError(f"DGCNNConfig.k must be >= 1, got {self.k}")
+            raise ValueError(f"{owner}.k must be >= 1, got {self.k}")
         if not self.edge_widths or min(self.edge_widths) < 1 or self.embed_width < 1:
-            raise ValueError(f"DGCNNConfig: edge_widths {self.edge_widths} and embed_width {self.embed_width} "
+            raise ValueError(f"{owner}: edge_widths {self.edge_widths} and embed_width {self.embed_width} "
                              f"must be positive, with at least one EdgeConv")
-        check_fraction("DGCNNConfig", dropout=self.dropout)
+        check_fraction(owner, dropout=self.dropout)
 
     @classmethod
     def from_teacher_options(cls, num_classes: int, options) -> "DGCNNConfig":

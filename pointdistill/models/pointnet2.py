@@ -35,22 +35,23 @@ class PointNet2Config:
     dropout: float = 0.5
 
     def __post_init__(self):
+        owner = type(self).__name__  # a binary student's config names itself
         if self.num_classes < 2:
-            raise ValueError(f"PointNet2Config.num_classes must be >= 2, got {self.num_classes}")
+            raise ValueError(f"{owner}.num_classes must be >= 2, got {self.num_classes}")
         levels = len(self.centres)
         if not len(self.radii) == len(self.neighbours) == len(self.level_widths) == levels:
-            raise ValueError(f"PointNet2Config: centres, radii, neighbours and level_widths need one entry per "
+            raise ValueError(f"{owner}: centres, radii, neighbours and level_widths need one entry per "
                              f"local level, got {levels}, {len(self.radii)}, {len(self.neighbours)} and "
                              f"{len(self.level_widths)}")
         if any(c < 1 for c in self.centres) or any(k < 1 for k in self.neighbours) or any(r <= 0 for r in self.radii):
-            raise ValueError(f"PointNet2Config: centres {self.centres}, neighbours {self.neighbours} and radii "
+            raise ValueError(f"{owner}: centres {self.centres}, neighbours {self.neighbours} and radii "
                              f"{self.radii} must be positive")
         if list(self.centres) != sorted(self.centres, reverse=True):
-            raise ValueError(f"PointNet2Config.centres must not grow from level to level, got {self.centres}")
+            raise ValueError(f"{owner}.centres must not grow from level to level, got {self.centres}")
         widths = [*self.level_widths, self.global_widths]
         if any(not w or min(w) < 1 for w in widths):
-            raise ValueError(f"PointNet2Config: every level needs positive widths, got {widths}")
-        check_fraction("PointNet2Config", dropout=self.dropout)
+            raise ValueError(f"{owner}: every level needs positive widths, got {widths}")
+        check_fraction(owner, dropout=self.dropout)
 
     @classmethod
     def from_teacher_options(cls, num_classes: int, options) -> "PointNet2Config":

@@ -12,6 +12,8 @@ from pointdistill.losses import LossConfig
 from pointdistill.models import (
     Checkpoint, DGCNNConfig, PointNet2Config, create_model, load_checkpoint, model_spec,
 )
+from pointdistill.models.binary_dgcnn import BinaryDGCNNConfig
+from pointdistill.models.binary_pointnet2 import BinaryPointNet2Config
 from pointdistill.models.dgcnn import edge_features
 from pointdistill.models.per_point import per_point_layers
 from pointdistill.models.pointnet2 import group_neighbourhoods
@@ -139,3 +141,13 @@ def test_table_6_layout_runs_only_the_named_methods_of_the_grid():
     assert {run.table for run in with_tables} == {"grid", "regularizer", "nwsd"}
     with pytest.raises(ValueError, match="lsr\\+mean"):
         AblationConfig(store="s", dataset="d", out="o", methods=("lsr+mean",))
+
+
+@pytest.mark.parametrize("config_cls, field, value", [
+    (BinaryDGCNNConfig, "k", 0),
+    (BinaryDGCNNConfig, "dropout", 1.0),
+    (BinaryPointNet2Config, "centres", (128, 512)),
+])
+def test_a_binary_students_config_refuses_a_bad_field_under_its_own_name(config_cls, field, value):
+    with pytest.raises(ValueError, match=f"^{config_cls.__name__}[.:]"):
+        config_cls(num_classes=4, **{field: value})
