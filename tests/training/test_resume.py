@@ -110,22 +110,30 @@ def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(recorded_store, 
     assert not Path(f"{out}.incomplete").exists()
 
 
-def test_a_diverged_run_keeps_its_last_good_epoch_and_resumes_bit_identical(
-        recorded_store, shapes_dir, uninterrupted, tmp_path, monkeypatch):
+def patch_step_2_of_epoch_2(monkeypatch, change):
+    """Make distill.total_loss return change(total, terms) at its 6th call: step 2 of epoch 2 of
+    the 4-step epochs student_job trains, epoch 1's state saved (monkeypatch.undo() restores it)."""
     real_total_loss = pointdistill.distill.total_loss
     calls = []
 
-    def nan_at_epoch_2_step_2(*args):
+    def patched(*args):
         calls.append(1)
         total, terms = real_total_loss(*args)
-        return (total * float("nan") if len(calls) == 6 else total), terms  # 4 steps per epoch
+        return change(total, terms) if len(calls) == 6 else (total, terms)
 
-    monkeypatch.setattr(pointdistill.distill, "total_loss", nan_at_epoch_2_step_2)
+    monkeypatch.setattr(pointdistill.distill, "total_loss", patched)
+
+def test_a_diverged_run_keeps_its_last_good_epoch_and_resumes_bit_identical(
+        recorded_store, shapes_dir, uninterrupted, tmp_path, monkeypatch):
+    def nan_loss(total, terms):
+        return total * float("nan"), terms
+
+    patch_step_2_of_epoch_2(monkeypatch, nan_loss)
     out = tmp_path / "student"
     with pytest.raises(TrainingDiverged, match=r"epoch 2/3, step 2/4: the loss is nan .*state after epoch 1"):
         run_student_job(student_job(recorded_store, shapes_dir, out), progress=False)
     assert not out.exists()
-    monkeypatch.setattr(pointdistill.distill, "total_loss", real_total_loss)
+    monkeypatch.undo()
     run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume"), progress=False)
     assert_same_student(uninterrupted, out)
 
@@ -269,20 +277,14 @@ def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(
         recorded_store, shapes_dir, uninterrupted, tmp_path, monkeypatch):
     """An upgrade between a kill and its --resume: the interrupted run's saved settings lack a
     setting added since (here dropout); it resumes where the setting is at its default."""
-    real_total_loss = pointdistill.distill.total_loss
-    calls = []
+    def interrupt(total, terms):
+        raise KeyboardInterrupt
 
-    def interrupt_in_epoch_2(*args):
-        calls.append(1)
-        if len(calls) == 6:  # 4 steps per epoch: epoch 1's state is saved
-            raise KeyboardInterrupt
-        return real_total_loss(*args)
-
-    monkeypatch.setattr(pointdistill.distill, "total_loss", interrupt_in_epoch_2)
+    patch_step_2_of_epoch_2(monkeypatch, interrupt)
     out = tmp_path / "student"
     with pytest.raises(KeyboardInterrupt):
         run_student_job(student_job(recorded_store, shapes_dir, out), progress=False)
-    monkeypatch.setattr(pointdistill.distill, "total_loss", real_total_loss)
+    monkeypatch.undo()
     state_path = Path(f"{out}.incomplete") / "state.pt"
     state = torch.load(state_path, weights_only=True)
     del state["settings"]["dropout"], state["settings"]["train"]["weight_decay"]  # as an older version saved it
