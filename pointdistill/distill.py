@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pointdistill.binary import initialize_binary_scales, set_training_progress
+from pointdistill.binary import binary_weight_signs, flipped_share, initialize_binary_scales, set_training_progress
 from pointdistill.choices import STUDENT_BACKBONE_NAMES, check_declared
 from pointdistill.config_checks import check_fraction
 from pointdistill.cpu_training import prepare_cpu_training
@@ -155,6 +155,9 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         if self_record is not None:
             self_record.p.copy_(state["self_record_p"])
             self_record.seen.copy_(state["self_record_seen"])
+    for row in run.history:  # epochs saved by a version that did not count sign flips
+        row.setdefault("weight_flips", math.nan)
+    signs = binary_weight_signs(model)
     steps = len(loader)
     evaluation_sets = {"test": test_set, **({"validation": validation_set} if validation_set is not None else {})}
     clock = EpochClock(config.epochs, len(run.history))
@@ -196,6 +199,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             correct += int((out.logits.argmax(1) == b["labels"]).sum())
             seen_samples += count
             bar.set_postfix(loss=f"{step_terms['total']:.3f}")
+        now = binary_weight_signs(model)
+        flips, signs = flipped_share(signs, now), now
         tested = tested_after(epoch + 1, config.epochs, config.eval_every)
         if tested:
             scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
@@ -203,7 +208,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             scores = {name: untested() for name in evaluation_sets}
         test, validation = scores["test"], scores.get("validation", {})
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
-               "train_accuracy": correct / seen_samples,
+               "train_accuracy": correct / seen_samples, "weight_flips": flips,
                **{f"test_{k}": v for k, v in test.items()},
                **{f"validation_{k}": v for k, v in validation.items()},
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
@@ -220,7 +225,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         shown = accuracy_text(test)
         if validation_set is not None and tested:
             shown = f"validation OA {row['validation_overall_accuracy']:.4f}  {shown}"
-        clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  {shown}")
+        clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  "
+                         f"flips {100 * flips:.2f}%  {shown}")
     final = run.history[-1]
     best = max((r for r in run.history if not math.isnan(r["test_overall_accuracy"])),
                key=lambda r: r["test_overall_accuracy"])

@@ -45,8 +45,9 @@ def test_trains_without_the_teacher_file_and_writes_every_output(teacher_path, s
     outputs = summary["outputs"]
     history = parquet_rows(outputs["metrics"])
     assert [row["epoch"] for row in history] == [1, 2]
-    assert {"loss_ce", "loss_kd", "loss_reg", "loss_self", "loss_total", "train_accuracy",
+    assert {"loss_ce", "loss_kd", "loss_reg", "loss_self", "loss_total", "train_accuracy", "weight_flips",
             "test_overall_accuracy", "test_mean_class_accuracy"} <= set(history[0])
+    assert all(0 < row["weight_flips"] < 0.5 for row in history)  # a training epoch flips some signs, not most
     assert history[0]["loss_self"] == 0.0 < history[1]["loss_self"]  # nothing to compare in epoch 1
     assert os.path.getsize(outputs["curves"]) > 1000
     test_set = load_dataset(shapes_dir, "test", 128)

@@ -67,6 +67,21 @@ def binary_layers(model: nn.Module) -> list[BinaryLinear]:
 
 
 @torch.no_grad()
+def binary_weight_signs(model: nn.Module) -> torch.Tensor:
+    """Every binary layer's weight pattern as the forward uses it (the quantizer's +-1 of the
+    latent weight), flattened and concatenated: bool [total binary weights], True for +1."""
+    patterns = [layer.quantizer.weight_factors(layer.weight)[0].reshape(-1) > 0 for layer in binary_layers(model)]
+    return torch.cat(patterns) if patterns else torch.zeros(0, dtype=torch.bool)
+
+
+def flipped_share(before: torch.Tensor, after: torch.Tensor) -> float:
+    """The share of binary weights whose sign differs between two ``binary_weight_signs`` of one
+    model (larq's flip ratio over the interval): 0 once training has frozen every sign; NaN for
+    a model without binary layers."""
+    return int((before != after).sum()) / before.numel() if before.numel() else math.nan
+
+
+@torch.no_grad()
 def initialize_binary_scales(model: nn.Module, *inputs: torch.Tensor) -> None:
     """Run one forward pass on a first training batch so every quantizer with a data-dependent
     scale (LSR) initialises it from its actual input. Call before building the optimizer;
