@@ -92,9 +92,10 @@ class _SignApprox(_SignClippedSTE):
 
     @staticmethod
     def backward(ctx, grad):
+        """grad * max(2 - 2|x|, 0): the same two slopes (2 - 2|x| = 2 + 2x exactly for x < 0), in
+        four in-place passes over one buffer instead of about ten."""
         (x,) = ctx.saved_tensors
-        slope = torch.where(x < 0, 2 + 2 * x, 2 - 2 * x) * (x.abs() < 1).to(grad.dtype)
-        return grad * slope
+        return x.abs().mul_(-2).add_(2).clamp_(min=0).mul_(grad)
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,9 @@ def _assert_same_step(model, points, skip=()):
     model) and BatchNorm buffers, within float32 rounding."""
     ref_model, ref_loss, ref = _step(model, points, "reference")
     fast_model, fast_loss, fast = _step(model, points, "fast")
-    assert fast_loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-5)
+    # the loss sums 1,015 pooled values (5 x 203) of either sign: float32 rounding of that sum
+    # reached 1.1e-5 of it for irnet-max on one thread, so the loss gets the gradients' rtol
+    assert fast_loss == pytest.approx(ref_loss, rel=1e-4, abs=1e-5)
     assert ref.keys() == fast.keys()
     scale = max(g.abs().max().item() for g in ref.values())
     for name in ref:

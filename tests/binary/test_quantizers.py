@@ -92,6 +92,16 @@ def test_bireal_approxsign_gradient():
     assert torch.allclose(q.weight(w), torch.tensor([[2.0, -2.0]]))
 
 
+def test_bireal_approxsign_gradient_is_bit_exact_to_its_two_slopes():
+    torch.manual_seed(0)
+    x = torch.cat([torch.linspace(-1.5, 1.5, 10001), torch.tensor([-1.0, 1.0, 0.0, -0.0])]).requires_grad_()
+    upstream = torch.randn_like(x)
+    create_quantizer("bireal").activation_pattern(x).backward(upstream)
+    d = x.detach()
+    slope = torch.where(d < 0, 2 + 2 * d, 2 - 2 * d) * (d.abs() < 1).float()  # Bi-Real's definition
+    assert torch.equal(x.grad, upstream * slope)
+
+
 def test_unknown_quantizer_is_named():
     with pytest.raises(ValueError, match="unknown quantizer 'ternary'"):
         create_quantizer("ternary")
