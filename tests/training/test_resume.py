@@ -126,6 +126,7 @@ def patch_step_2_of_epoch_2(monkeypatch, change):
 
     monkeypatch.setattr(pointdistill.distill, "total_loss", patched)
 
+
 def test_a_diverged_run_keeps_its_last_good_epoch_and_resumes_bit_identical(
         recorded_store, shapes_dir, uninterrupted, tmp_path, monkeypatch):
     def nan_loss(total, terms):
