@@ -37,11 +37,10 @@ class BinaryLinear(nn.Module):
         """For a caller that forms the product itself (the fused point layers): the activation's
         pattern source shaped like x (its signs are the +-1 pattern, its gradient the pattern's),
         weight(W) [out, in], and the magnitudes, per sample [B] and per row [out] (None: 1). The
-        source is x itself where ``x_is_hardtanh_output`` (|x| <= 1) and the quantizer's
-        straight-through gradient is the clipped identity, which is then the identity; else the
-        quantizer's +-1 pattern of x."""
+        source is the quantizer's hardtanh_pattern_source(x) where ``x_is_hardtanh_output``
+        (|x| <= 1: x itself under the clipped straight-through estimator), else its +-1 pattern of x."""
         self._initialize_if_asked(x)
-        source = (x if x_is_hardtanh_output and self.quantizer.clipped_activation_ste
+        source = (self.quantizer.hardtanh_pattern_source(x) if x_is_hardtanh_output
                   else self.quantizer.activation_pattern(x))
         x_scale = self.quantizer.activation_magnitude(x)
         w_sign, w_scale = self.quantizer.weight_factors(self.weight)

@@ -98,6 +98,22 @@ class _SignApprox(_SignClippedSTE):
         return x.abs().mul_(-2).add_(2).clamp_(min=0).mul_(grad)
 
 
+class _ApproxSlopeOnHardtanh(torch.autograd.Function):
+    """ApproxSign's gradient without its sign, for x a Hardtanh output (|x| <= 1) passed to a
+    layer that reads only its signs: forward x (a view: no pass), backward grad * (2 - 2|x|) in
+    three in-place passes (_SignApprox's clamp at 0 does nothing for |x| <= 1: the same bits)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return x.abs().mul_(-2).add_(2).mul_(grad)
+
+
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
     return _SignClippedSTE.apply(x)
 
@@ -117,9 +133,6 @@ class Quantizer(nn.Module):
     products stay exactly equal (ties in a max are real ties, not rounding)."""
 
     name = "base"
-    # The activation pattern's straight-through gradient is grad * 1[|x| <= 1] (the clipped STE):
-    # the identity on a Hardtanh output, which the fused point layers then pass on unchanged.
-    clipped_activation_ste = False
 
     def weight_factors(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(+-1 pattern [out, in], magnitude per row [out, 1] or None) of the latent weight."""
@@ -128,6 +141,13 @@ class Quantizer(nn.Module):
     def activation_pattern(self, x: torch.Tensor) -> torch.Tensor:
         """The +-1 pattern of x ([B, C] or [B, N, C]), with the method's straight-through gradient."""
         raise NotImplementedError
+
+    def hardtanh_pattern_source(self, x: torch.Tensor) -> torch.Tensor:
+        """For the fused point layers, which read only the signs of their input: a tensor with the
+        signs of activation_pattern(x) and its straight-through gradient, for x a Hardtanh output
+        (|x| <= 1). The +-1 pattern itself here; x itself under the clipped straight-through
+        estimator, whose grad * 1[|x| <= 1] is the identity there."""
+        return self.activation_pattern(x)
 
     def activation_magnitude(self, x: torch.Tensor) -> torch.Tensor | None:
         """The detached magnitude per sample, [B, 1] or [B, 1, 1], or None (1)."""
@@ -162,30 +182,31 @@ class Quantizer(nn.Module):
         """Called once on the first training batch, before the optimizer is built."""
 
 
-@register_quantizer("bnn")
-class BNN(Quantizer):
-    """sign(W), sign(a); clipped STE."""
+class ClippedSignActivations(Quantizer):
+    """Activations sign(a) under the clipped straight-through estimator, grad * 1[|a| <= 1]: the
+    identity on a Hardtanh output, so the fused layers take the Hardtanh output itself."""
 
-    clipped_activation_ste = True
+    def activation_pattern(self, x):
+        return sign_ste(x)
+
+    def hardtanh_pattern_source(self, x):
+        return x
+
+
+@register_quantizer("bnn")
+class BNN(ClippedSignActivations):
+    """sign(W), sign(a); clipped STE."""
 
     def weight_factors(self, w):
         return sign_ste(w), None
 
-    def activation_pattern(self, x):
-        return sign_ste(x)
-
 
 @register_quantizer("xnor")
-class XNOR(Quantizer):
+class XNOR(ClippedSignActivations):
     """sign(W - rowmean W) * mean|W_row| ; sign(a) * mean|a| per sample (scales detached); clipped STE."""
-
-    clipped_activation_ste = True
 
     def weight_factors(self, w):
         return sign_ste(w - w.mean(dim=1, keepdim=True)), w.abs().mean(dim=1, keepdim=True).detach()
-
-    def activation_pattern(self, x):
-        return sign_ste(x)
 
     def activation_magnitude(self, x):
         return x.abs().mean(dim=_features_axes(x), keepdim=True).detach()
@@ -215,7 +236,7 @@ class IRNet(Quantizer):
 
 
 @register_quantizer("lsr")
-class LSR(Quantizer):
+class LSR(ClippedSignActivations):
     """BiPointNet's layer-wise scale recovery: sign(W - mean W) (one global mean), sign(a),
     output times one scalar alpha per layer, initialised from the first batch as
     std(a @ Wc^T) / std(sign(a) @ sign(Wc)^T) (fallback std(Wc) / std(sign(Wc))).
@@ -229,17 +250,12 @@ class LSR(Quantizer):
     BiPointNet's released layer re-creates its scale as a new Parameter on the first forward,
     after a training script has built its optimizer, so there too it is never stepped."""
 
-    clipped_activation_ste = True
-
     def __init__(self):
         super().__init__()
         self.register_buffer("alpha", torch.ones(()))
 
     def weight_factors(self, w):
         return sign_ste(w - w.mean()), None
-
-    def activation_pattern(self, x):
-        return sign_ste(x)
 
     def output_factor(self):
         return self.alpha
@@ -263,3 +279,6 @@ class BiReal(Quantizer):
 
     def activation_pattern(self, x):
         return _SignApprox.apply(x)
+
+    def hardtanh_pattern_source(self, x):
+        return _ApproxSlopeOnHardtanh.apply(x)

@@ -102,6 +102,24 @@ def test_bireal_approxsign_gradient_is_bit_exact_to_its_two_slopes():
     assert torch.equal(x.grad, upstream * slope)
 
 
+@pytest.mark.parametrize("name", ["bnn", "xnor", "irnet", "lsr", "bireal"])
+def test_the_fused_layers_source_on_a_hardtanh_output_is_the_pattern_bit_for_bit(name):
+    """The fused point layers read only the signs of their input (bit set where x >= 0, so -0 is
+    +1): on a Hardtanh output the source must give the pattern's signs and its exact gradient."""
+    torch.manual_seed(0)
+    x = torch.cat([torch.linspace(-1, 1, 10001), torch.tensor([-1.0, 1.0, 0.0, -0.0])]).reshape(1, -1, 5)
+    upstream = torch.randn_like(x)
+    q = create_quantizer(name)
+    grads = []
+    for make in (q.activation_pattern, q.hardtanh_pattern_source):
+        leaf = x.clone().requires_grad_()
+        out = make(leaf)
+        assert torch.equal(out.detach() >= 0, sign(x) > 0)
+        out.backward(upstream)
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
 def test_unknown_quantizer_is_named():
     with pytest.raises(ValueError, match="unknown quantizer 'ternary'"):
         create_quantizer("ternary")
