@@ -33,6 +33,14 @@ def check_non_negative(owner: str, **values: float) -> None:
             raise ValueError(f"{owner}.{name} must be >= 0, got {value}")
 
 
+def check_at_least(owner: str, minimum: int, **values: float) -> None:
+    """Refuse values that are not finite and >= minimum (a count: epochs, classes, neighbours)."""
+    check_finite(owner, **values)
+    for name, value in values.items():
+        if value < minimum:
+            raise ValueError(f"{owner}.{name} must be >= {minimum}, got {value}")
+
+
 def check_fraction(owner: str, **values: float) -> None:
     """Refuse values outside [0, 1) (a dropout rate, a held-out share)."""
     check_finite(owner, **values)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from pointdistill.augment import AugmentPolicy, apply, augmentation_params
 from pointdistill.binary.popcount import check_training_kernel
-from pointdistill.config_checks import check_non_negative, check_positive
+from pointdistill.config_checks import check_at_least, check_non_negative, check_positive
 from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.models import (
@@ -62,9 +62,8 @@ def check_schedule(config) -> None:
     ``Class.field``: an unknown kernel, counts below 1, a non-positive lr, a negative or NaN weight decay."""
     owner = type(config).__name__
     check_training_kernel(config.kernel)
-    for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{owner}.{name} must be >= 1, got {getattr(config, name)}")
+    check_at_least(owner, 1, epochs=config.epochs, batch_size=config.batch_size,
+                   eval_batch_size=config.eval_batch_size, eval_every=config.eval_every)
     check_positive(owner, lr=config.lr)
     check_non_negative(owner, weight_decay=config.weight_decay)
 

@@ -97,6 +97,8 @@ def test_non_finite_learning_rates_are_refused_by_name(config):
 def test_training_counts_below_one_are_refused_by_name(config, field):
     with pytest.raises(ValueError, match=rf"^{config.__name__}\.{field} must be >= 1, got 0$"):
         config(**{field: 0})
+    with pytest.raises(ValueError, match=rf"^{config.__name__}\.{field} must be a finite number, got nan$"):
+        config(**{field: float("nan")})  # NaN < 1 is False: a plain comparison let it through
 
 
 @pytest.mark.parametrize("config", [StudentTrainConfig, TrainConfig])

@@ -11,7 +11,7 @@ from pointdistill.binary import AGGREGATIONS, QUANTIZERS, BinaryLinear, create_a
 from pointdistill.binary.point_layer import point_layer
 from pointdistill.binary.point_pool import point_pool
 from pointdistill.binary.popcount import fused_path_applies
-from pointdistill.config_checks import check_fraction
+from pointdistill.config_checks import check_at_least, check_fraction
 from pointdistill.models.per_point import per_point, per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
@@ -88,8 +88,7 @@ class BinaryPointNetConfig:
         check_binary_choices(self)
         if len(self.point_widths) < 2 or min(self.point_widths) < 1:
             raise ValueError(f"BinaryPointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
-        if self.num_classes < 2:
-            raise ValueError(f"BinaryPointNetConfig.num_classes must be >= 2, got {self.num_classes}")
+        check_at_least("BinaryPointNetConfig", 2, num_classes=self.num_classes)
         check_fraction("BinaryPointNetConfig", dropout=self.dropout)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pointdistill.config_checks import check_fraction
+from pointdistill.config_checks import check_at_least, check_fraction
 from pointdistill.models.edge_conv import edge_max, fused_edge_conv_applies
 from pointdistill.models.neighbourhood import gather_points, knn
 from pointdistill.models.per_point import per_point_layers
@@ -33,10 +33,8 @@ class DGCNNConfig:
 
     def __post_init__(self):
         owner = type(self).__name__  # a binary student's config names itself
-        if self.num_classes < 2:
-            raise ValueError(f"{owner}.num_classes must be >= 2, got {self.num_classes}")
-        if self.k < 1:
-            raise ValueError(f"{owner}.k must be >= 1, got {self.k}")
+        check_at_least(owner, 2, num_classes=self.num_classes)
+        check_at_least(owner, 1, k=self.k)
         if not self.edge_widths or min(self.edge_widths) < 1 or self.embed_width < 1:
             raise ValueError(f"{owner}: edge_widths {self.edge_widths} and embed_width {self.embed_width} "
                              f"must be positive, with at least one EdgeConv")

@@ -9,7 +9,7 @@ from torch import nn
 
 from pointdistill.binary.point_pool import point_pool
 from pointdistill.binary.popcount import fused_path_applies
-from pointdistill.config_checks import check_fraction
+from pointdistill.config_checks import check_at_least, check_fraction
 from pointdistill.models.per_point import per_point, per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
 
@@ -27,8 +27,7 @@ class PointNetConfig:
     feature_transform: bool = False
 
     def __post_init__(self):
-        if self.num_classes < 2:
-            raise ValueError(f"PointNetConfig.num_classes must be >= 2, got {self.num_classes}")
+        check_at_least("PointNetConfig", 2, num_classes=self.num_classes)
         if len(self.point_widths) < 2 or min(self.point_widths) < 1:
             raise ValueError(f"PointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
         check_fraction("PointNetConfig", dropout=self.dropout)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pointdistill.config_checks import check_fraction
+from pointdistill.config_checks import check_at_least, check_fraction
 from pointdistill.models.neighbourhood import ball_query, farthest_point_sample, gather_points
 from pointdistill.models.per_point import per_point_layers
 from pointdistill.models.pointnet import classifier_head, point_mlp
@@ -36,8 +36,7 @@ class PointNet2Config:
 
     def __post_init__(self):
         owner = type(self).__name__  # a binary student's config names itself
-        if self.num_classes < 2:
-            raise ValueError(f"{owner}.num_classes must be >= 2, got {self.num_classes}")
+        check_at_least(owner, 2, num_classes=self.num_classes)
         levels = len(self.centres)
         if not len(self.radii) == len(self.neighbours) == len(self.level_widths) == levels:
             raise ValueError(f"{owner}: centres, radii, neighbours and level_widths need one entry per "

@@ -20,6 +20,7 @@ import zarr
 import pointdistill
 
 from pointdistill.augment import AugmentPolicy, apply, params_for_shapes
+from pointdistill.config_checks import check_at_least
 from pointdistill.data import PointCloudSet, load_dataset
 from pointdistill.models import Checkpoint, batched_forward, load_checkpoint, resolve_device
 from pointdistill.records.schema import (
@@ -50,11 +51,9 @@ class RecordingJob:
     storage_options: dict | None = None
 
     def __post_init__(self):
-        for name in ("augmentations", "chunk_shapes", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"RecordingJob.{name} must be >= 1, got {getattr(self, name)}")
-        if self.seed < 0:
-            raise ValueError(f"RecordingJob.seed must be >= 0, got {self.seed}")
+        check_at_least("RecordingJob", 1, augmentations=self.augmentations, chunk_shapes=self.chunk_shapes,
+                       batch_size=self.batch_size)
+        check_at_least("RecordingJob", 0, seed=self.seed)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.engine.export import ExportError, export_student
 from pointdistill.losses import LossConfig
 from pointdistill.models import (
-    Checkpoint, DGCNNConfig, PointNet2Config, create_model, load_checkpoint, model_spec,
+    MODELS, Checkpoint, DGCNNConfig, PointNet2Config, create_model, load_checkpoint, model_spec,
 )
 from pointdistill.models.binary_dgcnn import BinaryDGCNNConfig
 from pointdistill.models.binary_pointnet2 import BinaryPointNet2Config
@@ -151,3 +151,10 @@ def test_table_6_layout_runs_only_the_named_methods_of_the_grid():
 def test_a_binary_students_config_refuses_a_bad_field_under_its_own_name(config_cls, field, value):
     with pytest.raises(ValueError, match=f"^{config_cls.__name__}[.:]"):
         config_cls(num_classes=4, **{field: value})
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_config_refuses_fewer_than_two_classes_by_its_own_name(name):
+    config_cls = MODELS[name].config_cls
+    with pytest.raises(ValueError, match=rf"^{config_cls.__name__}\.num_classes must be >= 2, got 1$"):
+        config_cls(num_classes=1)
