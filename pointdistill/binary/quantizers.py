@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -58,64 +59,46 @@ def clip_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.hardtanh_backward(grad, x, low, high)
 
 
-class _SignClippedSTE(torch.autograd.Function):
-    """Forward sign(x); backward grad * 1[|x| <= 1]."""
+def ede_gradient(grad: torch.Tensor, x: torch.Tensor, t: float, k: float) -> torch.Tensor:
+    """IR-Net's error decay estimator: k * t * (1 - tanh^2(t x)) * grad."""
+    return k * t * (1 - torch.tanh(t * x) ** 2) * grad
+
+
+def approx_sign_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bi-Real's ApproxSign: (2 + 2x) on [-1, 0), (2 - 2x) on [0, 1), 0 elsewhere, times grad,
+    as grad * max(2 - 2|x|, 0) (2 - 2|x| = 2 + 2x exactly for x < 0): four in-place passes over
+    one buffer instead of about ten."""
+    return x.abs().mul_(-2).add_(2).clamp_(min=0).mul_(grad)
+
+
+class _Sign(torch.autograd.Function):
+    """Forward sign(x); backward gradient(grad, x), the method's straight-through estimator."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, gradient: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         ctx.save_for_backward(x)
+        ctx.gradient = gradient
         return sign(x)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return clip_gradient(grad, x)
+        return ctx.gradient(grad, x), None
 
 
-class _SignEDE(torch.autograd.Function):
-    """IR-Net's error decay estimator: forward sign(x); backward k * t * (1 - tanh^2(t x)) * grad."""
+class _SignSource(_Sign):
+    """Forward x itself (a view: no pass) for a layer that reads only its signs; backward as
+    _Sign's: the same gradient, bit for bit, without the +-1 tensor."""
 
     @staticmethod
-    def forward(ctx, x, t: float, k: float):
+    def forward(ctx, x, gradient: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         ctx.save_for_backward(x)
-        ctx.t, ctx.k = t, k
-        return sign(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return ctx.k * ctx.t * (1 - torch.tanh(ctx.t * x) ** 2) * grad, None, None
-
-
-class _SignApprox(_SignClippedSTE):
-    """Bi-Real's ApproxSign: forward sign(x); backward (2 + 2x) on [-1, 0), (2 - 2x) on [0, 1), 0 elsewhere."""
-
-    @staticmethod
-    def backward(ctx, grad):
-        """grad * max(2 - 2|x|, 0): the same two slopes (2 - 2|x| = 2 + 2x exactly for x < 0), in
-        four in-place passes over one buffer instead of about ten."""
-        (x,) = ctx.saved_tensors
-        return x.abs().mul_(-2).add_(2).clamp_(min=0).mul_(grad)
-
-
-class _ApproxSlopeOnHardtanh(torch.autograd.Function):
-    """ApproxSign's gradient without its sign, for x a Hardtanh output (|x| <= 1) passed to a
-    layer that reads only its signs: forward x (a view: no pass), backward grad * (2 - 2|x|) in
-    three in-place passes (_SignApprox's clamp at 0 does nothing for |x| <= 1: the same bits)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
+        ctx.gradient = gradient
         return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return x.abs().mul_(-2).add_(2).mul_(grad)
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
-    return _SignClippedSTE.apply(x)
+    return _Sign.apply(x, clip_gradient)
 
 
 def _features_axes(x: torch.Tensor) -> tuple[int, ...]:
@@ -226,13 +209,19 @@ class IRNet(Quantizer):
         self.t = 10 ** (-3 + 4 * epoch / total_epochs)
         self.k = max(1 / self.t, 1.0)
 
+    def _gradient(self):
+        return functools.partial(ede_gradient, t=self.t, k=self.k)
+
     def weight_factors(self, w):
         standardised = (w - w.mean(dim=1, keepdim=True)) / w.std(dim=1, keepdim=True).clamp_min(1e-12)
         scale = torch.pow(2.0, torch.round(torch.log2(standardised.abs().mean(dim=1, keepdim=True))))
-        return _SignEDE.apply(standardised, self.t, self.k), scale.detach()
+        return _Sign.apply(standardised, self._gradient()), scale.detach()
 
     def activation_pattern(self, x):
-        return _SignEDE.apply(x, self.t, self.k)
+        return _Sign.apply(x, self._gradient())
+
+    def hardtanh_pattern_source(self, x):
+        return _SignSource.apply(x, self._gradient())
 
 
 @register_quantizer("lsr")
@@ -278,7 +267,7 @@ class BiReal(Quantizer):
         return sign_ste(w), w.abs().mean(dim=1, keepdim=True).detach()
 
     def activation_pattern(self, x):
-        return _SignApprox.apply(x)
+        return _Sign.apply(x, approx_sign_gradient)
 
     def hardtanh_pattern_source(self, x):
-        return _ApproxSlopeOnHardtanh.apply(x)
+        return _SignSource.apply(x, approx_sign_gradient)
