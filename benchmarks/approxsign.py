@@ -8,7 +8,7 @@
 2. A fused binary point layer's training step (forward and backward, BatchNorm and Hardtanh
    included) on a Hardtanh output: fed the +-1 pattern (a sign pass forward, ApproxSign's backward)
    against fed the Hardtanh output itself (``hardtanh_pattern_source``: no sign pass, the same
-   slope in three passes), as a bireal student's trunk runs.
+   backward, no +-1 tensor), as a bireal student's trunk runs.
 
 Shapes of a ModelNet40 student's binary point layers (batch 32, 1024 points, 64 and 128 input
 channels, float32), both variants in this process on the same tensors, the rounds alternating; the
