@@ -6,7 +6,8 @@ h = hardtanh(BN(scale * a @ w^T)) over the B * N points, a and w +-1 patterns ti
 about ten elementwise passes over [B * N, C] forward and back. The fused layer takes x itself,
 whose signs are the pattern: under the clipped straight-through estimator, x being the previous
 Hardtanh's output (|x| <= 1), the pattern's gradient passes to x unchanged, so neither the +-1
-tensor nor the straight-through mask is formed (the caller applies any other estimator first). Here the product is the popcount p of
+tensor nor the straight-through mask is formed (another estimator, ApproxSign or EDE, the caller applies
+to x in its backward: Quantizer.hardtanh_pattern_source). Here the product is the popcount p of
 the sign bits (``_point_kernels.c``, kept as bytes), and everything after it is affine in p per
 (cloud, channel):
 
@@ -126,8 +127,8 @@ def point_layer(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | Non
     """hardtanh(bn(scale * (sign(x) s_b) @ weight^T)) for a BatchNorm in training mode.
 
     x: float32 [B, N, K] (K <= 255) whose signs are the activation pattern (sign(0) = +1); its
-    gradient is the pattern's (the clipped straight-through estimator on a Hardtanh output, or
-    x is the +-1 pattern an estimator already made); weight: float32 [C, K], +-r_c per row;
+    gradient is the pattern's (x as a quantizer's hardtanh_pattern_source gives it, whose
+    backward applies the estimator, or its +-1 pattern); weight: float32 [C, K], +-r_c per row;
     magnitudes (s [B] or None, r [C] or None) as BinaryLinear.quantized_operands gives them;
     scale: a 0-d output scale (LSR's, a constant: it gets no gradient) or None; bn: BatchNorm1d(C), whose running statistics are
     updated as in its forward. Returns float32 [B, N, C].

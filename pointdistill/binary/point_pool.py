@@ -149,8 +149,8 @@ def point_pool(a: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None
     its forward. magnitudes: for a binary layer, (s [B] or None, r [C] or None) with the
     activation sign(a) s_b per cloud and weight = +-r_c per row (None: 1), as
     BinaryLinear.quantized_operands gives them: a's gradient is then the pattern's (a is the
-    Hardtanh output under the clipped straight-through estimator, or the +-1 pattern another
-    estimator made), as in point_layer; None for a float layer.
+    quantizer's hardtanh_pattern_source of a Hardtanh output, whose backward applies any estimator
+    but the clipped one, or its +-1 pattern), as in point_layer; None for a float layer.
     Returns float32 [B, C]: the pooled BatchNorm output, before any offset or activation.
     The kernels run the path of ``$POINTDISTILL_TRAIN_KERNEL`` (default: the fastest).
     """
