@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pointdistill.records import RecordStoreError, find_store, list_catalog, open_store, register_store
@@ -66,3 +70,25 @@ def test_store_ls_escapes_control_characters(recorded_store, tmp_path, capsys):
     assert main(["store", "ls", "--catalog", catalog]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "evil\\x1b[2J\\x07" in out
+
+
+READ_IN_A_FRESH_PROCESS = """
+import os, sys
+from pointdistill.parquet import parquet_bytes, parquet_rows
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(parquet_bytes([{"store_uri": "/x.zarr", "classes": ["a", "b"], "bytes": 1}]))
+before = len(os.listdir("/proc/self/task"))
+with open(path, "rb") as f:
+    rows = parquet_rows(f) + parquet_rows(path)
+print(rows[0]["classes"] == ["a", "b"] and len(rows) == 2, before, len(os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_reading_catalog_rows_starts_no_arrow_thread(tmp_path):
+    """A command that exits while Arrow's threads live can abort in their teardown (`store ls`
+    exited -6 once in CI): reading rows must start none (pq.read_table starts two)."""
+    out = subprocess.run([sys.executable, "-c", READ_IN_A_FRESH_PROCESS, str(tmp_path / "rows.parquet")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "True" and out[1] == out[2], out
