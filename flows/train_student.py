@@ -39,6 +39,9 @@ def train_student(
     head_widths: Annotated[list[Count] | None, Help("classifier hidden widths (default: the teacher's)")] = None,
     dropout: Annotated[Fraction, Help(
         "probability of dropping a unit before the student's float classifier, in training (0 = none)")] = 0.0,
+    shortcuts: Annotated[bool, Help(
+        "pointnet student: real-valued shortcuts around its hidden binary point layers (Bi-Real Net's): "
+        "x <- x + Hardtanh(BN(binary(x))), the input repeated where a layer widens it")] = False,
     kd_weight: KdWeight = 0.0,
     temperature: Temperature = 2.0,
     reg_weight: RegWeight = 0.0,
@@ -79,7 +82,7 @@ def train_student(
     job = StudentJob(
         store=store, dataset=dataset, out=out, backbone=backbone, quantizer=quantizer, aggregation=aggregation,
         point_widths=tuple(point_widths) if point_widths else None,
-        head_widths=tuple(head_widths) if head_widths else None, dropout=dropout,
+        head_widths=tuple(head_widths) if head_widths else None, dropout=dropout, shortcuts=shortcuts,
         loss=LossConfig(kd_weight=kd_weight, temperature=temperature, reg_weight=reg_weight,
                         regularizer=regularizer, self_weight=self_weight),
         train=StudentTrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,

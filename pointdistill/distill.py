@@ -277,7 +277,8 @@ class StudentJob:
     backbone: the student is ``binary_<backbone>`` (pointdistill.choices.STUDENT_BACKBONE_NAMES);
     its architecture and widths default to the recorded teacher's where that is the same backbone
     (``student_spec``). dropout: the student's, before its float classifier (0 = none; the
-    teacher's own is not copied). existing: what to do when
+    teacher's own is not copied). shortcuts: the PointNet student's real-valued shortcuts
+    (pointdistill.models.binary_pointnet.BinaryPointNetConfig). existing: what to do when
     ``out`` (or an interrupted run of it) is already there: refuse, resume or overwrite.
     validation_fraction: the share of each training class held out of replay and evaluated on
     after every epoch (pointdistill.data.split; the same shapes for every run); 0 = none."""
@@ -291,6 +292,7 @@ class StudentJob:
     point_widths: tuple[int, ...] | None = None
     head_widths: tuple[int, ...] | None = None
     dropout: float = 0.0
+    shortcuts: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
     train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
     online_teacher: str | None = None
@@ -306,12 +308,13 @@ class StudentJob:
 
 def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
                  point_widths: tuple[int, ...] | None = None, head_widths: tuple[int, ...] | None = None,
-                 backbone: str = "pointnet", dropout: float = 0.0) -> dict:
+                 backbone: str = "pointnet", dropout: float = 0.0, shortcuts: bool = False) -> dict:
     """The spec of the binary student ``binary_<backbone>``: the teacher's architecture where the
     teacher is a ``backbone`` too (every field the student shares, not its dropout or T-Nets),
     else the student's defaults (BiPointNet's widths for PointNet); ``head_widths`` and, for the
     PointNet student, ``point_widths`` override. ``dropout``: the student's own, before its float
-    classifier (pointdistill.models.binary_pointnet.binary_head)."""
+    classifier (pointdistill.models.binary_pointnet.binary_head). ``shortcuts``: the PointNet
+    student's real-valued shortcuts around its hidden point layers."""
     check_declared("student backbone", backbone, STUDENT_BACKBONE_NAMES)
     name = f"binary_{backbone}"
     shared = {f.name for f in dataclasses.fields(MODELS[name].config_cls)} - {"name", "num_classes", "dropout"}
@@ -323,6 +326,10 @@ def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
         fields["point_widths"] = point_widths
     if head_widths:
         fields["head_widths"] = head_widths
+    if shortcuts:
+        if "shortcuts" not in shared:
+            raise ValueError(f"shortcuts are the pointnet student's; the {backbone} student has none")
+        fields["shortcuts"] = True
     config = config_from_fields(MODELS[name].config_cls, {**fields, "num_classes": teacher_spec["num_classes"],
                                                           "quantizer": quantizer, "aggregation": aggregation,
                                                           "dropout": dropout})
@@ -342,7 +349,7 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
                           held_out=held_out)
     teacher_spec = loader.attrs["teacher"]["model"]
     spec = student_spec(teacher_spec, job.quantizer, job.aggregation, job.point_widths, job.head_widths,
-                        job.backbone, job.dropout)
+                        job.backbone, job.dropout, job.shortcuts)
     settings = resume_settings(job, train_set.fingerprint())
     settings.pop("storage_options")  # credentials are not settings, and never written
     settings["teacher_sha256"] = loader.attrs["teacher"]["weights_sha256"]

@@ -54,7 +54,7 @@ static PyObject *py_cpu_features(PyObject *self, PyObject *args) {
 
 /* ---------------------------------------------------------------- Plan */
 
-#define MAX_LAYERS 64
+#define MAX_LAYERS PLAN_MAX_POINT_LAYERS  /* binary layers, point and head together */
 
 typedef struct {
     PyObject_HEAD
@@ -72,20 +72,36 @@ static const void *take(PlanObject *self, PyObject *obj, Py_ssize_t count, Py_ss
     return check_size(view, count, itemsize, name) ? view->buf : NULL;
 }
 
-/* (weights, thresholds or None, groups, words, out_words) -> layer; in_words: what the previous layer gives */
+/* (weights, thresholds or None, groups, words, out_words) -> layer; in_words: what the previous layer gives.
+ * in_real > 0: a shortcut layer taking in_real real values, (weights, None, groups, words, out_words, scale,
+ * offset, inputs, outputs). */
 static int take_layer(PlanObject *self, PyObject *spec, struct binary_layer *layer, index_t in_words, int pooled,
-                      const char *name) {
-    PyObject *w, *thr;
-    Py_ssize_t groups, words, out_words;
-    if (!PyArg_ParseTuple(spec, "OOnnn", &w, &thr, &groups, &words, &out_words)) return 0;
+                      index_t in_real, const char *name) {
+    PyObject *w, *thr, *scale = NULL, *offset = NULL;
+    Py_ssize_t groups, words, out_words, inputs = 0, outputs = 0;
+    if (in_real ? !PyArg_ParseTuple(spec, "OOnnnOOnn", &w, &thr, &groups, &words, &out_words, &scale, &offset,
+                                    &inputs, &outputs)
+                : !PyArg_ParseTuple(spec, "OOnnn", &w, &thr, &groups, &words, &out_words))
+        return 0;
     if (groups < 1 || words < 1 || words != in_words || out_words < 1 || groups > mul3(out_words, 8, 1)) {
         PyErr_Format(PyExc_ValueError, "%s: inconsistent sizes (groups %zd, words %zd after %zd, out_words %zd)", name,
                      groups, words, (Py_ssize_t)in_words, out_words);
         return 0;
     }
+    if (in_real && (inputs != in_real || outputs < inputs || outputs % inputs || (inputs + 63) / 64 != words
+                    || (outputs + 63) / 64 != out_words || groups != (outputs + 7) / 8)) {
+        PyErr_Format(PyExc_ValueError, "%s: inconsistent shortcut sizes (inputs %zd after %zd, outputs %zd, words "
+                     "%zd, out_words %zd, groups %zd)", name, inputs, (Py_ssize_t)in_real, outputs, words, out_words,
+                     groups);
+        return 0;
+    }
     layer->groups = groups, layer->words = words, layer->out_words = out_words;
+    layer->inputs = inputs, layer->outputs = outputs, layer->scale = layer->offset = NULL;
     if (!(layer->w = take(self, w, mul3(groups, words, 8), 8, name))) return 0;
     layer->thr = NULL;
+    if (in_real) {
+        return (layer->scale = take(self, scale, outputs, 4, name)) && (layer->offset = take(self, offset, outputs, 4, name));
+    }
     if (!pooled && !(layer->thr = take(self, thr, mul3(groups, 8, 1), 8, name))) return 0;
     return 1;
 }
@@ -97,14 +113,15 @@ static void plan_dealloc(PlanObject *self) {
 
 static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
     PyObject *stem_w, *stem_scale, *stem_offset, *points, *pool, *heads, *last_w, *last_scale, *last_offset;
-    Py_ssize_t m16, stem_out_words, last_groups, last_words, last_outputs, last_inputs;
+    Py_ssize_t m16, stem_out_words, stem_outputs = 0, last_groups, last_words, last_outputs, last_inputs;
     static char *keywords[] = {"stem", "point_layers", "pool", "head_layers", "last", NULL};
     PyObject *stem, *last;
     if (self->view_count) { PyErr_SetString(PyExc_RuntimeError, "Plan is already initialised"); return -1; }
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OO!O!", keywords, &PyTuple_Type, &stem, &PyTuple_Type, &points,
                                      &pool, &PyTuple_Type, &heads, &PyTuple_Type, &last))
         return -1;
-    if (!PyArg_ParseTuple(stem, "OOOnn", &stem_w, &stem_scale, &stem_offset, &m16, &stem_out_words)) return -1;
+    if (!PyArg_ParseTuple(stem, "OOOnn|n", &stem_w, &stem_scale, &stem_offset, &m16, &stem_out_words, &stem_outputs))
+        return -1;
     if (!PyArg_ParseTuple(last, "OnnnnOO", &last_w, &last_groups, &last_words, &last_outputs, &last_inputs,
                           &last_scale, &last_offset))
         return -1;
@@ -113,28 +130,30 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_ValueError, "at most %d binary layers, got %zd", MAX_LAYERS, point_count + head_count);
         return -1;
     }
-    if (m16 < 16 || m16 % 16 || stem_out_words < (m16 + 63) / 64) {
-        PyErr_Format(PyExc_ValueError, "stem: inconsistent sizes (m16 %zd, out_words %zd)", m16, stem_out_words);
+    if (m16 < 16 || m16 % 16 || stem_out_words < (m16 + 63) / 64 || stem_outputs < 0 || stem_outputs > m16
+        || (stem_outputs && stem_out_words != (stem_outputs + 63) / 64)) {
+        PyErr_Format(PyExc_ValueError, "stem: inconsistent sizes (m16 %zd, out_words %zd, real outputs %zd)", m16,
+                     stem_out_words, stem_outputs);
         return -1;
     }
     struct plan *p = &self->plan;
-    p->m16 = m16, p->stem_out_words = stem_out_words;
+    p->m16 = m16, p->stem_out_words = stem_out_words, p->stem_outputs = stem_outputs;
     if (!(p->stem_w = take(self, stem_w, mul3(3, m16, 1), 4, "stem weight"))
         || !(p->stem_scale = take(self, stem_scale, m16, 4, "stem scale"))
         || !(p->stem_offset = take(self, stem_offset, m16, 4, "stem offset")))
         return -1;
-    index_t words = stem_out_words;
+    index_t words = stem_out_words, real = stem_outputs;
     char name[48];
     for (Py_ssize_t i = 0; i < point_count; i++) {
         snprintf(name, sizeof name, "point layer %zd", i);
-        if (!take_layer(self, PyTuple_GET_ITEM(points, i), &self->layers[i], words, 0, name)) return -1;
-        words = self->layers[i].out_words;
+        if (!take_layer(self, PyTuple_GET_ITEM(points, i), &self->layers[i], words, 0, real, name)) return -1;
+        words = self->layers[i].out_words, real = self->layers[i].outputs;
     }
-    if (!take_layer(self, pool, &p->pool, words, 1, "pooled layer")) return -1;
+    if (!take_layer(self, pool, &p->pool, words, 1, 0, "pooled layer")) return -1;
     words = p->pool.out_words;
     for (Py_ssize_t i = 0; i < head_count; i++) {
         snprintf(name, sizeof name, "head layer %zd", i);
-        if (!take_layer(self, PyTuple_GET_ITEM(heads, i), &self->layers[point_count + i], words, 0, name)) return -1;
+        if (!take_layer(self, PyTuple_GET_ITEM(heads, i), &self->layers[point_count + i], words, 0, 0, name)) return -1;
         words = self->layers[point_count + i].out_words;
     }
     if (last_words != words || last_outputs < 1 || last_groups < (last_outputs + 7) / 8 || last_inputs < 1

@@ -9,6 +9,9 @@ The next layer only needs sign(v) (Hardtanh keeps the sign; sign(0) = +1), so:
   s > 0:  v >= 0  <=>  popcount <= floor((K + c / s) / 2)
   s < 0:  flip the channel's weight bits (dot -> -dot), then as above with -s
   s = 0:  constant: threshold K (always +1) if c >= 0, else -1 (never)
+
+A student with real-valued shortcuts keeps s and c (sign folded into the bits as above) on its
+hidden point layers, whose real outputs the engine adds to their inputs (``binary_shortcut``).
 """
 
 from __future__ import annotations
@@ -93,21 +96,23 @@ def _binary_point_layers(module: nn.Sequential) -> list[tuple[BinaryLinear, nn.B
     return pairs
 
 
-def _binary_stack(pairs: list[tuple[BinaryLinear, nn.BatchNorm1d]], last_kind: str) -> list[Layer]:
-    """Threshold layers ("binary"), then the stack's last layer as ``last_kind`` ("binary_pool"
-    or "binary_float"), which keeps its folded scale and offset instead of a threshold."""
-    layers = []
-    for index, (layer, bn) in enumerate(pairs):
-        bits, s, c = _folded(layer, bn)
-        k, m = layer.weight.shape[1], layer.weight.shape[0]
-        if index < len(pairs) - 1:
-            layers.append(Layer("binary", k, m, {"bits": bits, "threshold": popcount_thresholds(s, c, k)}))
-            continue
-        if last_kind == "binary_pool" and not (s > 0).all():
-            raise ExportError("a pooled channel has scale 0 (BatchNorm weight 0); cannot export")
-        layers.append(Layer(last_kind, k, m, {"bits": bits, "scale": s.astype(np.float32),
-                                              "offset": c.astype(np.float32)}))
-    return layers
+def _folded_layer(kind: str, layer: BinaryLinear, bn: nn.BatchNorm1d) -> Layer:
+    """The layer of ``kind``: "binary" keeps a popcount threshold; "binary_pool", "binary_float"
+    and "binary_shortcut" keep the folded scale and offset."""
+    bits, s, c = _folded(layer, bn)
+    k, m = layer.weight.shape[1], layer.weight.shape[0]
+    if kind == "binary":
+        return Layer(kind, k, m, {"bits": bits, "threshold": popcount_thresholds(s, c, k)})
+    if kind == "binary_pool" and not (s > 0).all():
+        raise ExportError("a pooled channel has scale 0 (BatchNorm weight 0); cannot export")
+    return Layer(kind, k, m, {"bits": bits, "scale": s.astype(np.float32), "offset": c.astype(np.float32)})
+
+
+def _binary_stack(pairs: list[tuple[BinaryLinear, nn.BatchNorm1d]], hidden_kind: str, last_kind: str) -> list[Layer]:
+    """The stack's layers as ``hidden_kind`` ("binary" or "binary_shortcut"), its last as
+    ``last_kind`` ("binary_pool" or "binary_float")."""
+    return [_folded_layer(hidden_kind if index < len(pairs) - 1 else last_kind, *pair)
+            for index, pair in enumerate(pairs)]
 
 
 # binary students whose layers do not map onto the engine's, and why
@@ -132,15 +137,17 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
     config = model.config
     if not config.head_widths:
         raise ExportError("export needs at least one binary head layer (head_widths) before the classifier")
+    point_pairs = _binary_point_layers(model.trunk)
+    shortcuts = config.shortcuts and len(point_pairs) > 1  # without hidden point layers there is none
     with torch.no_grad():
         conv, bn0 = model.stem[0], model.stem[1]
         a0, b0 = _batchnorm_affine(bn0)
-        layers = [Layer("stem", 3, conv.out_channels, {
+        layers = [Layer("stem_real" if shortcuts else "stem", 3, conv.out_channels, {
             "weight": conv.weight[:, :, 0].double().numpy().astype(np.float32),
             "scale": a0.astype(np.float32), "offset": b0.astype(np.float32)})]
-        layers += _binary_stack(_binary_point_layers(model.trunk), "binary_pool")
+        layers += _binary_stack(point_pairs, "binary_shortcut" if shortcuts else "binary", "binary_pool")
         head = nn.Sequential(*[m for m in model.head if not isinstance(m, nn.Dropout)])
-        layers += _binary_stack(_binary_point_layers(head), "binary_float")
+        layers += _binary_stack(_binary_point_layers(head), "binary", "binary_float")
         fc = model.head[-1]
         layers.append(Layer("linear", fc.in_features, fc.out_features, {
             "weight": fc.weight.numpy().astype(np.float32), "bias": fc.bias.numpy().astype(np.float32)}))

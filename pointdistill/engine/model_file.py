@@ -1,7 +1,8 @@
-"""The exported binary network file (``.pdbn``, version 1): a plain binary layout, no pickle.
+"""The exported binary network file (``.pdbn``, versions 1 and 2): a plain binary layout, no pickle.
 
     offset 0   magic    b"PDBN"
-    offset 4   uint32   format version (1), little-endian
+    offset 4   uint32   format version, little-endian: 2 where a layer kind of version 2 occurs
+                        (``stem_real``, ``binary_shortcut``), else 1 (what readers before version 2 read)
     offset 8   uint64   H: length of the JSON header in bytes, little-endian
     offset 16  H bytes  JSON header (UTF-8)
     then       payload  zero-padded so it starts at a multiple of 64 bytes from the file start;
@@ -25,6 +26,15 @@ order; every layer has ``kind``, ``in``, ``out`` and ``tensors`` (name -> {offse
 - ``binary_float`` (bits -> float, the layer before the classifier): bits, scale, offset
   float32 [M]; output clip(scale * dot + offset, -1, 1) (Hardtanh).
 - ``linear`` (float): weight float32 [C, M], bias float32 [C].
+
+Real-valued shortcuts (version 2) replace the stem and the point layers before ``binary_pool``:
+
+- ``stem_real`` (float, points -> real per point): tensors as ``stem``; output
+  clip(scale[m] * ((wx px + wy py) + wz pz) + offset[m], -1, 1), float32 in that order.
+- ``binary_shortcut`` (real per point -> real per point, M a multiple of K): bits, scale,
+  offset as ``binary_float``, over the input's signs (bit k = x[k] >= 0); output
+  y[m] = x[m % K] + clip(scale[m] * dot + offset[m], -1, 1), float32 in that order.
+- ``binary_pool`` after them reads the signs of the last layer's output.
 """
 
 from __future__ import annotations
@@ -41,16 +51,20 @@ import numpy as np
 from pointdistill.storage import write_bytes_atomically
 
 MAGIC = b"PDBN"
-VERSION = 1
+VERSIONS = (1, 2)  # the format versions this pointdistill reads
 FORMAT_NAME = "pointdistill.binary-network"
 ALIGN = 64
 LAYER_TENSORS: dict[str, dict[str, str]] = {
     "stem": {"weight": "float32", "scale": "float32", "offset": "float32"},
+    "stem_real": {"weight": "float32", "scale": "float32", "offset": "float32"},
     "binary": {"bits": "uint64", "threshold": "int32"},
+    "binary_shortcut": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "binary_pool": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "binary_float": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "linear": {"weight": "float32", "bias": "float32"},
 }
+KIND_VERSIONS = {"stem_real": 2, "binary_shortcut": 2}  # the format version a layer kind needs (else 1)
+POINT_LAYER_KINDS = {"stem": "binary", "stem_real": "binary_shortcut"}  # stem kind -> its point layers' kind
 
 
 class ModelFileError(ValueError):
@@ -71,7 +85,7 @@ class Layer:
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         m, k = self.outputs, self.inputs
-        if self.kind == "stem":
+        if self.kind in POINT_LAYER_KINDS:
             return {"weight": (m, 3), "scale": (m,), "offset": (m,)}
         if self.kind == "linear":
             return {"weight": (m, k), "bias": (m,)}
@@ -84,7 +98,8 @@ class Layer:
 @dataclass
 class BinaryNetwork:
     """An exported binary PointNet: stem, binary point layers ending in ``binary_pool``, binary
-    head layers ending in ``binary_float``, then ``linear``."""
+    head layers ending in ``binary_float``, then ``linear``; with shortcuts, ``stem_real`` and
+    ``binary_shortcut`` point layers."""
 
     layers: list[Layer]
     class_names: list[str]
@@ -98,12 +113,14 @@ class BinaryNetwork:
     def validate(self, where: str = "model") -> None:
         """Raise ModelFileError unless the layers form a runnable network."""
         kinds = [layer.kind for layer in self.layers]
-        if (len(kinds) < 4 or kinds[0] != "stem" or kinds[-1] != "linear" or kinds[-2] != "binary_float"
+        point_kind = POINT_LAYER_KINDS.get(kinds[0]) if kinds else None
+        if (len(kinds) < 4 or point_kind is None or kinds[-1] != "linear" or kinds[-2] != "binary_float"
                 or kinds.count("binary_pool") != 1
-                or any(k != "binary" for k in kinds[1:kinds.index("binary_pool")])
+                or any(k != point_kind for k in kinds[1:kinds.index("binary_pool")])
                 or any(k != "binary" for k in kinds[kinds.index("binary_pool") + 1:-2])):
             raise ModelFileError(f"{where}: layer sequence {kinds} is not stem, binary..., binary_pool, binary..., "
-                                 f"binary_float, linear")
+                                 f"binary_float, linear, or the same with stem_real, binary_shortcut... before "
+                                 f"binary_pool")
         if self.layers[0].inputs != 3:
             raise ModelFileError(f"{where}: stem takes {self.layers[0].inputs} inputs per point, expected 3")
         for index, layer in enumerate(self.layers):
@@ -126,12 +143,20 @@ class BinaryNetwork:
                 padding = np.uint64(~((1 << (layer.inputs % 64)) - 1) & 0xFFFFFFFFFFFFFFFF)
                 if (layer.tensors["bits"][:, -1] & padding).any():
                     raise ModelFileError(f"{name}: padding bits beyond input {layer.inputs} are not zero")
+            if layer.kind == "binary_shortcut" and layer.outputs % layer.inputs:
+                raise ModelFileError(f"{name}: {layer.outputs} outputs are not a multiple of its {layer.inputs} "
+                                     f"inputs (the shortcut repeats its input)")
             if layer.kind == "binary_pool" and not (layer.tensors["scale"] > 0).all():
                 raise ModelFileError(f"{name}: scale must be > 0 (negative scales are folded into the bits)")
         if len(self.class_names) != self.num_classes:
             raise ModelFileError(f"{where}: {len(self.class_names)} class names for {self.num_classes} outputs")
         if self.aggregation not in ("max", "ema"):
             raise ModelFileError(f"{where}: unknown aggregation {self.aggregation!r}")
+
+    @property
+    def version(self) -> int:
+        """The file format version that holds these layers: the highest their kinds need."""
+        return max(KIND_VERSIONS.get(layer.kind, 1) for layer in self.layers)
 
 
 def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:
@@ -148,13 +173,13 @@ def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:
             payload += data.tobytes()
         layers.append({"kind": layer.kind, "in": layer.inputs, "out": layer.outputs, "tensors": entries})
     header = json.dumps({
-        "format": FORMAT_NAME, "version": VERSION, "num_classes": network.num_classes,
+        "format": FORMAT_NAME, "version": network.version, "num_classes": network.num_classes,
         "class_names": list(network.class_names), "aggregation": network.aggregation, "source": network.source,
         "layers": layers, "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }).encode()
     start = 16 + len(header)
-    return MAGIC + struct.pack("<IQ", VERSION, len(header)) + header + b"\0" * (-start % ALIGN) + bytes(payload)
+    return MAGIC + struct.pack("<IQ", network.version, len(header)) + header + b"\0" * (-start % ALIGN) + bytes(payload)
 
 
 def save_network(path: str | os.PathLike, network: BinaryNetwork) -> int:
@@ -175,8 +200,9 @@ def load_network(path: str | os.PathLike) -> BinaryNetwork:
                 f"`pointdistill export {path} -o MODEL.pdbn`" if blob[:2] == b"PK" else "")
         raise ModelFileError(f"{path}: not a pointdistill binary network (.pdbn) file{hint}")
     version, header_length = struct.unpack_from("<IQ", blob, 4)
-    if version != VERSION:
-        raise ModelFileError(f"{path}: model file version {version}; this pointdistill reads version {VERSION}")
+    if version not in VERSIONS:
+        raise ModelFileError(f"{path}: model file version {version}; this pointdistill reads versions "
+                             f"{', '.join(map(str, VERSIONS))}")
     if 16 + header_length > len(blob):
         raise ModelFileError(f"{path}: truncated ({len(blob)} bytes, header alone needs {16 + header_length})")
     try:
@@ -214,4 +240,6 @@ def load_network(path: str | os.PathLike) -> BinaryNetwork:
             raise
         raise ModelFileError(f"{path}: malformed header ({type(error).__name__}: {error})") from error
     network.validate(str(path))
+    if network.version > version:
+        raise ModelFileError(f"{path}: layer kinds of format version {network.version} in a version {version} file")
     return network

@@ -13,13 +13,25 @@ from pointdistill.engine.model_file import BinaryNetwork, Layer
 ROWS_PER_BLOCK = 256  # bounds the [rows, M, words] XOR temporary
 
 
-def stem_bits(layer: Layer, points: np.ndarray) -> np.ndarray:
-    """float32 [R, 3] -> uint64 [R, ceil(M / 64)]: sign of scale * (W p) + offset, with the
-    product summed as (wx px + wy py) + wz pz in float32 (the kernels' order, bit for bit)."""
+def stem_values(layer: Layer, points: np.ndarray) -> np.ndarray:
+    """float32 [R, 3] -> float32 [R, M]: scale * (W p) + offset, with the product summed as
+    (wx px + wy py) + wz pz in float32 (the kernels' order, bit for bit)."""
     t = layer.tensors
     p, w = points.astype(np.float32), t["weight"]
     z = (p[:, 0:1] * w[:, 0] + p[:, 1:2] * w[:, 1]) + p[:, 2:3] * w[:, 2]  # [R, M]
-    return pack_bits(t["scale"] * z + t["offset"] >= 0)
+    return t["scale"] * z + t["offset"]
+
+
+def stem_bits(layer: Layer, points: np.ndarray) -> np.ndarray:
+    """float32 [R, 3] -> uint64 [R, ceil(M / 64)]: the signs of stem_values."""
+    return pack_bits(stem_values(layer, points) >= 0)
+
+
+def shortcut_values(x: np.ndarray, layer: Layer) -> np.ndarray:
+    """A ``binary_shortcut`` layer: float32 [R, K] -> [R, M]: x repeated M / K times along channels
+    plus Hardtanh(scale * dot + offset), dot = K - 2 popcount(sign(x) XOR w)."""
+    return np.tile(x, layer.outputs // layer.inputs) + float_output(popcounts(pack_bits(x >= 0), layer.tensors["bits"]),
+                                                                   layer)
 
 
 def popcounts(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -44,7 +56,7 @@ def pool_bits(x: np.ndarray, bits: np.ndarray, threshold: np.ndarray) -> np.ndar
 
 
 def float_output(counts: np.ndarray, layer: Layer) -> np.ndarray:
-    """popcounts int32 [R, M] of a ``binary_float`` layer -> float32 [R, M]:
+    """popcounts int32 [R, M] of a ``binary_float`` or ``binary_shortcut`` layer -> float32 [R, M]:
     Hardtanh(scale * dot + offset), dot = K - 2 popcount."""
     dot = (layer.inputs - 2 * counts).astype(np.float32)
     return np.clip(layer.tensors["scale"] * dot + layer.tensors["offset"], -1, 1)
@@ -68,9 +80,19 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
     points = checked_points(points)
     b, n, _ = points.shape
     layers = network.layers
-    x = stem_bits(layers[0], points.reshape(b * n, 3))
-    record(trace, x.reshape(b, n, -1))
     index = 1
+    if layers[0].kind == "stem_real":  # real-valued shortcuts: the trace holds each real output's signs
+        real = np.clip(stem_values(layers[0], points.reshape(b * n, 3)), -1, 1)
+        x = pack_bits(real >= 0)
+        record(trace, x.reshape(b, n, -1))
+        while layers[index].kind == "binary_shortcut":
+            real = shortcut_values(real, layers[index])
+            x = pack_bits(real >= 0)
+            record(trace, x.reshape(b, n, -1))
+            index += 1
+    else:
+        x = stem_bits(layers[0], points.reshape(b * n, 3))
+        record(trace, x.reshape(b, n, -1))
     while layers[index].kind == "binary":
         x = binary_bits(x, layers[index].tensors["bits"], layers[index].tensors["threshold"])
         record(trace, x.reshape(b, n, -1))

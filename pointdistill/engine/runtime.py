@@ -89,27 +89,36 @@ def padded_thresholds(threshold: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class PackedLayer:
     """A binary layer in the kernels' layout: weights uint64 [groups, words, 8], thresholds int64
-    [groups * 8] (None for the pooled layer: they depend on the point count)."""
+    [groups * 8] (None for the pooled layer: they depend on the point count; None for a shortcut
+    layer, which has ``shortcut``: (scale float32 [M], offset float32 [M], K, M))."""
 
     weights: np.ndarray
     thresholds: np.ndarray | None
     out_words: int
+    shortcut: tuple | None = None
 
     @classmethod
     def of(cls, layer: Layer) -> PackedLayer:
-        thresholds = padded_thresholds(layer.tensors["threshold"]) if "threshold" in layer.tensors else None
-        return cls(interleave(layer.tensors["bits"]), thresholds, words(layer.outputs))
+        t = layer.tensors
+        thresholds = padded_thresholds(t["threshold"]) if "threshold" in t else None
+        shortcut = ((np.ascontiguousarray(t["scale"], dtype=np.float32),
+                     np.ascontiguousarray(t["offset"], dtype=np.float32), layer.inputs, layer.outputs)
+                    if layer.kind == "binary_shortcut" else None)
+        return cls(interleave(t["bits"]), thresholds, words(layer.outputs), shortcut)
 
     def spec(self) -> tuple:
-        """(weights, thresholds, groups, words, out_words), as the kernels' Plan takes it."""
-        return (self.weights, self.thresholds, self.weights.shape[0], self.weights.shape[1], self.out_words)
+        """(weights, thresholds, groups, words, out_words[, scale, offset, inputs, outputs]), as the
+        kernels' Plan takes it."""
+        return (self.weights, self.thresholds, self.weights.shape[0], self.weights.shape[1], self.out_words,
+                *(self.shortcut or ()))
 
 
 @dataclass(frozen=True)
 class PackedNetwork:
     """An exported network in the kernels' layout, up to its float hidden layer (``last``)."""
 
-    stem: tuple  # (weight float32 [3, M16], scale [M16], offset [M16] (padding: -1, bit 0), M16, out_words)
+    stem: tuple  # (weight float32 [3, M16], scale [M16], offset [M16] (padding: -1, bit 0), M16, out_words[, M
+    #               for a stem_real, whose M real values per point the shortcut layers take])
     point_layers: tuple[PackedLayer, ...]
     pool: PackedLayer
     head_layers: tuple[PackedLayer, ...]
@@ -130,7 +139,7 @@ class PackedNetwork:
         last = layers[-2]
         last_weights = interleave(last.tensors["bits"])
         return cls(
-            stem=(weight, scale, offset, m16, words(m)),
+            stem=(weight, scale, offset, m16, words(m), *((m,) if layers[0].kind == "stem_real" else ())),
             point_layers=tuple(PackedLayer.of(layer) for layer in layers[1:pool]),
             pool=PackedLayer.of(layers[pool]),
             head_layers=tuple(PackedLayer.of(layer) for layer in layers[pool + 1:-2]),
@@ -145,8 +154,9 @@ class PackedNetwork:
                              tuple(layer.spec() for layer in self.head_layers), self.last)
 
     def trace_buffers(self, clouds: int, num_points: int) -> tuple[np.ndarray, ...]:
-        """One uint64 array per layer output: [clouds, N, words] per point layer (the stem first),
-        [clouds, words] for the pooled and head layers."""
+        """One uint64 array per layer output: [clouds, N, words] per point layer (the stem first; the
+        signs of its real values where the network has shortcuts), [clouds, words] for the pooled and
+        head layers."""
         per_point = [self.stem[4], *(layer.out_words for layer in self.point_layers)]
         per_cloud = [self.pool.out_words, *(layer.out_words for layer in self.head_layers)]
         return (tuple(np.zeros((clouds, num_points, w), dtype=np.uint64) for w in per_point)
@@ -177,7 +187,8 @@ class Engine:
 
     def __call__(self, points: np.ndarray, trace: list | None = None) -> np.ndarray:
         """float32 [B, N, 3] -> logits float32 [B, C]; ``trace`` (a list) receives every layer's output
-        (packed bits [B, N, words] per point layer, [B, words] after pooling, float before the classifier).
+        (packed bits [B, N, words] per point layer (signs of the real values with shortcuts), [B, words]
+        after pooling, float before the classifier).
         One call into the kernels runs every layer up to the float hidden layer, cloud by cloud."""
         if self.kernel == "numpy":
             return reference.forward(self.network, points, trace)

@@ -70,12 +70,22 @@ def binary_point_mlp(widths: list[int], quantizer: str, float_first: bool = Fals
     return nn.Sequential(*layers)
 
 
+def repeat_channels(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x [B, N, K] -> [B, N, width] (width a multiple of K): channel m is x's channel m % K."""
+    return x if x.shape[-1] == width else x.repeat(1, 1, width // x.shape[-1])
+
+
 @dataclass(frozen=True)
 class BinaryPointNetConfig:
     """point_widths: per-point widths, the first layer (3 -> point_widths[0]) in float, the rest
     binary; the last is the pooled size D. head_widths: binary hidden layers of the classifier,
     whose final layer (-> num_classes) is float. Each binary layer is followed by BatchNorm.
-    dropout: the probability of dropping a unit before that float layer, in training only."""
+    dropout: the probability of dropping a unit before that float layer, in training only.
+    shortcuts: real-valued shortcuts around the hidden binary point layers (Bi-Real Net's; every
+    point layer but the pooled one): x <- repeat_channels(x) + Hardtanh(BN(binary(sign x))), the input
+    repeated along channels where the layer widens it (each such width a multiple of its input's).
+    The layers stay binary; a point carries 32-bit values between them (the engine adds them in
+    float32)."""
 
     num_classes: int
     point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
@@ -83,11 +93,16 @@ class BinaryPointNetConfig:
     quantizer: str = "lsr"
     aggregation: str = "ema"
     dropout: float = 0.0
+    shortcuts: bool = False
 
     def __post_init__(self):
         check_binary_choices(self)
         if len(self.point_widths) < 2 or min(self.point_widths) < 1:
             raise ValueError(f"BinaryPointNetConfig.point_widths needs >= 2 positive widths, got {self.point_widths}")
+        hidden = list(zip(self.point_widths[:-2], self.point_widths[1:-1]))
+        if self.shortcuts and any(c_out % c_in for c_in, c_out in hidden):
+            raise ValueError(f"BinaryPointNetConfig.shortcuts needs each hidden point width to be a multiple of the "
+                             f"one before it (the shortcut repeats its input), got point_widths {self.point_widths}")
         check_at_least("BinaryPointNetConfig", 2, num_classes=self.num_classes)
         check_fraction("BinaryPointNetConfig", dropout=self.dropout)
 
@@ -113,16 +128,18 @@ class BinaryPointNet(nn.Module):
         """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features
         stay [B, N, channels] (features last, pointdistill.models.per_point)."""
         x = per_point_layers(self.stem, points, self.training_kernel)
+        hardtanh_output = not self.config.shortcuts  # a shortcut's sum leaves [-1, 1]
         hidden = self.trunk[:-2]
         for layer, bn, activation in zip(hidden[0::3], hidden[1::3], hidden[2::3]):
-            if fused_path_applies(self.training_kernel, x, bn, binary=True):  # x: a Hardtanh output
-                a, wq, a_scale, w_scale = layer.quantized_operands(x, x_is_hardtanh_output=True)
-                x = point_layer(a, wq, layer.quantizer.output_factor(), bn, (a_scale, w_scale))
+            if fused_path_applies(self.training_kernel, x, bn, binary=True):
+                a, wq, a_scale, w_scale = layer.quantized_operands(x, x_is_hardtanh_output=hardtanh_output)
+                z = point_layer(a, wq, layer.quantizer.output_factor(), bn, (a_scale, w_scale))
             else:
-                x = activation(per_point(bn, layer(x)))
+                z = activation(per_point(bn, layer(x)))
+            x = repeat_channels(x, z.shape[-1]) + z if self.config.shortcuts else z
         last, bn = self.trunk[-2:]
         if fused_path_applies(self.training_kernel, x, bn, binary=True):
-            a, wq, a_scale, w_scale = last.quantized_operands(x, x_is_hardtanh_output=True)
+            a, wq, a_scale, w_scale = last.quantized_operands(x, x_is_hardtanh_output=hardtanh_output)
             pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn,
                                  magnitudes=(a_scale, w_scale)) + self.aggregate.offset(x.shape[1]))
         else:

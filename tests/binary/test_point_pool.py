@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pointdistill.binary import initialize_binary_scales
+from pointdistill.binary import BinaryLinear, initialize_binary_scales
 from pointdistill.binary.popcount import FALLING, FLAT, RISING, BinaryProduct, PooledProduct, available_paths
 from pointdistill.distill import student_spec
 from pointdistill.models import create_model
@@ -69,6 +69,36 @@ def _clouds(batch=5, n=77, seed=0):
 def test_student_step_matches_reference(quantizer, aggregation):
     points = _clouds()
     model = _student(quantizer, aggregation, points)
+    _assert_same_step(model, points)
+
+
+def _binary_point_inputs(model, points) -> list[torch.Tensor]:
+    """The inputs of the trunk's binary layers in the reference forward: with shortcuts, all but
+    the first are sums of Hardtanh outputs."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+             for m in model.trunk if isinstance(m, BinaryLinear)]
+    _step(model, points, "reference")
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_a_student_with_shortcuts_steps_like_the_reference(quantizer):
+    """Real-valued shortcuts: the fused layers read inputs beyond [-1, 1] (their straight-through
+    estimators see the sums), and the 32 -> 64 layer's shortcut repeats its input. A sum that the
+    two paths round to either side of the estimator's clip at |x| = 1 (1e-7 apart: the fused
+    BatchNorm sums in another order) gets its gradient in one path only, so these clouds have none
+    within 1e-5 of it that is not exactly +-1 (a saturated sum, the same in both)."""
+    points = _clouds(seed=1)
+    torch.manual_seed(3)
+    teacher = {**TEACHER, "point_widths": [16, 32, 32, 64, 203]}
+    model = create_model(student_spec(teacher, quantizer, "ema", shortcuts=True))
+    initialize_binary_scales(model, points)
+    assert model.config.shortcuts
+    distance = torch.cat([((x.abs() - 1).abs()).flatten() for x in _binary_point_inputs(model, points)[1:]])
+    assert (distance == 0).any() and not ((distance > 0) & (distance < 1e-5)).any()
     _assert_same_step(model, points)
 
 

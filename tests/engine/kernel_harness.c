@@ -4,9 +4,11 @@
  *     kernel_harness <path name> <case file> <output file>
  *
  * Case file (little-endian, written by test_kernel_paths.py): int64 clouds, n, m16, stem_out_words,
- * point_count, head_count; float32 points [clouds, n, 3], stem weight [3, m16], scale [m16],
- * offset [m16]; per point layer int64 groups, words, out_words, uint64 weights [groups, words, 8],
- * int64 thresholds [groups * 8]; the pooled layer the same (its thresholds for n points); the head
+ * point_count, head_count, stem_outputs (0: no shortcuts); float32 points [clouds, n, 3], stem weight
+ * [3, m16], scale [m16], offset [m16]; per point layer int64 groups, words, out_words, uint64 weights
+ * [groups, words, 8], int64 thresholds [groups * 8] (with shortcuts instead: int64 inputs, outputs
+ * after out_words, float32 scale [outputs], offset [outputs] after the weights); the pooled layer as
+ * a point layer without shortcuts (its thresholds for n points); the head
  * layers the same; the last layer int64 groups, words, outputs, inputs, uint64 weights, float32
  * scale [outputs], offset [outputs].
  * Output file: every traced layer's bits (uint64, as plan_forward's trace), then h float32
@@ -37,10 +39,13 @@ static int64_t read_int(void) {
     return value;
 }
 
-static void read_layer(struct binary_layer *layer) {
+static void read_layer(struct binary_layer *layer, int shortcut) {
     layer->groups = read_int(), layer->words = read_int(), layer->out_words = read_int();
+    layer->inputs = shortcut ? read_int() : 0, layer->outputs = shortcut ? read_int() : 0;
     layer->w = read_array(layer->groups * layer->words * 8, sizeof(uint64_t));
-    layer->thr = read_array(layer->groups * 8, sizeof(int64_t));
+    layer->thr = shortcut ? NULL : read_array(layer->groups * 8, sizeof(int64_t));
+    layer->scale = shortcut ? read_array(layer->outputs, sizeof(float)) : NULL;
+    layer->offset = shortcut ? read_array(layer->outputs, sizeof(float)) : NULL;
 }
 
 int main(int argc, char **argv) {
@@ -62,16 +67,21 @@ int main(int argc, char **argv) {
     struct plan p;
     const index_t clouds = read_int(), n = read_int();
     p.m16 = read_int(), p.stem_out_words = read_int(), p.point_count = read_int(), p.head_count = read_int();
+    p.stem_outputs = read_int();
     const float *points = read_array(clouds * n * 3, sizeof(float));
     p.stem_w = read_array(3 * p.m16, sizeof(float));
     p.stem_scale = read_array(p.m16, sizeof(float));
     p.stem_offset = read_array(p.m16, sizeof(float));
     struct binary_layer *point_layers = calloc(p.point_count + 1, sizeof *point_layers);
     struct binary_layer *head_layers = calloc(p.head_count + 1, sizeof *head_layers);
-    for (index_t i = 0; i < p.point_count; i++) read_layer(&point_layers[i]);
-    read_layer(&p.pool);
+    if (p.point_count > PLAN_MAX_POINT_LAYERS) {
+        fprintf(stderr, "more than %d point layers\n", PLAN_MAX_POINT_LAYERS);
+        return 2;
+    }
+    for (index_t i = 0; i < p.point_count; i++) read_layer(&point_layers[i], p.stem_outputs > 0);
+    read_layer(&p.pool, 0);
     const int64_t *pool_thr = p.pool.thr;
-    for (index_t i = 0; i < p.head_count; i++) read_layer(&head_layers[i]);
+    for (index_t i = 0; i < p.head_count; i++) read_layer(&head_layers[i], 0);
     p.point_layers = point_layers, p.head_layers = head_layers;
     p.last_groups = read_int(), p.last_words = read_int(), p.last_outputs = read_int(), p.last_inputs = read_int();
     p.last_w = read_array(p.last_groups * p.last_words * 8, sizeof(uint64_t));

@@ -21,12 +21,12 @@ SIGN_QUANTIZERS = ["bnn", "lsr", "irnet", "bireal"]
 COMPILED = [k for k in available_kernels() if k != "numpy"]
 
 
-def random_student(quantizer: str, aggregation: str, seed: int = 0, **widths) -> Checkpoint:
+def random_student(quantizer: str, aggregation: str, seed: int = 0, **fields) -> Checkpoint:
     """A student whose BatchNorm statistics, affine parameters and LSR scales are random (some
     negative), so every folding case (negative scale, flipped bits) occurs."""
     torch.manual_seed(seed)
     config = BinaryPointNetConfig(num_classes=10, quantizer=quantizer, aggregation=aggregation,
-                                  **({"point_widths": (64, 64, 100, 130), "head_widths": (70, 33)} | widths))
+                                  **({"point_widths": (64, 64, 100, 130), "head_widths": (70, 33)} | fields))
     spec = model_spec("binary_pointnet", config)
     model = create_model(spec)
     for module in model.modules():
@@ -45,11 +45,13 @@ def real_clouds(shapes_dir):
     return load_dataset(shapes_dir, "test", 200).points[:6]
 
 
+@pytest.mark.parametrize("shortcuts", [False, True], ids=["plain", "shortcuts"])
 @pytest.mark.parametrize("aggregation", ["max", "ema"])
 @pytest.mark.parametrize("quantizer", SIGN_QUANTIZERS)
 def test_engine_logits_equal_the_pytorch_student_and_kernels_match_the_reference_bit_for_bit(
-        quantizer, aggregation, real_clouds):
-    checkpoint = random_student(quantizer, aggregation)
+        quantizer, aggregation, shortcuts, real_clouds):
+    checkpoint = random_student(quantizer, aggregation, **({"shortcuts": True, "point_widths": (64, 64, 128, 130)}
+                                                           if shortcuts else {}))
     model = checkpoint.build_model()
     network = export_student(checkpoint)
     noise = np.random.default_rng(1).standard_normal((5, 200, 3)).astype(np.float32)
@@ -66,15 +68,17 @@ def test_engine_logits_equal_the_pytorch_student_and_kernels_match_the_reference
                 assert bits.dtype == oracle.dtype and np.array_equal(bits, oracle), f"{kernel}: layer {index}"
 
 
-def test_a_trained_student_exports_and_predicts_like_pytorch(recorded_store, shapes_dir, tmp_path):
+@pytest.mark.parametrize("shortcuts", [False, True], ids=["plain", "shortcuts"])
+def test_a_trained_student_exports_and_predicts_like_pytorch(shortcuts, recorded_store, shapes_dir, tmp_path):
     from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
     from pointdistill.losses import LossConfig
     from pointdistill.models import load_checkpoint
 
     job = StudentJob(store=recorded_store, dataset=shapes_dir, out=str(tmp_path / "student"), quantizer="lsr",
-                     aggregation="ema", loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
+                     aggregation="ema", shortcuts=shortcuts, loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
                      train=StudentTrainConfig(epochs=2, batch_size=16, device="cpu", lr=0.01))
     summary = run_student_job(job, progress=False)
+    assert summary["student"]["shortcuts"] is shortcuts
     student = summary["outputs"]["checkpoint"]
     model_file = tmp_path / "student.pdbn"
     run = subprocess.run([sys.executable, "-m", "flows.cli", "export", student, "-o", str(model_file)],
@@ -85,7 +89,9 @@ def test_a_trained_student_exports_and_predicts_like_pytorch(recorded_store, sha
     with torch.no_grad():
         expected = checkpoint.build_model()(torch.from_numpy(test_set.points)).logits.numpy()
     network = load_network(model_file)
+    assert (network.layers[0].kind == "stem_real") is shortcuts
     np.testing.assert_allclose(Engine(network)(test_set.points), expected, rtol=1e-5, atol=1e-5)
+    assert summary["final_test_overall_accuracy"] == pytest.approx(np.mean(expected.argmax(1) == test_set.labels))
     predicted = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(model_file), shapes_dir,
                                 "--out", str(tmp_path / "predictions.csv")], capture_output=True, text=True,
                                timeout=120)
@@ -150,8 +156,8 @@ def test_bad_model_files_give_clear_errors(model_file, tmp_path):
         load_network(written("truncated.pdbn", blob[: len(blob) - 100]))
     with pytest.raises(ModelFileError, match="truncated"):
         load_network(written("header-cut.pdbn", blob[:40]))
-    with pytest.raises(ModelFileError, match="version 2; this pointdistill reads version 1"):
-        load_network(written("v2.pdbn", blob[:4] + struct.pack("<I", 2) + blob[8:]))
+    with pytest.raises(ModelFileError, match="version 3; this pointdistill reads versions 1, 2"):
+        load_network(written("v3.pdbn", blob[:4] + struct.pack("<I", 3) + blob[8:]))
     with pytest.raises(ModelFileError, match=r"not a pointdistill binary network \(.pdbn\) file$"):
         load_network(written("other.pdbn", b"GIF8" + blob[4:]))
     with pytest.raises(ModelFileError, match="looks like a PyTorch checkpoint: make the model file with `pointdistill export"):
@@ -180,6 +186,42 @@ def test_cli_names_a_bad_model_file_and_exits_2(tmp_path):
     run = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(bad), str(clouds)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and f"{bad}: " in run.stderr
+
+
+SHORTCUTS = {"shortcuts": True, "point_widths": (64, 64, 128, 130)}
+
+
+def test_shortcuts_take_format_version_2_and_a_plain_student_keeps_version_1(tmp_path):
+    """Readers of version 1 go on reading every student without shortcuts; a file of shortcut
+    layers says version 2, and one that claims version 1 is refused."""
+    for fields, version in (({}, 1), (SHORTCUTS, 2)):
+        network = export_student(random_student("lsr", "ema", **fields))
+        path = tmp_path / f"v{version}.pdbn"
+        save_network(path, network)
+        assert struct.unpack_from("<I", path.read_bytes(), 4)[0] == version == network.version
+        assert [layer.kind for layer in load_network(path).layers] == [layer.kind for layer in network.layers]
+    assert [layer.kind for layer in network.layers][:4] == ["stem_real", "binary_shortcut", "binary_shortcut",
+                                                            "binary_pool"]
+    blob = (tmp_path / "v2.pdbn").read_bytes()
+    claimed = tmp_path / "claimed-v1.pdbn"
+    claimed.write_bytes(blob[:4] + struct.pack("<I", 1) + blob[8:])
+    with pytest.raises(ModelFileError, match="layer kinds of format version 2 in a version 1 file"):
+        load_network(claimed)
+
+
+def test_shortcut_layers_that_do_not_repeat_their_input_whole_or_mix_with_threshold_layers_are_refused():
+    network = export_student(random_student("lsr", "ema", point_widths=(64, 96, 96, 130)))
+    network.layers[0].kind = "stem_real"
+    for layer in network.layers[1:3]:
+        layer.kind = "binary_shortcut"
+        layer.tensors = {"bits": layer.tensors["bits"], "scale": np.ones(layer.outputs, np.float32),
+                         "offset": np.zeros(layer.outputs, np.float32)}
+    with pytest.raises(ModelFileError, match=r"layer 1 \(binary_shortcut\): 96 outputs are not a multiple of its "
+                                             r"64 inputs"):
+        network.validate()
+    network.layers[0].kind = "stem"
+    with pytest.raises(ModelFileError, match=r"layer sequence \['stem', 'binary_shortcut'.* is not"):
+        network.validate()
 
 
 @pytest.mark.skipif(not COMPILED, reason="the C extension is not built")
@@ -218,6 +260,16 @@ def test_kernels_check_sizes_instead_of_overrunning():
         _kernels.pool(code, x, pool.weights, thresholds, 2**62, pool.weights.shape[0], 4, pool.out_words, out)
     with pytest.raises(ValueError, match="unknown kernel path code 99"):
         _kernels.pool(99, x, pool.weights, thresholds, 1, 1, 3, 1, out)
+    shortcut = Engine(export_student(random_student("lsr", "ema", **SHORTCUTS)), COMPILED[0]).packed
+    specs = [layer.spec() for layer in shortcut.point_layers]
+    heads = tuple(layer.spec() for layer in shortcut.head_layers)
+    with pytest.raises(ValueError, match=r"point layer 1: inconsistent shortcut sizes \(inputs 64 after 64, outputs 96"):
+        _kernels.Plan(shortcut.stem, (specs[0], (*specs[1][:-1], 96)), shortcut.pool.spec(), heads, shortcut.last)
+    with pytest.raises(ValueError, match="point layer 1: buffer of 256 bytes is too small"):  # scale of 64 for 128
+        _kernels.Plan(shortcut.stem, (specs[0], (*specs[1][:5], specs[1][5][:64], *specs[1][6:])),
+                      shortcut.pool.spec(), heads, shortcut.last)
+    with pytest.raises(ValueError, match=r"stem: inconsistent sizes \(m16 64, out_words 1, real outputs 65\)"):
+        _kernels.Plan((*shortcut.stem[:5], 65), tuple(specs), shortcut.pool.spec(), heads, shortcut.last)
 
 
 def test_non_finite_weights_are_refused_by_export_and_by_the_engine(tmp_path):

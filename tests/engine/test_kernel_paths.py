@@ -33,6 +33,10 @@ CASES = [
     ("bnn", "max", {}, (65,)),
     ("bireal", "ema", {"point_widths": (5, 7, 130), "head_widths": (2050, 33)}, (1, 3, 64)),
     ("irnet", "max", {"point_widths": (100, 2050, 200), "head_widths": (70,)}, (37,)),
+    # real-valued shortcuts: widening (64 -> 128, 70 -> 140), a two-word real row, point counts
+    # around the 64-point blocks
+    ("lsr", "ema", {"shortcuts": True, "point_widths": (64, 64, 128, 130)}, (1024, 65)),
+    ("bnn", "max", {"shortcuts": True, "point_widths": (70, 140, 140, 90), "head_widths": (33,)}, (1, 129)),
 ]
 
 
@@ -40,12 +44,15 @@ def write_case(path: Path, engine: Engine, clouds: np.ndarray) -> None:
     """The harness's case file (its header comment gives the layout)."""
     packed: PackedNetwork = engine.packed
     b, n, _ = clouds.shape
-    weight, scale, offset, m16, stem_words = packed.stem
-    parts = [np.array([b, n, m16, stem_words, len(packed.point_layers), len(packed.head_layers)], dtype="<i8"),
-             clouds.astype("<f4"), weight, scale, offset]
+    weight, scale, offset, m16, stem_words, *stem_outputs = packed.stem
+    parts = [np.array([b, n, m16, stem_words, len(packed.point_layers), len(packed.head_layers), *(stem_outputs or [0])],
+                      dtype="<i8"), clouds.astype("<f4"), weight, scale, offset]
 
     def layer(packed_layer, thresholds=None):
-        w, t, groups, words, out_words = packed_layer.spec()
+        w, t, groups, words, out_words, *shortcut = packed_layer.spec()
+        if shortcut:
+            layer_scale, layer_offset, inputs, outputs = shortcut
+            return [np.array([groups, words, out_words, inputs, outputs], dtype="<i8"), w, layer_scale, layer_offset]
         return [np.array([groups, words, out_words], dtype="<i8"), w, t if thresholds is None else thresholds]
 
     for packed_layer in packed.point_layers:

@@ -13,6 +13,7 @@ from pointdistill.models import (
     MODELS, Checkpoint, DGCNNConfig, PointNet2Config, create_model, load_checkpoint, model_spec,
 )
 from pointdistill.models.binary_dgcnn import BinaryDGCNNConfig
+from pointdistill.models.binary_pointnet import BinaryPointNetConfig
 from pointdistill.models.binary_pointnet2 import BinaryPointNet2Config
 from pointdistill.models.dgcnn import edge_features
 from pointdistill.models.per_point import per_point_layers
@@ -72,6 +73,8 @@ def test_the_students_keep_the_teachers_layout_with_float_first_and_last_layers(
         assert isinstance(model.head[0], BinaryLinear) and type(model.head[-1]) is torch.nn.Linear
     with pytest.raises(ValueError, match="point_widths set the pointnet student's layers"):
         student_spec(model_spec("dgcnn", TEACHERS["dgcnn"]), "lsr", "ema", point_widths=(8, 8), backbone="dgcnn")
+    with pytest.raises(ValueError, match="shortcuts are the pointnet student's; the dgcnn student has none"):
+        student_spec(model_spec("dgcnn", TEACHERS["dgcnn"]), "lsr", "ema", shortcuts=True, backbone="dgcnn")
 
 
 def test_ema_adds_the_offset_for_the_elements_each_aggregation_pools():
@@ -151,6 +154,13 @@ def test_table_6_layout_runs_only_the_named_methods_of_the_grid():
 def test_a_binary_students_config_refuses_a_bad_field_under_its_own_name(config_cls, field, value):
     with pytest.raises(ValueError, match=f"^{config_cls.__name__}[.:]"):
         config_cls(num_classes=4, **{field: value})
+
+
+def test_shortcuts_need_each_hidden_point_width_a_multiple_of_the_one_before():
+    """The shortcut repeats its input along channels; the pooled layer (128 -> 1000) has none."""
+    assert BinaryPointNetConfig(num_classes=4, point_widths=(64, 64, 128, 1000), shortcuts=True).shortcuts
+    with pytest.raises(ValueError, match=r"^BinaryPointNetConfig.shortcuts needs .* got point_widths \(64, 96, 1024\)"):
+        BinaryPointNetConfig(num_classes=4, point_widths=(64, 96, 1024), shortcuts=True)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -102,15 +102,99 @@ static index_t widest_cloud_row(const struct plan *p) {
     return words;
 }
 
+/* ---------------------------------------------------------------- real-valued shortcuts */
+
+enum { SHORTCUT_ROWS = 64 };  /* points per block: a block's real values stay in L1/L2 */
+
+/* the widest real-valued row (stem and shortcut layers), in channels */
+static index_t widest_real_row(const struct plan *p) {
+    index_t width = p->stem_outputs;
+    for (index_t i = 0; i < p->point_count; i++)
+        if (p->point_layers[i].outputs > width) width = p->point_layers[i].outputs;
+    return width;
+}
+
+/* points float32 [rows, 3] -> x float32 [rows, stem_outputs]: clip(scale*((wx*px + wy*py) + wz*pz) + offset,
+ * -1, 1), NumPy's order and rounding (built with -ffp-contract=off) */
+static void stem_real(const struct plan *p, const float *points, index_t rows, float *x) {
+    const float *wx = p->stem_w, *wy = p->stem_w + p->m16, *wz = p->stem_w + 2 * p->m16;
+    for (index_t r = 0; r < rows; r++) {
+        const float px = points[3 * r], py = points[3 * r + 1], pz = points[3 * r + 2];
+        float *xr = x + r * p->stem_outputs;
+        for (index_t c = 0; c < p->stem_outputs; c++) {
+            const float v = p->stem_scale[c] * ((wx[c] * px + wy[c] * py) + wz[c] * pz) + p->stem_offset[c];
+            xr[c] = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+        }
+    }
+}
+
+/* x float32 [rows, width] -> bits [rows, out_words]: bit c = (x[c] >= 0), the sign (sign(0) = +1) */
+static void sign_bits(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out) {
+    for (index_t r = 0; r < rows; r++) {
+        uint64_t *o = out + r * out_words;
+        memset(o, 0, out_words * sizeof(uint64_t));
+        for (index_t c = 0; c < width; c++)
+            if (x[r * width + c] >= 0.0f) o[c >> 6] |= (uint64_t)1 << (c & 63);
+    }
+}
+
+/* x float32 [rows, K] with its sign bits [rows, words] -> y float32 [rows, M] (struct binary_layer);
+ * counts: int32 [rows, M] scratch */
+static void shortcut_layer(const struct kernel_table *k, const struct binary_layer *layer, const float *x,
+                           const uint64_t *bits, index_t rows, int32_t *counts, float *y) {
+    const index_t in = layer->inputs, out = layer->outputs;
+    k->counts(bits, layer->w, rows, layer->groups, layer->words, out, counts);
+    for (index_t r = 0; r < rows; r++)
+        for (index_t c = 0; c < out; c++) {
+            const float dot = (float)(in - 2 * (index_t)counts[r * out + c]);
+            const float v = layer->scale[c] * dot + layer->offset[c];
+            y[r * out + c] = x[r * in + c % in] + (v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v));
+        }
+}
+
+/* scratch of shortcut_points: two real blocks and counts [SHORTCUT_ROWS, widest real], two bit blocks
+ * [SHORTCUT_ROWS, widest words] */
+static index_t shortcut_work_bytes(const struct plan *p) {
+    if (!p->stem_outputs) return 0;
+    return 4 * 3 * SHORTCUT_ROWS * widest_real_row(p) + 8 * 2 * SHORTCUT_ROWS * widest_point_row(p);
+}
+
+/* One cloud's n points (points float32 [n, 3]) through the stem and the shortcut layers, a block of points
+ * at a time; out: the last layer's sign bits [n, words], the pooled layer's input. trace: NULL, or the
+ * stem's and point layers' arrays already offset to this cloud. */
+static void shortcut_points(const struct plan *p, const struct kernel_table *k, const float *points, index_t n,
+                            uint64_t *const *trace, void *scratch, uint64_t *out) {
+    const index_t real_width = widest_real_row(p), words = widest_point_row(p);
+    float *real[2] = {scratch, (float *)scratch + SHORTCUT_ROWS * real_width};
+    int32_t *counts = (int32_t *)(real[1] + SHORTCUT_ROWS * real_width);
+    uint64_t *block_bits[2] = {(uint64_t *)(counts + SHORTCUT_ROWS * real_width),
+                               (uint64_t *)(counts + SHORTCUT_ROWS * real_width) + SHORTCUT_ROWS * words};
+    for (index_t start = 0; start < n; start += SHORTCUT_ROWS) {
+        const index_t rows = n - start < SHORTCUT_ROWS ? n - start : SHORTCUT_ROWS;
+        index_t width = p->stem_outputs, out_words = p->stem_out_words;
+        stem_real(p, points + 3 * start, rows, real[0]);
+        for (index_t i = 0; i <= p->point_count; i++) {  /* i: the output of the stem (0) or point layer i - 1 */
+            if (i) {
+                const struct binary_layer *layer = &p->point_layers[i - 1];
+                shortcut_layer(k, layer, real[(i - 1) % 2], block_bits[(i - 1) % 2], rows, counts, real[i % 2]);
+                width = layer->outputs, out_words = layer->out_words;
+            }
+            uint64_t *bits = i == p->point_count ? out + start * out_words : block_bits[i % 2];
+            sign_bits(real[i % 2], rows, width, out_words, bits);
+            if (trace) memcpy(trace[i] + start * out_words, bits, rows * out_words * sizeof(uint64_t));
+        }
+    }
+}
+
 /* work layout, for one cloud: stem bits [n, stem_out_words], two ping-pong row buffers
  * [n, widest], two cloud rows [widest], counts int32 [last_outputs], row_of int32 [n],
- * the hash table int32 [table_size(n)] */
+ * the hash table int32 [table_size(n)], then (with shortcuts) shortcut_points' scratch */
 index_t plan_work_bytes(const struct plan *p, index_t n) {
     const index_t limit = (index_t)1 << 40;
     const index_t widest = widest_point_row(p);
     if (n < 1 || n > limit || widest > limit / n) return -1;
     return 8 * (n * p->stem_out_words + 2 * n * widest + 2 * widest_cloud_row(p))
-         + 4 * (p->last_outputs + n + table_size(n)) + 8;
+         + 4 * (p->last_outputs + n + table_size(n)) + 8 + shortcut_work_bytes(p);
 }
 
 void plan_forward(const struct plan *p, const struct kernel_table *k, const float *points, index_t clouds,
@@ -120,17 +204,30 @@ void plan_forward(const struct plan *p, const struct kernel_table *k, const floa
     uint64_t *cloud_rows[2] = {rows[1] + n * widest, rows[1] + n * widest + cloud_widest};
     int32_t *counts = (int32_t *)(cloud_rows[1] + cloud_widest), *row_of = counts + p->last_outputs,
             *table = row_of + n;
+    /* 8-byte aligned: the int32 part above is padded by 8 bytes, rounded down to a whole word */
+    void *shortcut_scratch = (uint64_t *)work + (plan_work_bytes(p, n) - shortcut_work_bytes(p)) / 8;
+    uint64_t *cloud_trace[1 + PLAN_MAX_POINT_LAYERS];
     for (index_t b = 0; b < clouds; b++) {
-        uint64_t *stem_out = trace ? trace[0] + b * n * p->stem_out_words : stem_bits;
-        k->stem(points + b * n * 3, p->stem_w, p->stem_scale, p->stem_offset, n, p->m16, p->stem_out_words, stem_out);
-        const index_t u = distinct_rows(stem_out, n, p->stem_out_words, rows[0], row_of, table);
-        uint64_t *x = rows[0];
-        for (index_t i = 0; i < p->point_count; i++) {
-            const struct binary_layer *layer = &p->point_layers[i];
-            uint64_t *y = rows[(i + 1) % 2];
-            k->binary(x, layer->w, layer->thr, u, layer->groups, layer->words, layer->out_words, y);
-            if (trace) expand_rows(y, row_of, n, layer->out_words, trace[1 + i] + b * n * layer->out_words);
-            x = y;
+        uint64_t *x;
+        index_t u;
+        if (p->stem_outputs) {
+            for (index_t i = 0; trace && i <= p->point_count; i++)
+                cloud_trace[i] = trace[i] + b * n * (i ? p->point_layers[i - 1].out_words : p->stem_out_words);
+            shortcut_points(p, k, points + b * n * 3, n, trace ? cloud_trace : NULL, shortcut_scratch, rows[0]);
+            x = rows[0], u = n;
+        } else {
+            uint64_t *stem_out = trace ? trace[0] + b * n * p->stem_out_words : stem_bits;
+            k->stem(points + b * n * 3, p->stem_w, p->stem_scale, p->stem_offset, n, p->m16, p->stem_out_words,
+                    stem_out);
+            u = distinct_rows(stem_out, n, p->stem_out_words, rows[0], row_of, table);
+            x = rows[0];
+            for (index_t i = 0; i < p->point_count; i++) {
+                const struct binary_layer *layer = &p->point_layers[i];
+                uint64_t *y = rows[(i + 1) % 2];
+                k->binary(x, layer->w, layer->thr, u, layer->groups, layer->words, layer->out_words, y);
+                if (trace) expand_rows(y, row_of, n, layer->out_words, trace[1 + i] + b * n * layer->out_words);
+                x = y;
+            }
         }
         uint64_t *pooled = trace ? trace[1 + p->point_count] + b * p->pool.out_words : cloud_rows[0];
         k->pool(x, p->pool.w, pool_thr, u, p->pool.groups, p->pool.words, p->pool.out_words, pooled);

@@ -66,14 +66,27 @@ extern const struct kernel_table neon_kernels;      /* ARM64 Advanced SIMD: vcnt
 /* A binary layer in the kernels' layout. */
 struct binary_layer {
     const uint64_t *w;
-    const int64_t *thr;  /* NULL for the pooled layer, whose thresholds depend on the point count */
+    const int64_t *thr;  /* NULL for the pooled layer, whose thresholds depend on the point count,
+                          * and for a shortcut layer */
     index_t groups, words, out_words;
+    /* a shortcut layer (real values in and out, M a multiple of K): y[c] = x[c % K] + clip(scale[c] *
+     * (K - 2 popcount(sign(x) XOR w_c)) + offset[c], -1, 1), float32, in that order, no FMA;
+     * NULL and 0 for the other layers */
+    const float *scale, *offset;
+    index_t inputs, outputs;
 };
+
+/* the most point layers plan_forward takes */
+#define PLAN_MAX_POINT_LAYERS 64
 
 /* A whole exported network up to the float hidden layer (the classifier runs outside). */
 struct plan {
     const float *stem_w, *stem_scale, *stem_offset;
     index_t m16, stem_out_words;
+    /* 0: the stem gives bits and the point layers are threshold layers; > 0: real-valued shortcuts:
+     * the stem gives stem_outputs real values per point, clip(scale*((wx*px + wy*py) + wz*pz) + offset,
+     * -1, 1), and every point layer is a shortcut layer */
+    index_t stem_outputs;
     index_t point_count, head_count;
     const struct binary_layer *point_layers, *head_layers;
     struct binary_layer pool;
@@ -86,7 +99,9 @@ struct plan {
 /* Runs every cloud through the network, one cloud at a time so that its activations stay in cache.
  * A layer is a function of one point's bits, and pooling is an OR over points, so after the stem
  * each cloud's distinct rows alone go through the point layers and the pooled layer (real clouds
- * repeat about half of their first-layer codes); the output bits are the same.
+ * repeat about half of their first-layer codes); the output bits are the same. With shortcuts a
+ * point carries real values, so every point goes through, SHORTCUT_ROWS at a time; the trace then
+ * holds the signs of the stem's and point layers' real outputs.
  * points float32 [clouds, n, 3]; pool_thr int64 [pool.groups * 8] (for n points);
  * trace NULL, or one array per layer output, whole batch: the stem's and point layers' bits
  * [clouds, n, words], then the pooled and head layers' [clouds, words];
