@@ -1,6 +1,7 @@
 """Bit-packed engine vs PyTorch, one thread, ModelNet40-sized PointNet, N = 1024 points.
 
     python benchmarks/engine.py [--student runs/student.pt] [--points ../shared/data/modelnet40_1024]
+                                [--against runs/other_student.pt]
 
 Times per sample, batch 1 and batch 32, measured side by side in rounds that alternate the
 contenders (the median round is reported): (a) the float PointNet of the same widths (no T-Nets)
@@ -14,6 +15,8 @@ everything else (stem, small layers, head, classifier, Python); and the file siz
 on the weights and the clouds (the pooled layer stops scanning a channel once it fires; the
 engine runs only a cloud's distinct first-layer codes), so give a trained --student and real
 --points for numbers that mean something; without them a random student and noise are used.
+--against times a second exported student in the same rounds, (d) per path with its ratio to
+(c) (e.g. one trained with real-valued shortcuts, which the engine runs on every point).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ def main() -> None:
     parser.add_argument("--num-points", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--against", default=None, help="a second binary_pointnet checkpoint whose engine runs "
+                                                         "in the same rounds, (d)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -102,6 +107,10 @@ def main() -> None:
               f"max |logit difference| {difference:.2e}")
     compiled = None if args.no_compile else torch.compile(float_model)
     engines = {kernel: Engine(network, kernel) for kernel in available_kernels() if kernel != "numpy"}
+    against = export_student(load_checkpoint(args.against)) if args.against else None
+    against_engines = {kernel: Engine(against, kernel) for kernel in engines} if against else {}
+    if against:
+        print(f"(d): {args.against}, first layer {against.layers[0].kind}, {len(against.layers)} layers")
     print(f"CPU kernels available: {available_kernels()}; torch {torch.__version__}, {torch.get_num_threads()} thread")
     print(f"model: PointNet {config.point_widths} head {config.head_widths} -> {config.num_classes}, "
           f"N = {args.num_points}, {'real clouds from ' + args.points if args.points else 'random clouds'}")
@@ -118,6 +127,8 @@ def main() -> None:
         contenders["(s) binary student, torch eager (simulated)"] = lambda: student(x)
         for kernel, engine in engines.items():
             contenders[f"(c) engine, {kernel} kernel"] = (lambda e=engine: e(x_np))
+        for kernel, engine in against_engines.items():
+            contenders[f"(d) --against engine, {kernel} kernel"] = (lambda e=engine: e(x_np))
         timings = {name: [] for name in contenders}
         with torch.no_grad():
             for _ in range(args.rounds):  # alternate contenders round by round
@@ -136,6 +147,10 @@ def main() -> None:
         row = f"(c) engine, {kernel} kernel"
         print(f"{kernel} kernel: {torch_best[1] / results[1][row]:.1f}x at batch 1, "
               f"{torch_best[32] / results[32][row]:.1f}x at batch 32 faster than the faster of (a) and (b)")
+    for kernel in against_engines:
+        row, other = f"(c) engine, {kernel} kernel", f"(d) --against engine, {kernel} kernel"
+        print(f"{kernel} kernel: (d) takes {results[1][other] / results[1][row]:.2f}x (c)'s time at batch 1, "
+              f"{results[32][other] / results[32][row]:.2f}x at batch 32")
 
     # The pooled layer alone, on the student's own input to it for the first real cloud.
     engine = next(iter(engines.values()))
@@ -143,11 +158,14 @@ def main() -> None:
     engine(np.ascontiguousarray(clouds[:1]), trace)
     packed = engine.packed
     pool_input = np.ascontiguousarray(trace[len(packed.point_layers)][0])
-    distinct_rows = np.sort(np.unique(trace[0][0], axis=0, return_index=True)[1])
+    if network.layers[0].kind == "stem_real":  # real values per point: the engine runs every point
+        distinct_rows = np.arange(args.num_points)
+    else:
+        distinct_rows = np.sort(np.unique(trace[0][0], axis=0, return_index=True)[1])
     distinct = len(distinct_rows)
     distinct_input = np.ascontiguousarray(pool_input[distinct_rows])  # what the engine's pooled layer scans
-    print(f"\nfirst cloud: {distinct} distinct first-layer codes of {args.num_points} points "
-          f"(the engine runs those only); the pooled layer fires {np.unpackbits(trace[len(packed.point_layers) + 1][0].view(np.uint8)).mean():.0%} of its channels")
+    print(f"\nfirst cloud: the engine runs {distinct} distinct first-layer codes of {args.num_points} points "
+          f"(all of them where the student has shortcuts); the pooled layer fires {np.unpackbits(trace[len(packed.point_layers) + 1][0].view(np.uint8)).mean():.0%} of its channels")
     pool = next(layer for layer in network.layers if layer.kind == "binary_pool")
     thresholds = engine.pool_thresholds(args.num_points)
     out = np.empty(packed.pool.out_words, dtype=np.uint64)
