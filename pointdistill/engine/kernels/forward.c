@@ -1,5 +1,8 @@
 /* Path lookup (compiled in, runnable on this CPU) and the whole-network forward over a table. */
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "kernels.h"
 #include "../../cpu_features.h"
@@ -128,14 +131,25 @@ static void stem_real(const struct plan *p, const float *points, index_t rows, f
     }
 }
 
+/* bits b < count of a word: x[b] >= 0 (count <= 64); four at a time by SSE2's compare and movemask on
+ * x86-64 (its baseline; -0.0 >= 0 there too) */
+static inline uint64_t sign_word(const float *x, index_t count) {
+    uint64_t word = 0;
+    index_t b = 0;
+#ifdef __SSE2__
+    const __m128 zero = _mm_setzero_ps();
+    for (; b + 4 <= count; b += 4)
+        word |= (uint64_t)_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(x + b), zero)) << b;
+#endif
+    for (; b < count; b++) word |= (uint64_t)(x[b] >= 0.0f) << b;
+    return word;
+}
+
 /* x float32 [rows, width] -> bits [rows, out_words]: bit c = (x[c] >= 0), the sign (sign(0) = +1) */
 static void sign_bits(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out) {
-    for (index_t r = 0; r < rows; r++) {
-        uint64_t *o = out + r * out_words;
-        memset(o, 0, out_words * sizeof(uint64_t));
-        for (index_t c = 0; c < width; c++)
-            if (x[r * width + c] >= 0.0f) o[c >> 6] |= (uint64_t)1 << (c & 63);
-    }
+    for (index_t r = 0; r < rows; r++)
+        for (index_t j = 0; j < out_words; j++)
+            out[r * out_words + j] = sign_word(x + r * width + 64 * j, width - 64 * j < 64 ? width - 64 * j : 64);
 }
 
 /* x float32 [rows, K] with its sign bits [rows, words] -> y float32 [rows, M] (struct binary_layer);
@@ -143,12 +157,18 @@ static void sign_bits(const float *x, index_t rows, index_t width, index_t out_w
 static void shortcut_layer(const struct kernel_table *k, const struct binary_layer *layer, const float *x,
                            const uint64_t *bits, index_t rows, int32_t *counts, float *y) {
     const index_t in = layer->inputs, out = layer->outputs;
+    const int32_t k32 = (int32_t)in;  /* K <= 2^31: the popcounts are int32 */
     k->counts(bits, layer->w, rows, layer->groups, layer->words, out, counts);
     for (index_t r = 0; r < rows; r++)
-        for (index_t c = 0; c < out; c++) {
-            const float dot = (float)(in - 2 * (index_t)counts[r * out + c]);
-            const float v = layer->scale[c] * dot + layer->offset[c];
-            y[r * out + c] = x[r * in + c % in] + (v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v));
+        for (index_t start = 0; start < out; start += in) {  /* channel start + c repeats input channel c */
+            const int32_t *restrict cr = counts + r * out + start;
+            const float *restrict scale = layer->scale + start, *restrict offset = layer->offset + start,
+                        *restrict xr = x + r * in;
+            float *restrict yr = y + r * out + start;
+            for (index_t c = 0; c < in; c++) {  /* plain loop: the compiler vectorises it */
+                const float v = scale[c] * (float)(k32 - 2 * cr[c]) + offset[c];
+                yr[c] = xr[c] + (v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v));
+            }
         }
 }
 
