@@ -263,7 +263,8 @@ def test_kernels_check_sizes_instead_of_overrunning():
     shortcut = Engine(export_student(random_student("lsr", "ema", **SHORTCUTS)), COMPILED[0]).packed
     specs = [layer.spec() for layer in shortcut.point_layers]
     heads = tuple(layer.spec() for layer in shortcut.head_layers)
-    with pytest.raises(ValueError, match=r"point layer 1: inconsistent shortcut sizes \(inputs 64 after 64, outputs 96"):
+    with pytest.raises(ValueError, match=r"point layer 1: inconsistent shortcut sizes \(inputs 64 after 64, "
+                                         r"outputs 96"):
         _kernels.Plan(shortcut.stem, (specs[0], (*specs[1][:-1], 96)), shortcut.pool.spec(), heads, shortcut.last)
     with pytest.raises(ValueError, match="point layer 1: buffer of 256 bytes is too small"):  # scale of 64 for 128
         _kernels.Plan(shortcut.stem, (specs[0], (*specs[1][:5], specs[1][5][:64], *specs[1][6:])),

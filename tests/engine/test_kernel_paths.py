@@ -45,8 +45,8 @@ def write_case(path: Path, engine: Engine, clouds: np.ndarray) -> None:
     packed: PackedNetwork = engine.packed
     b, n, _ = clouds.shape
     weight, scale, offset, m16, stem_words, *stem_outputs = packed.stem
-    parts = [np.array([b, n, m16, stem_words, len(packed.point_layers), len(packed.head_layers), *(stem_outputs or [0])],
-                      dtype="<i8"), clouds.astype("<f4"), weight, scale, offset]
+    sizes = [b, n, m16, stem_words, len(packed.point_layers), len(packed.head_layers), *(stem_outputs or [0])]
+    parts = [np.array(sizes, dtype="<i8"), clouds.astype("<f4"), weight, scale, offset]
 
     def layer(packed_layer, thresholds=None):
         w, t, groups, words, out_words, *shortcut = packed_layer.spec()
