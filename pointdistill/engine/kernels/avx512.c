@@ -1,6 +1,5 @@
 /* The AVX-512 path: F/BW + VPOPCNTDQ, one 512-bit register holds word j of a group's 8 output
- * channels. Compiled with target attributes, run only where the CPU reports all three. The last
- * layer (one row per cloud, popcounts out) uses the scalar POPCNT kernel. */
+ * channels. Compiled with target attributes, run only where the CPU reports all three. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -134,4 +133,23 @@ AVX512 uint64_t avx512_popcount_peak(index_t iterations) {
     return (uint64_t)_mm512_reduce_add_epi64(s);
 }
 
-const struct kernel_table avx512_kernels = {"avx512", avx512_stem, avx512_binary, avx512_pool, scalar_popcnt_counts};
+/* popcounts of every row against 8 output channels per register, stored as int32 (the last group
+ * masked to the channels there are) */
+static AVX512 void avx512_counts(const uint64_t *x, const uint64_t *w, index_t rows, index_t groups, index_t words,
+                                 index_t outputs, int32_t *out) {
+    for (index_t r = 0; r < rows; r++) {
+        const uint64_t *xr = x + r * words;
+        for (index_t g = 0; g < groups && 8 * g < outputs; g++) {
+            const uint64_t *wg = w + g * words * 8;
+            __m512i acc = _mm512_setzero_si512();
+            for (index_t j = 0; j < words; j++)
+                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+                    _mm512_set1_epi64((long long)xr[j]), _mm512_loadu_si512(wg + j * 8))));
+            const index_t left = outputs - 8 * g;
+            _mm512_mask_cvtepi64_storeu_epi32(out + r * outputs + 8 * g,
+                                              left >= 8 ? (__mmask8)0xff : (__mmask8)((1u << left) - 1), acc);
+        }
+    }
+}
+
+const struct kernel_table avx512_kernels = {"avx512", avx512_stem, avx512_binary, avx512_pool, avx512_counts};

@@ -53,9 +53,6 @@ extern const struct kernel_table generic_kernels;   /* portable C, no popcount i
 extern const struct kernel_table scalar_kernels;    /* x86-64 POPCNT, 64 bits at a time */
 extern const struct kernel_table avx2_kernels;      /* AVX2: nibble-lookup (vpshufb) popcount, 256 bits */
 extern const struct kernel_table avx512_kernels;    /* AVX-512 F/BW + VPOPCNTDQ, 512 bits */
-/* the scalar path's counts kernel (the AVX-512 table uses it for the last layer) */
-void scalar_popcnt_counts(const uint64_t *x, const uint64_t *w, index_t rows, index_t groups, index_t words,
-                          index_t outputs, int32_t *out);
 /* iterations x 8 independent VPOPCNTQ on registers: the popcount peak (benchmark; AVX-512 CPUs only) */
 uint64_t avx512_popcount_peak(index_t iterations);
 #endif

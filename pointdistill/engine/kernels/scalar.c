@@ -25,9 +25,4 @@ const struct kernel_table generic_kernels = {
 const struct kernel_table scalar_kernels = {
     "scalar", scalar_stem, scalar_binary, scalar_pool, scalar_counts,
 };
-
-void scalar_popcnt_counts(const uint64_t *x, const uint64_t *w, index_t rows, index_t groups, index_t words,
-                          index_t outputs, int32_t *out) {
-    scalar_counts(x, w, rows, groups, words, outputs, out);
-}
 #endif
