@@ -162,6 +162,7 @@ class BinaryNetwork:
 def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:
     """The model file's bytes for ``network`` (validated first; ``where`` names it in errors)."""
     network.validate(where)
+    version = network.version
     payload, layers = bytearray(), []
     for layer in network.layers:
         entries = {}
@@ -173,13 +174,13 @@ def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:
             payload += data.tobytes()
         layers.append({"kind": layer.kind, "in": layer.inputs, "out": layer.outputs, "tensors": entries})
     header = json.dumps({
-        "format": FORMAT_NAME, "version": network.version, "num_classes": network.num_classes,
+        "format": FORMAT_NAME, "version": version, "num_classes": network.num_classes,
         "class_names": list(network.class_names), "aggregation": network.aggregation, "source": network.source,
         "layers": layers, "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }).encode()
     start = 16 + len(header)
-    return MAGIC + struct.pack("<IQ", network.version, len(header)) + header + b"\0" * (-start % ALIGN) + bytes(payload)
+    return MAGIC + struct.pack("<IQ", version, len(header)) + header + b"\0" * (-start % ALIGN) + bytes(payload)
 
 
 def save_network(path: str | os.PathLike, network: BinaryNetwork) -> int:

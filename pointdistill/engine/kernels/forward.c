@@ -105,6 +105,9 @@ static index_t widest_cloud_row(const struct plan *p) {
     return words;
 }
 
+/* clip(v, -1, 1): NumPy's np.clip for every finite v (-0.0 stays -0.0); a plain select the compiler vectorises */
+static inline float hardtanh(float v) { return v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v); }
+
 /* ---------------------------------------------------------------- real-valued shortcuts */
 
 enum { SHORTCUT_ROWS = 64 };  /* points per block: a block's real values stay in L1/L2 */
@@ -126,7 +129,7 @@ static void stem_real(const struct plan *p, const float *points, index_t rows, f
         float *xr = x + r * p->stem_outputs;
         for (index_t c = 0; c < p->stem_outputs; c++) {
             const float v = p->stem_scale[c] * ((wx[c] * px + wy[c] * py) + wz[c] * pz) + p->stem_offset[c];
-            xr[c] = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+            xr[c] = hardtanh(v);
         }
     }
 }
@@ -167,7 +170,7 @@ static void shortcut_layer(const struct kernel_table *k, const struct binary_lay
             float *restrict yr = y + r * out + start;
             for (index_t c = 0; c < in; c++) {  /* plain loop: the compiler vectorises it */
                 const float v = scale[c] * (float)(k32 - 2 * cr[c]) + offset[c];
-                yr[c] = xr[c] + (v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v));
+                yr[c] = xr[c] + hardtanh(v);
             }
         }
 }
@@ -224,8 +227,8 @@ void plan_forward(const struct plan *p, const struct kernel_table *k, const floa
     uint64_t *cloud_rows[2] = {rows[1] + n * widest, rows[1] + n * widest + cloud_widest};
     int32_t *counts = (int32_t *)(cloud_rows[1] + cloud_widest), *row_of = counts + p->last_outputs,
             *table = row_of + n;
-    /* 8-byte aligned: the int32 part above is padded by 8 bytes, rounded down to a whole word */
-    void *shortcut_scratch = (uint64_t *)work + (plan_work_bytes(p, n) - shortcut_work_bytes(p)) / 8;
+    /* after the hash table, rounded up to a whole word (plan_work_bytes leaves 8 bytes for it) */
+    void *shortcut_scratch = (uint64_t *)work + (((char *)(table + table_size(n)) - (char *)work) + 7) / 8;
     uint64_t *cloud_trace[1 + PLAN_MAX_POINT_LAYERS];
     for (index_t b = 0; b < clouds; b++) {
         uint64_t *x;
@@ -264,7 +267,7 @@ void plan_forward(const struct plan *p, const struct kernel_table *k, const floa
             /* NumPy's order: dot as float32, then scale * dot + offset (no FMA), then clip to [-1, 1] */
             const float dot = (float)(p->last_inputs - 2 * (index_t)counts[m]);
             const float v = p->last_scale[m] * dot + p->last_offset[m];
-            hb[m] = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+            hb[m] = hardtanh(v);
         }
     }
 }
