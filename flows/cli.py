@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -241,7 +242,13 @@ def _store_verify(args) -> int:
 
 
 class CommandParser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``pointdistill <command>: error: <what> (see --help)``, exit 2."""
+    """argparse with one-line errors: ``pointdistill <command>: error: <what> (see --help)``, exit 2;
+    a negative number in exponent form (``--weight-decay -1e-4``) is a value, as -0.1 is (Python
+    3.11's argparse takes it for an option; later versions read it as this does)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

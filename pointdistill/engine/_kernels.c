@@ -72,37 +72,45 @@ static const void *take(PlanObject *self, PyObject *obj, Py_ssize_t count, Py_ss
     return check_size(view, count, itemsize, name) ? view->buf : NULL;
 }
 
-/* (weights, thresholds or None, groups, words, out_words) -> layer; in_words: what the previous layer gives.
- * in_real > 0: a shortcut layer taking in_real real values, (weights, None, groups, words, out_words, scale,
- * offset, inputs, outputs). */
-static int take_layer(PlanObject *self, PyObject *spec, struct binary_layer *layer, index_t in_words, int pooled,
-                      index_t in_real, const char *name) {
+/* What a layer spec holds (after weights, thresholds or None, groups, words, out_words). */
+enum layer_form {
+    THRESHOLD_LAYER,  /* nothing more; thresholds */
+    POOLED_LAYER,     /* nothing more; thresholds per point count, None here */
+    SHORTCUT_LAYER,   /* scale, offset, inputs, outputs: real values in and out */
+    REAL_POOLED_LAYER /* scale, inputs, outputs: bits in, real values out (offsets per point count) */
+};
+
+/* spec -> layer; in_words: what the previous layer gives; in_real: its real width (a shortcut layer's input) */
+static int take_layer(PlanObject *self, PyObject *spec, struct binary_layer *layer, index_t in_words,
+                      enum layer_form form, index_t in_real, const char *name) {
     PyObject *w, *thr, *scale = NULL, *offset = NULL;
     Py_ssize_t groups, words, out_words, inputs = 0, outputs = 0;
-    if (in_real ? !PyArg_ParseTuple(spec, "OOnnnOOnn", &w, &thr, &groups, &words, &out_words, &scale, &offset,
-                                    &inputs, &outputs)
-                : !PyArg_ParseTuple(spec, "OOnnn", &w, &thr, &groups, &words, &out_words))
-        return 0;
+    const int parsed = form == SHORTCUT_LAYER
+        ? PyArg_ParseTuple(spec, "OOnnnOOnn", &w, &thr, &groups, &words, &out_words, &scale, &offset, &inputs, &outputs)
+        : form == REAL_POOLED_LAYER
+        ? PyArg_ParseTuple(spec, "OOnnnOnn", &w, &thr, &groups, &words, &out_words, &scale, &inputs, &outputs)
+        : PyArg_ParseTuple(spec, "OOnnn", &w, &thr, &groups, &words, &out_words);
+    if (!parsed) return 0;
     if (groups < 1 || words < 1 || words != in_words || out_words < 1 || groups > mul3(out_words, 8, 1)) {
         PyErr_Format(PyExc_ValueError, "%s: inconsistent sizes (groups %zd, words %zd after %zd, out_words %zd)", name,
                      groups, words, (Py_ssize_t)in_words, out_words);
         return 0;
     }
-    if (in_real && (inputs != in_real || outputs < inputs || outputs % inputs || (inputs + 63) / 64 != words
-                    || (outputs + 63) / 64 != out_words || groups != (outputs + 7) / 8)) {
-        PyErr_Format(PyExc_ValueError, "%s: inconsistent shortcut sizes (inputs %zd after %zd, outputs %zd, words "
+    const int real_out = form == SHORTCUT_LAYER || form == REAL_POOLED_LAYER;
+    if (real_out && (inputs < 1 || outputs < 1 || (form == SHORTCUT_LAYER && (inputs != in_real
+                     || (outputs % inputs && inputs % outputs))) || (inputs + 63) / 64 != words
+                     || (outputs + 63) / 64 != out_words || groups != (outputs + 7) / 8)) {
+        PyErr_Format(PyExc_ValueError, "%s: inconsistent real-valued sizes (inputs %zd after %zd, outputs %zd, words "
                      "%zd, out_words %zd, groups %zd)", name, inputs, (Py_ssize_t)in_real, outputs, words, out_words,
                      groups);
         return 0;
     }
     layer->groups = groups, layer->words = words, layer->out_words = out_words;
-    layer->inputs = inputs, layer->outputs = outputs, layer->scale = layer->offset = NULL;
+    layer->inputs = inputs, layer->outputs = outputs, layer->scale = layer->offset = NULL, layer->thr = NULL;
     if (!(layer->w = take(self, w, mul3(groups, words, 8), 8, name))) return 0;
-    layer->thr = NULL;
-    if (in_real) {
-        return (layer->scale = take(self, scale, outputs, 4, name)) && (layer->offset = take(self, offset, outputs, 4, name));
-    }
-    if (!pooled && !(layer->thr = take(self, thr, mul3(groups, 8, 1), 8, name))) return 0;
+    if (real_out && !(layer->scale = take(self, scale, outputs, 4, name))) return 0;
+    if (form == SHORTCUT_LAYER) return (layer->offset = take(self, offset, outputs, 4, name)) != NULL;
+    if (form == THRESHOLD_LAYER) return (layer->thr = take(self, thr, mul3(groups, 8, 1), 8, name)) != NULL;
     return 1;
 }
 
@@ -122,10 +130,19 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
         return -1;
     if (!PyArg_ParseTuple(stem, "OOOnn|n", &stem_w, &stem_scale, &stem_offset, &m16, &stem_out_words, &stem_outputs))
         return -1;
-    if (!PyArg_ParseTuple(last, "OnnnnOO", &last_w, &last_groups, &last_words, &last_outputs, &last_inputs,
-                          &last_scale, &last_offset))
+    const int pool_real = PyTuple_Check(pool) && PyTuple_GET_SIZE(pool) == 8;  /* REAL_POOLED_LAYER's spec */
+    if (!pool_real && !PyArg_ParseTuple(last, "OnnnnOO", &last_w, &last_groups, &last_words, &last_outputs,
+                                        &last_inputs, &last_scale, &last_offset))
         return -1;
+    if (pool_real && PyTuple_GET_SIZE(last) != 0) {
+        PyErr_SetString(PyExc_ValueError, "last layer: a network with a real-valued pooled layer has none, give ()");
+        return -1;
+    }
     const Py_ssize_t point_count = PyTuple_GET_SIZE(points), head_count = PyTuple_GET_SIZE(heads);
+    if (pool_real && head_count < 1) {
+        PyErr_SetString(PyExc_ValueError, "a real-valued pooled layer needs at least one head (shortcut) layer");
+        return -1;
+    }
     if (point_count + head_count > MAX_LAYERS) {
         PyErr_Format(PyExc_ValueError, "at most %d binary layers, got %zd", MAX_LAYERS, point_count + head_count);
         return -1;
@@ -146,15 +163,28 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
     char name[48];
     for (Py_ssize_t i = 0; i < point_count; i++) {
         snprintf(name, sizeof name, "point layer %zd", i);
-        if (!take_layer(self, PyTuple_GET_ITEM(points, i), &self->layers[i], words, 0, real, name)) return -1;
+        if (!take_layer(self, PyTuple_GET_ITEM(points, i), &self->layers[i], words,
+                        real ? SHORTCUT_LAYER : THRESHOLD_LAYER, real, name))
+            return -1;
         words = self->layers[i].out_words, real = self->layers[i].outputs;
     }
-    if (!take_layer(self, pool, &p->pool, words, 1, 0, "pooled layer")) return -1;
-    words = p->pool.out_words;
+    if (!take_layer(self, pool, &p->pool, words, pool_real ? REAL_POOLED_LAYER : POOLED_LAYER, 0, "pooled layer"))
+        return -1;
+    words = p->pool.out_words, real = p->pool.outputs;
     for (Py_ssize_t i = 0; i < head_count; i++) {
         snprintf(name, sizeof name, "head layer %zd", i);
-        if (!take_layer(self, PyTuple_GET_ITEM(heads, i), &self->layers[point_count + i], words, 0, 0, name)) return -1;
-        words = self->layers[point_count + i].out_words;
+        if (!take_layer(self, PyTuple_GET_ITEM(heads, i), &self->layers[point_count + i], words,
+                        pool_real ? SHORTCUT_LAYER : THRESHOLD_LAYER, real, name))
+            return -1;
+        words = self->layers[point_count + i].out_words, real = self->layers[point_count + i].outputs;
+    }
+    p->pool_real = pool_real;
+    p->point_count = point_count, p->head_count = head_count;
+    p->point_layers = self->layers, p->head_layers = self->layers + point_count;
+    if (pool_real) {
+        p->last_outputs = real, p->last_groups = p->last_words = p->last_inputs = 0;
+        p->last_w = NULL, p->last_scale = p->last_offset = NULL;
+        return 0;
     }
     if (last_words != words || last_outputs < 1 || last_groups < (last_outputs + 7) / 8 || last_inputs < 1
         || last_inputs > mul3(last_words, 64, 1)) {
@@ -168,8 +198,6 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
         || !(p->last_scale = take(self, last_scale, last_outputs, 4, "last layer scale"))
         || !(p->last_offset = take(self, last_offset, last_outputs, 4, "last layer offset")))
         return -1;
-    p->point_count = point_count, p->head_count = head_count;
-    p->point_layers = self->layers, p->head_layers = self->layers + point_count;
     return 0;
 }
 
@@ -181,8 +209,10 @@ static index_t output_words(const struct plan *p, Py_ssize_t i, index_t n) {
     return p->head_layers[i - p->point_count - 2].out_words;
 }
 
-/* forward(kernel, points, clouds, n, pool_thr, h, trace=None): float32 [clouds, n, 3] -> h float32
- * [clouds, last_outputs]; trace (a tuple, one uint64 array per layer, whole batch) receives every layer's bits */
+/* forward(kernel, points, clouds, n, pool, h, trace=None): float32 [clouds, n, 3] -> h float32
+ * [clouds, last_outputs]; pool: the pooled layer's thresholds int64 [groups * 8] for n points, or with a
+ * real-valued pooled layer its offsets float32 [outputs]; trace (a tuple, one uint64 array per layer, whole
+ * batch) receives every layer's bits */
 static PyObject *plan_forward_py(PlanObject *self, PyObject *args) {
     int code;
     Py_ssize_t clouds, n;
@@ -205,7 +235,8 @@ static PyObject *plan_forward_py(PlanObject *self, PyObject *args) {
         goto done;
     }
     if (!check_size(&points, mul3(clouds, n, 3), 4, "points")
-        || !check_size(&thr, mul3(p->pool.groups, 8, 1), 8, "pool thresholds")
+        || !(p->pool_real ? check_size(&thr, p->pool.outputs, 4, "pool offsets")
+                          : check_size(&thr, mul3(p->pool.groups, 8, 1), 8, "pool thresholds"))
         || !check_size(&h, mul3(clouds, p->last_outputs, 1), 4, "h"))
         goto done;
     if (trace != Py_None) {
@@ -228,7 +259,8 @@ static PyObject *plan_forward_py(PlanObject *self, PyObject *args) {
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    plan_forward(p, table, points.buf, clouds, n, thr.buf, trace == Py_None ? NULL : trace_bases, work, h.buf);
+    plan_forward(p, table, points.buf, clouds, n, p->pool_real ? NULL : thr.buf, p->pool_real ? thr.buf : NULL,
+                 trace == Py_None ? NULL : trace_bases, work, h.buf);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -240,7 +272,7 @@ done:
 
 static PyMethodDef plan_methods[] = {
     {"forward", (PyCFunction)plan_forward_py, METH_VARARGS,
-     "forward(kernel, points, clouds, n, pool_thr, h, trace=None): every layer up to the float hidden layer"},
+     "forward(kernel, points, clouds, n, pool, h, trace=None): every layer up to the classifier's input"},
     {NULL, NULL, 0, NULL},
 };
 

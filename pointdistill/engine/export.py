@@ -11,7 +11,9 @@ The next layer only needs sign(v) (Hardtanh keeps the sign; sign(0) = +1), so:
   s = 0:  constant: threshold K (always +1) if c >= 0, else -1 (never)
 
 A student with real-valued shortcuts keeps s and c (sign folded into the bits as above) on its
-hidden point layers, whose real outputs the engine adds to their inputs (``binary_shortcut``).
+hidden point layers, whose real outputs the engine adds to their inputs (``binary_shortcut``);
+with head shortcuts, on its pooled layer (``binary_pool_real``: the pooled real values) and its
+head layers (``binary_shortcut``, per cloud).
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def _binary_point_layers(module: nn.Sequential) -> list[tuple[BinaryLinear, nn.B
 
 
 def _folded_layer(kind: str, layer: BinaryLinear, bn: nn.BatchNorm1d) -> Layer:
-    """The layer of ``kind``: "binary" keeps a popcount threshold; "binary_pool", "binary_float"
-    and "binary_shortcut" keep the folded scale and offset."""
+    """The layer of ``kind``: "binary" keeps a popcount threshold; "binary_pool", "binary_pool_real",
+    "binary_float" and "binary_shortcut" keep the folded scale and offset."""
     bits, s, c = _folded(layer, bn)
     k, m = layer.weight.shape[1], layer.weight.shape[0]
     if kind == "binary":
@@ -110,7 +112,7 @@ def _folded_layer(kind: str, layer: BinaryLinear, bn: nn.BatchNorm1d) -> Layer:
 
 def _binary_stack(pairs: list[tuple[BinaryLinear, nn.BatchNorm1d]], hidden_kind: str, last_kind: str) -> list[Layer]:
     """The stack's layers as ``hidden_kind`` ("binary" or "binary_shortcut"), its last as
-    ``last_kind`` ("binary_pool" or "binary_float")."""
+    ``last_kind`` ("binary_pool", "binary_pool_real", "binary_float" or "binary_shortcut")."""
     return [_folded_layer(hidden_kind if index < len(pairs) - 1 else last_kind, *pair)
             for index, pair in enumerate(pairs)]
 
@@ -145,9 +147,11 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
         layers = [Layer("stem_real" if shortcuts else "stem", 3, conv.out_channels, {
             "weight": conv.weight[:, :, 0].double().numpy().astype(np.float32),
             "scale": a0.astype(np.float32), "offset": b0.astype(np.float32)})]
-        layers += _binary_stack(point_pairs, "binary_shortcut" if shortcuts else "binary", "binary_pool")
+        layers += _binary_stack(point_pairs, "binary_shortcut" if shortcuts else "binary",
+                                "binary_pool_real" if config.head_shortcuts else "binary_pool")
         head = nn.Sequential(*[m for m in model.head if not isinstance(m, nn.Dropout)])
-        layers += _binary_stack(_binary_point_layers(head), "binary", "binary_float")
+        layers += (_binary_stack(_binary_point_layers(head), "binary_shortcut", "binary_shortcut")
+                   if config.head_shortcuts else _binary_stack(_binary_point_layers(head), "binary", "binary_float"))
         fc = model.head[-1]
         layers.append(Layer("linear", fc.in_features, fc.out_features, {
             "weight": fc.weight.numpy().astype(np.float32), "bias": fc.bias.numpy().astype(np.float32)}))
@@ -186,12 +190,22 @@ def export_file(student: str, out: str, check_clouds: int = 4) -> dict:
     }
 
 
-def pool_thresholds(layer: Layer, aggregation: str, num_points: int) -> np.ndarray:
-    """int32 [M] thresholds of a ``binary_pool`` layer for clouds of ``num_points`` points."""
+def pooled_offsets(layer: Layer, aggregation: str, num_points: int) -> np.ndarray:
+    """float64 [M]: a pooled layer's offset plus the aggregation's for clouds of ``num_points`` points."""
     from pointdistill.binary import ema_offset
 
     delta = ema_offset(num_points) if aggregation == "ema" else 0.0
     if not math.isfinite(delta):
         raise ValueError(f"no EMA offset for {num_points} points")
-    t = layer.tensors
-    return popcount_thresholds(t["scale"].astype(np.float64), t["offset"].astype(np.float64) + delta, layer.inputs)
+    return layer.tensors["offset"].astype(np.float64) + delta
+
+
+def pool_thresholds(layer: Layer, aggregation: str, num_points: int) -> np.ndarray:
+    """int32 [M] thresholds of a ``binary_pool`` layer for clouds of ``num_points`` points."""
+    return popcount_thresholds(layer.tensors["scale"].astype(np.float64),
+                               pooled_offsets(layer, aggregation, num_points), layer.inputs)
+
+
+def pool_real_offsets(layer: Layer, aggregation: str, num_points: int) -> np.ndarray:
+    """float32 [M]: a ``binary_pool_real`` layer's offset_N for clouds of ``num_points`` points."""
+    return pooled_offsets(layer, aggregation, num_points).astype(np.float32)

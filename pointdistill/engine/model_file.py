@@ -1,8 +1,9 @@
-"""The exported binary network file (``.pdbn``, versions 1 and 2): a plain binary layout, no pickle.
+"""The exported binary network file (``.pdbn``, versions 1 to 3): a plain binary layout, no pickle.
 
     offset 0   magic    b"PDBN"
-    offset 4   uint32   format version, little-endian: 2 where a layer kind of version 2 occurs
-                        (``stem_real``, ``binary_shortcut``), else 1 (what readers before version 2 read)
+    offset 4   uint32   format version, little-endian: the highest its layers need (3 with
+                        ``binary_pool_real`` or a narrowing ``binary_shortcut``, 2 with ``stem_real`` or
+                        ``binary_shortcut``, else 1), so that older readers go on reading what they can
     offset 8   uint64   H: length of the JSON header in bytes, little-endian
     offset 16  H bytes  JSON header (UTF-8)
     then       payload  zero-padded so it starts at a multiple of 64 bytes from the file start;
@@ -35,6 +36,17 @@ Real-valued shortcuts (version 2) replace the stem and the point layers before `
   offset as ``binary_float``, over the input's signs (bit k = x[k] >= 0); output
   y[m] = x[m % K] + clip(scale[m] * dot + offset[m], -1, 1), float32 in that order.
 - ``binary_pool`` after them reads the signs of the last layer's output.
+
+Real-valued head shortcuts (version 3) replace ``binary_pool`` and the head's layers:
+
+- ``binary_pool_real`` (bits per point -> real per cloud): bits, scale (>= 0), offset float32 [M];
+  output y[m] = scale[m] * (K - 2 P[m]) + offset_N[m], P[m] the least popcount over the points (the
+  largest pre-activation: max-pooling; EMA pooling adds delta_N) and offset_N = offset + delta_N
+  rounded to float32 (the engine computes it for each N, as the thresholds above).
+- ``binary_shortcut`` layers after it, per cloud, the last giving the classifier's input; M may also
+  be a divisor of K (version 3): then x's channels are averaged in groups, y[m] = (x[m] + x[m + M] +
+  ... + x[m + (K / M - 1) M]) / (K / M) + clip(scale[m] * dot + offset[m], -1, 1), summed left to
+  right in float32.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ import numpy as np
 from pointdistill.storage import write_bytes_atomically
 
 MAGIC = b"PDBN"
-VERSIONS = (1, 2)  # the format versions this pointdistill reads
+VERSIONS = (1, 2, 3)  # the format versions this pointdistill reads
 FORMAT_NAME = "pointdistill.binary-network"
 ALIGN = 64
 LAYER_TENSORS: dict[str, dict[str, str]] = {
@@ -60,10 +72,12 @@ LAYER_TENSORS: dict[str, dict[str, str]] = {
     "binary": {"bits": "uint64", "threshold": "int32"},
     "binary_shortcut": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "binary_pool": {"bits": "uint64", "scale": "float32", "offset": "float32"},
+    "binary_pool_real": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "binary_float": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "linear": {"weight": "float32", "bias": "float32"},
 }
-KIND_VERSIONS = {"stem_real": 2, "binary_shortcut": 2}  # the format version a layer kind needs (else 1)
+KIND_VERSIONS = {"stem_real": 2, "binary_shortcut": 2, "binary_pool_real": 3}  # the version a kind needs (else 1)
+NARROWING_VERSION = 3  # the version a binary_shortcut with fewer outputs than inputs needs
 POINT_LAYER_KINDS = {"stem": "binary", "stem_real": "binary_shortcut"}  # stem kind -> its point layers' kind
 
 
@@ -99,7 +113,8 @@ class Layer:
 class BinaryNetwork:
     """An exported binary PointNet: stem, binary point layers ending in ``binary_pool``, binary
     head layers ending in ``binary_float``, then ``linear``; with shortcuts, ``stem_real`` and
-    ``binary_shortcut`` point layers."""
+    ``binary_shortcut`` point layers; with head shortcuts, ``binary_pool_real`` and ``binary_shortcut``
+    head layers (the last one's output the classifier's input)."""
 
     layers: list[Layer]
     class_names: list[str]
@@ -113,14 +128,11 @@ class BinaryNetwork:
     def validate(self, where: str = "model") -> None:
         """Raise ModelFileError unless the layers form a runnable network."""
         kinds = [layer.kind for layer in self.layers]
-        point_kind = POINT_LAYER_KINDS.get(kinds[0]) if kinds else None
-        if (len(kinds) < 4 or point_kind is None or kinds[-1] != "linear" or kinds[-2] != "binary_float"
-                or kinds.count("binary_pool") != 1
-                or any(k != point_kind for k in kinds[1:kinds.index("binary_pool")])
-                or any(k != "binary" for k in kinds[kinds.index("binary_pool") + 1:-2])):
+        if not _layer_sequence_runs(kinds):
             raise ModelFileError(f"{where}: layer sequence {kinds} is not stem, binary..., binary_pool, binary..., "
                                  f"binary_float, linear, or the same with stem_real, binary_shortcut... before "
-                                 f"binary_pool")
+                                 f"the pooled layer, or with binary_pool_real, binary_shortcut... (at least one), "
+                                 f"linear after the point layers")
         if self.layers[0].inputs != 3:
             raise ModelFileError(f"{where}: stem takes {self.layers[0].inputs} inputs per point, expected 3")
         for index, layer in enumerate(self.layers):
@@ -143,11 +155,13 @@ class BinaryNetwork:
                 padding = np.uint64(~((1 << (layer.inputs % 64)) - 1) & 0xFFFFFFFFFFFFFFFF)
                 if (layer.tensors["bits"][:, -1] & padding).any():
                     raise ModelFileError(f"{name}: padding bits beyond input {layer.inputs} are not zero")
-            if layer.kind == "binary_shortcut" and layer.outputs % layer.inputs:
-                raise ModelFileError(f"{name}: {layer.outputs} outputs are not a multiple of its {layer.inputs} "
-                                     f"inputs (the shortcut repeats its input)")
+            if layer.kind == "binary_shortcut" and layer.outputs % layer.inputs and layer.inputs % layer.outputs:
+                raise ModelFileError(f"{name}: {layer.outputs} outputs are neither a multiple nor a divisor of its "
+                                     f"{layer.inputs} inputs (the shortcut repeats its input or averages it in groups)")
             if layer.kind == "binary_pool" and not (layer.tensors["scale"] > 0).all():
                 raise ModelFileError(f"{name}: scale must be > 0 (negative scales are folded into the bits)")
+            if layer.kind == "binary_pool_real" and not (layer.tensors["scale"] >= 0).all():
+                raise ModelFileError(f"{name}: scale must be >= 0 (negative scales are folded into the bits)")
         if len(self.class_names) != self.num_classes:
             raise ModelFileError(f"{where}: {len(self.class_names)} class names for {self.num_classes} outputs")
         if self.aggregation not in ("max", "ema"):
@@ -156,7 +170,21 @@ class BinaryNetwork:
     @property
     def version(self) -> int:
         """The file format version that holds these layers: the highest their kinds need."""
-        return max(KIND_VERSIONS.get(layer.kind, 1) for layer in self.layers)
+        return max(NARROWING_VERSION if layer.kind == "binary_shortcut" and layer.outputs < layer.inputs
+                   else KIND_VERSIONS.get(layer.kind, 1) for layer in self.layers)
+
+
+def _layer_sequence_runs(kinds: list[str]) -> bool:
+    """Whether the engine runs this sequence of layer kinds (BinaryNetwork's docstring)."""
+    point_kind = POINT_LAYER_KINDS.get(kinds[0]) if kinds else None
+    pools = [i for i, kind in enumerate(kinds) if kind in ("binary_pool", "binary_pool_real")]
+    if point_kind is None or len(pools) != 1 or kinds[-1] != "linear":
+        return False
+    pool = pools[0]
+    head = kinds[pool + 1:-1]
+    head_kinds = (["binary_shortcut"] * len(head) if kinds[pool] == "binary_pool_real"
+                  else ["binary"] * (len(head) - 1) + ["binary_float"])
+    return all(kind == point_kind for kind in kinds[1:pool]) and len(head) >= 1 and head == head_kinds
 
 
 def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pointdistill.engine.export import pack_bits, pool_thresholds
+from pointdistill.engine.export import pack_bits, pool_real_offsets, pool_thresholds
 from pointdistill.engine.model_file import BinaryNetwork, Layer
 
 ROWS_PER_BLOCK = 256  # bounds the [rows, M, words] XOR temporary
@@ -27,11 +27,22 @@ def stem_bits(layer: Layer, points: np.ndarray) -> np.ndarray:
     return pack_bits(stem_values(layer, points) >= 0)
 
 
+def matched_values(x: np.ndarray, width: int) -> np.ndarray:
+    """float32 [R, K] -> [R, width]: x repeated width / K times along channels, or (width a divisor of
+    K) its channels m, m + width, ... summed left to right and divided by K / width, in float32."""
+    k = x.shape[1]
+    if width >= k:
+        return np.tile(x, width // k)
+    total = x[:, :width].copy()
+    for start in range(width, k, width):
+        total += x[:, start:start + width]
+    return total / np.float32(k // width)
+
+
 def shortcut_values(x: np.ndarray, layer: Layer) -> np.ndarray:
-    """A ``binary_shortcut`` layer: float32 [R, K] -> [R, M]: x repeated M / K times along channels
-    plus Hardtanh(scale * dot + offset), dot = K - 2 popcount(sign(x) XOR w)."""
-    return np.tile(x, layer.outputs // layer.inputs) + float_output(popcounts(pack_bits(x >= 0), layer.tensors["bits"]),
-                                                                   layer)
+    """A ``binary_shortcut`` layer: float32 [R, K] -> [R, M]: matched_values(x, M) plus
+    Hardtanh(scale * dot + offset), dot = K - 2 popcount(sign(x) XOR w)."""
+    return matched_values(x, layer.outputs) + float_output(popcounts(pack_bits(x >= 0), layer.tensors["bits"]), layer)
 
 
 def popcounts(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -53,6 +64,15 @@ def pool_bits(x: np.ndarray, bits: np.ndarray, threshold: np.ndarray) -> np.ndar
     b, n, kw = x.shape
     fired = popcounts(x.reshape(b * n, kw), bits).reshape(b, n, -1).min(axis=1) <= threshold
     return pack_bits(fired)
+
+
+def pool_real_values(x: np.ndarray, layer: Layer, aggregation: str) -> np.ndarray:
+    """A ``binary_pool_real`` layer: uint64 [B, N, Kw] -> float32 [B, M]: scale * (K - 2 P) +
+    offset_N, P the least popcount over the N points."""
+    b, n, kw = x.shape
+    least = popcounts(x.reshape(b * n, kw), layer.tensors["bits"]).reshape(b, n, -1).min(axis=1)
+    dot = (layer.inputs - 2 * least).astype(np.float32)
+    return layer.tensors["scale"] * dot + pool_real_offsets(layer, aggregation, n)
 
 
 def float_output(counts: np.ndarray, layer: Layer) -> np.ndarray:
@@ -98,6 +118,14 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
         record(trace, x.reshape(b, n, -1))
         index += 1
     pool = layers[index]
+    if pool.kind == "binary_pool_real":  # head shortcuts: the trace holds each real output's signs
+        h = pool_real_values(x.reshape(b, n, -1), pool, network.aggregation)
+        record(trace, pack_bits(h >= 0))
+        for layer in layers[index + 1:-1]:
+            h = shortcut_values(h, layer)
+            record(trace, pack_bits(h >= 0))
+        record(trace, h)
+        return classify(h, layers[-1])
     x = pool_bits(x.reshape(b, n, -1), pool.tensors["bits"], pool_thresholds(pool, network.aggregation, n))
     record(trace, x)
     index += 1

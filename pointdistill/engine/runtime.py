@@ -18,7 +18,7 @@ import numpy as np
 
 from pointdistill.engine import reference
 from pointdistill.engine.reference import record
-from pointdistill.engine.export import pool_thresholds
+from pointdistill.engine.export import pool_real_offsets, pool_thresholds
 from pointdistill.engine.model_file import BinaryNetwork, Layer, words
 
 KERNEL_ENV = "POINTDISTILL_ENGINE_KERNEL"
@@ -69,6 +69,10 @@ def resolve_kernel(kernel: str | None = None) -> str:
     return kernel
 
 
+def pooled_layer_index(network: BinaryNetwork) -> int:
+    return next(i for i, layer in enumerate(network.layers) if layer.kind in ("binary_pool", "binary_pool_real"))
+
+
 def interleave(bits: np.ndarray) -> np.ndarray:
     """uint64 [M, Kw] -> [ceil(M / 8), Kw, 8]: word j of output channels 8g..8g+7 side by side,
     padding channels all zero."""
@@ -89,40 +93,43 @@ def padded_thresholds(threshold: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class PackedLayer:
     """A binary layer in the kernels' layout: weights uint64 [groups, words, 8], thresholds int64
-    [groups * 8] (None for the pooled layer: they depend on the point count; None for a shortcut
-    layer, which has ``shortcut``: (scale float32 [M], offset float32 [M], K, M))."""
+    [groups * 8] (None for the pooled layer: they depend on the point count; None for a layer with
+    real outputs, which has ``real``: (scale float32 [M], offset float32 [M], K, M) for a shortcut
+    layer, (scale, K, M) for a real-valued pooled layer, whose offsets depend on the point count)."""
 
     weights: np.ndarray
     thresholds: np.ndarray | None
     out_words: int
-    shortcut: tuple | None = None
+    real: tuple | None = None
 
     @classmethod
     def of(cls, layer: Layer) -> PackedLayer:
         t = layer.tensors
         thresholds = padded_thresholds(t["threshold"]) if "threshold" in t else None
-        shortcut = ((np.ascontiguousarray(t["scale"], dtype=np.float32),
-                     np.ascontiguousarray(t["offset"], dtype=np.float32), layer.inputs, layer.outputs)
-                    if layer.kind == "binary_shortcut" else None)
-        return cls(interleave(t["bits"]), thresholds, words(layer.outputs), shortcut)
+        scale = np.ascontiguousarray(t.get("scale", ()), dtype=np.float32)
+        real = {"binary_shortcut": (scale, np.ascontiguousarray(t.get("offset", ()), dtype=np.float32),
+                                    layer.inputs, layer.outputs),
+                "binary_pool_real": (scale, layer.inputs, layer.outputs)}.get(layer.kind)
+        return cls(interleave(t["bits"]), thresholds, words(layer.outputs), real)
 
     def spec(self) -> tuple:
-        """(weights, thresholds, groups, words, out_words[, scale, offset, inputs, outputs]), as the
-        kernels' Plan takes it."""
+        """(weights, thresholds, groups, words, out_words[, real...]), as the kernels' Plan takes it."""
         return (self.weights, self.thresholds, self.weights.shape[0], self.weights.shape[1], self.out_words,
-                *(self.shortcut or ()))
+                *(self.real or ()))
 
 
 @dataclass(frozen=True)
 class PackedNetwork:
-    """An exported network in the kernels' layout, up to its float hidden layer (``last``)."""
+    """An exported network in the kernels' layout, up to the classifier's input: its float hidden
+    layer (``last``), or with head shortcuts its last head layer (``last`` is then ())."""
 
     stem: tuple  # (weight float32 [3, M16], scale [M16], offset [M16] (padding: -1, bit 0), M16, out_words[, M
     #               for a stem_real, whose M real values per point the shortcut layers take])
     point_layers: tuple[PackedLayer, ...]
     pool: PackedLayer
     head_layers: tuple[PackedLayer, ...]
-    last: tuple  # (weights, groups, words, outputs, inputs, scale float32 [outputs], offset)
+    last: tuple  # (weights, groups, words, outputs, inputs, scale float32 [outputs], offset), or ()
+    classifier_inputs: int  # the width of h, the classifier's input
 
     @classmethod
     def of(cls, network: BinaryNetwork) -> PackedNetwork:
@@ -135,17 +142,20 @@ class PackedNetwork:
         scale[:m] = stem["scale"]
         offset = np.full(m16, -1, dtype=np.float32)
         offset[:m] = stem["offset"]
-        pool = next(i for i, layer in enumerate(layers) if layer.kind == "binary_pool")
-        last = layers[-2]
-        last_weights = interleave(last.tensors["bits"])
+        pool = pooled_layer_index(network)
+        last, last_spec = layers[-2], ()
+        if last.kind == "binary_float":
+            last_weights = interleave(last.tensors["bits"])
+            last_spec = (last_weights, last_weights.shape[0], last_weights.shape[1], last.outputs, last.inputs,
+                         np.ascontiguousarray(last.tensors["scale"], dtype=np.float32),
+                         np.ascontiguousarray(last.tensors["offset"], dtype=np.float32))
         return cls(
             stem=(weight, scale, offset, m16, words(m), *((m,) if layers[0].kind == "stem_real" else ())),
             point_layers=tuple(PackedLayer.of(layer) for layer in layers[1:pool]),
             pool=PackedLayer.of(layers[pool]),
-            head_layers=tuple(PackedLayer.of(layer) for layer in layers[pool + 1:-2]),
-            last=(last_weights, last_weights.shape[0], last_weights.shape[1], last.outputs, last.inputs,
-                  np.ascontiguousarray(last.tensors["scale"], dtype=np.float32),
-                  np.ascontiguousarray(last.tensors["offset"], dtype=np.float32)))
+            head_layers=tuple(PackedLayer.of(layer) for layer in layers[pool + 1:-2 if last_spec else -1]),
+            last=last_spec,
+            classifier_inputs=last.outputs)
 
     def plan(self):
         """The kernels' Plan (checks every size once and keeps the arrays alive)."""
@@ -171,19 +181,22 @@ class Engine:
         self.kernel = resolve_kernel(kernel)
         self.packed = PackedNetwork.of(network)
         self._plan = self.packed.plan() if self.kernel != "numpy" else None
-        self._pool_thresholds: dict[int, np.ndarray] = {}
+        self._pool_arguments: dict[int, np.ndarray] = {}
 
     @property
     def class_names(self) -> list[str]:
         return list(self.network.class_names)
 
-    def pool_thresholds(self, num_points: int) -> np.ndarray:
-        """int64 [groups * 8]: the pooled layer's thresholds for clouds of ``num_points`` points."""
-        if num_points not in self._pool_thresholds:
-            pool = next(layer for layer in self.network.layers if layer.kind == "binary_pool")
-            self._pool_thresholds[num_points] = padded_thresholds(
-                pool_thresholds(pool, self.network.aggregation, num_points))
-        return self._pool_thresholds[num_points]
+    def pool_argument(self, num_points: int) -> np.ndarray:
+        """The pooled layer's per-point-count values, as Plan.forward takes them: thresholds int64
+        [groups * 8], or for a real-valued pooled layer its offsets float32 [M], for clouds of
+        ``num_points`` points."""
+        if num_points not in self._pool_arguments:
+            pool = self.network.layers[pooled_layer_index(self.network)]
+            self._pool_arguments[num_points] = (
+                pool_real_offsets(pool, self.network.aggregation, num_points) if pool.kind == "binary_pool_real"
+                else padded_thresholds(pool_thresholds(pool, self.network.aggregation, num_points)))
+        return self._pool_arguments[num_points]
 
     def __call__(self, points: np.ndarray, trace: list | None = None) -> np.ndarray:
         """float32 [B, N, 3] -> logits float32 [B, C]; ``trace`` (a list) receives every layer's output
@@ -194,9 +207,9 @@ class Engine:
             return reference.forward(self.network, points, trace)
         points = reference.checked_points(points)
         b, n, _ = points.shape
-        h = np.empty((b, self.packed.last[3]), dtype=np.float32)
+        h = np.empty((b, self.packed.classifier_inputs), dtype=np.float32)
         buffers = self.packed.trace_buffers(b, n) if trace is not None else None
-        self._plan.forward(path_code(self.kernel), points, b, n, self.pool_thresholds(n), h, buffers)
+        self._plan.forward(path_code(self.kernel), points, b, n, self.pool_argument(n), h, buffers)
         for bits in buffers or ():
             record(trace, bits)
         record(trace, h)

@@ -70,9 +70,20 @@ def binary_point_mlp(widths: list[int], quantizer: str, float_first: bool = Fals
     return nn.Sequential(*layers)
 
 
-def repeat_channels(x: torch.Tensor, width: int) -> torch.Tensor:
-    """x [B, N, K] -> [B, N, width] (width a multiple of K): channel m is x's channel m % K."""
-    return x if x.shape[-1] == width else x.repeat(1, 1, width // x.shape[-1])
+def match_channels(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x [..., K] -> [..., width], a shortcut's parameter-free path between widths: where width is a
+    multiple of K, channel m is x's channel m % K (x repeated); where K is a multiple of width,
+    channel m is the mean of x's channels m, m + width, m + 2 width, ... (the repeat's adjoint,
+    scaled to keep x's magnitude)."""
+    k = x.shape[-1]
+    if width >= k:
+        return x if width == k else x.repeat(*[1] * (x.dim() - 1), width // k)
+    return x.unflatten(-1, (k // width, width)).mean(dim=-2)
+
+
+def widths_nest(widths) -> bool:
+    """True when each width is a multiple or a divisor of the one before it (match_channels applies)."""
+    return all(a % b == 0 or b % a == 0 for a, b in zip(widths[:-1], widths[1:]))
 
 
 @dataclass(frozen=True)
@@ -82,10 +93,13 @@ class BinaryPointNetConfig:
     whose final layer (-> num_classes) is float. Each binary layer is followed by BatchNorm.
     dropout: the probability of dropping a unit before that float layer, in training only.
     shortcuts: real-valued shortcuts around the hidden binary point layers (Bi-Real Net's; every
-    point layer but the pooled one): x <- repeat_channels(x) + Hardtanh(BN(binary(sign x))), the input
+    point layer but the pooled one): x <- match_channels(x) + Hardtanh(BN(binary(sign x))), the input
     repeated along channels where the layer widens it (each such width a multiple of its input's).
     The layers stay binary; a point carries 32-bit values between them (the engine adds them in
-    float32)."""
+    float32). head_shortcuts: the same around each binary head layer, on the pooled feature
+    (h <- match_channels(h) + Hardtanh(BN(binary(sign h))), h's channels averaged in groups where
+    the layer narrows it; each head width a multiple or a divisor of the one before), so the float
+    classifier reads the pooled feature's real values as well as the binary layers' outputs."""
 
     num_classes: int
     point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
@@ -94,6 +108,7 @@ class BinaryPointNetConfig:
     aggregation: str = "ema"
     dropout: float = 0.0
     shortcuts: bool = False
+    head_shortcuts: bool = False
 
     def __post_init__(self):
         check_binary_choices(self)
@@ -103,6 +118,10 @@ class BinaryPointNetConfig:
         if self.shortcuts and any(c_out % c_in for c_in, c_out in hidden):
             raise ValueError(f"BinaryPointNetConfig.shortcuts needs each hidden point width to be a multiple of the "
                              f"one before it (the shortcut repeats its input), got point_widths {self.point_widths}")
+        if self.head_shortcuts and not (self.head_widths and widths_nest([self.point_widths[-1], *self.head_widths])):
+            raise ValueError(f"BinaryPointNetConfig.head_shortcuts needs head layers, each width a multiple or a divisor "
+                             f"of the one before it (from the pooled width {self.point_widths[-1]}), got head_widths "
+                             f"{self.head_widths}")
         check_at_least("BinaryPointNetConfig", 2, num_classes=self.num_classes)
         check_fraction("BinaryPointNetConfig", dropout=self.dropout)
 
@@ -136,7 +155,7 @@ class BinaryPointNet(nn.Module):
                 z = point_layer(a, wq, layer.quantizer.output_factor(), bn, (a_scale, w_scale))
             else:
                 z = activation(per_point(bn, layer(x)))
-            x = repeat_channels(x, z.shape[-1]) + z if self.config.shortcuts else z
+            x = match_channels(x, z.shape[-1]) + z if self.config.shortcuts else z
         last, bn = self.trunk[-2:]
         if fused_path_applies(self.training_kernel, x, bn, binary=True):
             a, wq, a_scale, w_scale = last.quantized_operands(x, x_is_hardtanh_output=hardtanh_output)
@@ -144,7 +163,18 @@ class BinaryPointNet(nn.Module):
                                  magnitudes=(a_scale, w_scale)) + self.aggregate.offset(x.shape[1]))
         else:
             pooled = self.aggregate(per_point(bn, last(x)))
-        return ModelOutput(self.head(pooled), pooled)
+        return ModelOutput(self.classify(pooled), pooled)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled [B, D] -> logits [B, C] through the head (with its shortcuts where configured)."""
+        if not self.config.head_shortcuts:
+            return self.head(pooled)
+        h, binary_count = pooled, 3 * len(self.config.head_widths)
+        for layer, bn, activation in zip(self.head[0:binary_count:3], self.head[1:binary_count:3],
+                                         self.head[2:binary_count:3]):
+            z = activation(bn(layer(h)))
+            h = match_channels(h, z.shape[-1]) + z
+        return self.head[binary_count:](h)
 
 
 @register_model("binary_pointnet", BinaryPointNetConfig)

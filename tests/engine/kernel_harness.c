@@ -4,13 +4,14 @@
  *     kernel_harness <path name> <case file> <output file>
  *
  * Case file (little-endian, written by test_kernel_paths.py): int64 clouds, n, m16, stem_out_words,
- * point_count, head_count, stem_outputs (0: no shortcuts); float32 points [clouds, n, 3], stem weight
- * [3, m16], scale [m16], offset [m16]; per point layer int64 groups, words, out_words, uint64 weights
- * [groups, words, 8], int64 thresholds [groups * 8] (with shortcuts instead: int64 inputs, outputs
- * after out_words, float32 scale [outputs], offset [outputs] after the weights); the pooled layer as
- * a point layer without shortcuts (its thresholds for n points); the head
- * layers the same; the last layer int64 groups, words, outputs, inputs, uint64 weights, float32
- * scale [outputs], offset [outputs].
+ * point_count, head_count, stem_outputs (0: no shortcuts), pool_real (1: head shortcuts); float32
+ * points [clouds, n, 3], stem weight [3, m16], scale [m16], offset [m16]; per point layer int64
+ * groups, words, out_words, uint64 weights [groups, words, 8], int64 thresholds [groups * 8] (with
+ * shortcuts instead: int64 inputs, outputs after out_words, float32 scale [outputs], offset [outputs]
+ * after the weights); the pooled layer as a point layer without shortcuts (its thresholds for n
+ * points; with pool_real as a shortcut layer, its offset the offsets for n points); the head layers
+ * as the point layers (shortcut layers with pool_real); without pool_real the last layer int64
+ * groups, words, outputs, inputs, uint64 weights, float32 scale [outputs], offset [outputs].
  * Output file: every traced layer's bits (uint64, as plan_forward's trace), then h float32
  * [clouds, outputs]. Exit status 2: bad arguments or file, 3: the path cannot run here. */
 #include <stdio.h>
@@ -67,7 +68,7 @@ int main(int argc, char **argv) {
     struct plan p;
     const index_t clouds = read_int(), n = read_int();
     p.m16 = read_int(), p.stem_out_words = read_int(), p.point_count = read_int(), p.head_count = read_int();
-    p.stem_outputs = read_int();
+    p.stem_outputs = read_int(), p.pool_real = (int)read_int();
     const float *points = read_array(clouds * n * 3, sizeof(float));
     p.stem_w = read_array(3 * p.m16, sizeof(float));
     p.stem_scale = read_array(p.m16, sizeof(float));
@@ -79,14 +80,19 @@ int main(int argc, char **argv) {
         return 2;
     }
     for (index_t i = 0; i < p.point_count; i++) read_layer(&point_layers[i], p.stem_outputs > 0);
-    read_layer(&p.pool, 0);
+    read_layer(&p.pool, p.pool_real);
     const int64_t *pool_thr = p.pool.thr;
-    for (index_t i = 0; i < p.head_count; i++) read_layer(&head_layers[i], 0);
+    const float *pool_offset = p.pool.offset;
+    for (index_t i = 0; i < p.head_count; i++) read_layer(&head_layers[i], p.pool_real);
     p.point_layers = point_layers, p.head_layers = head_layers;
-    p.last_groups = read_int(), p.last_words = read_int(), p.last_outputs = read_int(), p.last_inputs = read_int();
-    p.last_w = read_array(p.last_groups * p.last_words * 8, sizeof(uint64_t));
-    p.last_scale = read_array(p.last_outputs, sizeof(float));
-    p.last_offset = read_array(p.last_outputs, sizeof(float));
+    if (p.pool_real) {
+        p.last_outputs = p.head_count ? head_layers[p.head_count - 1].outputs : 0;
+    } else {
+        p.last_groups = read_int(), p.last_words = read_int(), p.last_outputs = read_int(), p.last_inputs = read_int();
+        p.last_w = read_array(p.last_groups * p.last_words * 8, sizeof(uint64_t));
+        p.last_scale = read_array(p.last_outputs, sizeof(float));
+        p.last_offset = read_array(p.last_outputs, sizeof(float));
+    }
     fclose(in);
 
     const index_t layers = p.point_count + p.head_count + 2;
@@ -101,7 +107,7 @@ int main(int argc, char **argv) {
     }
     float *h = calloc(clouds * p.last_outputs + 1, sizeof(float));
     void *work = malloc(plan_work_bytes(&p, n));
-    plan_forward(&p, kernel_table_for(code), points, clouds, n, pool_thr, trace, work, h);
+    plan_forward(&p, kernel_table_for(code), points, clouds, n, pool_thr, pool_offset, trace, work, h);
 
     FILE *out = fopen(argv[3], "wb");
     if (out == NULL) {

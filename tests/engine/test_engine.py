@@ -45,13 +45,18 @@ def real_clouds(shapes_dir):
     return load_dataset(shapes_dir, "test", 200).points[:6]
 
 
-@pytest.mark.parametrize("shortcuts", [False, True], ids=["plain", "shortcuts"])
+ARCHITECTURES = {"plain": {}, "shortcuts": {"shortcuts": True, "point_widths": (64, 64, 128, 130)},
+                 # real pooled values, a narrowing, a widening and a narrowing head shortcut
+                 "head shortcuts": {"head_shortcuts": True, "point_widths": (64, 64, 100, 130),
+                                    "head_widths": (65, 130, 26)}}
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("aggregation", ["max", "ema"])
 @pytest.mark.parametrize("quantizer", SIGN_QUANTIZERS)
 def test_engine_logits_equal_the_pytorch_student_and_kernels_match_the_reference_bit_for_bit(
-        quantizer, aggregation, shortcuts, real_clouds):
-    checkpoint = random_student(quantizer, aggregation, **({"shortcuts": True, "point_widths": (64, 64, 128, 130)}
-                                                           if shortcuts else {}))
+        quantizer, aggregation, architecture, real_clouds):
+    checkpoint = random_student(quantizer, aggregation, **ARCHITECTURES[architecture])
     model = checkpoint.build_model()
     network = export_student(checkpoint)
     noise = np.random.default_rng(1).standard_normal((5, 200, 3)).astype(np.float32)
@@ -68,17 +73,20 @@ def test_engine_logits_equal_the_pytorch_student_and_kernels_match_the_reference
                 assert bits.dtype == oracle.dtype and np.array_equal(bits, oracle), f"{kernel}: layer {index}"
 
 
-@pytest.mark.parametrize("shortcuts", [False, True], ids=["plain", "shortcuts"])
-def test_a_trained_student_exports_and_predicts_like_pytorch(shortcuts, recorded_store, shapes_dir, tmp_path):
+@pytest.mark.parametrize("shortcuts, head_shortcuts", [(False, False), (True, False), (True, True)],
+                         ids=["plain", "shortcuts", "head shortcuts"])
+def test_a_trained_student_exports_and_predicts_like_pytorch(shortcuts, head_shortcuts, recorded_store, shapes_dir,
+                                                             tmp_path):
     from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
     from pointdistill.losses import LossConfig
     from pointdistill.models import load_checkpoint
 
     job = StudentJob(store=recorded_store, dataset=shapes_dir, out=str(tmp_path / "student"), quantizer="lsr",
-                     aggregation="ema", shortcuts=shortcuts, loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
+                     aggregation="ema", shortcuts=shortcuts, head_shortcuts=head_shortcuts,
+                     loss=LossConfig(kd_weight=0.5, reg_weight=0.01),
                      train=StudentTrainConfig(epochs=2, batch_size=16, device="cpu", lr=0.01))
     summary = run_student_job(job, progress=False)
-    assert summary["student"]["shortcuts"] is shortcuts
+    assert summary["student"]["shortcuts"] is shortcuts and summary["student"]["head_shortcuts"] is head_shortcuts
     student = summary["outputs"]["checkpoint"]
     model_file = tmp_path / "student.pdbn"
     run = subprocess.run([sys.executable, "-m", "flows.cli", "export", student, "-o", str(model_file)],
@@ -90,6 +98,7 @@ def test_a_trained_student_exports_and_predicts_like_pytorch(shortcuts, recorded
         expected = checkpoint.build_model()(torch.from_numpy(test_set.points)).logits.numpy()
     network = load_network(model_file)
     assert (network.layers[0].kind == "stem_real") is shortcuts
+    assert ("binary_pool_real" in [layer.kind for layer in network.layers]) is head_shortcuts
     np.testing.assert_allclose(Engine(network)(test_set.points), expected, rtol=1e-5, atol=1e-5)
     assert summary["final_test_overall_accuracy"] == pytest.approx(np.mean(expected.argmax(1) == test_set.labels))
     predicted = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(model_file), shapes_dir,
@@ -156,8 +165,8 @@ def test_bad_model_files_give_clear_errors(model_file, tmp_path):
         load_network(written("truncated.pdbn", blob[: len(blob) - 100]))
     with pytest.raises(ModelFileError, match="truncated"):
         load_network(written("header-cut.pdbn", blob[:40]))
-    with pytest.raises(ModelFileError, match="version 3; this pointdistill reads versions 1, 2"):
-        load_network(written("v3.pdbn", blob[:4] + struct.pack("<I", 3) + blob[8:]))
+    with pytest.raises(ModelFileError, match="version 4; this pointdistill reads versions 1, 2, 3"):
+        load_network(written("v4.pdbn", blob[:4] + struct.pack("<I", 4) + blob[8:]))
     with pytest.raises(ModelFileError, match=r"not a pointdistill binary network \(.pdbn\) file$"):
         load_network(written("other.pdbn", b"GIF8" + blob[4:]))
     with pytest.raises(ModelFileError, match="looks like a PyTorch checkpoint: make the model file with `pointdistill export"):
@@ -189,12 +198,15 @@ def test_cli_names_a_bad_model_file_and_exits_2(tmp_path):
 
 
 SHORTCUTS = {"shortcuts": True, "point_widths": (64, 64, 128, 130)}
+HEAD_SHORTCUTS = {"shortcuts": True, "head_shortcuts": True, "point_widths": (64, 64, 128, 256),
+                  "head_widths": (128, 64, 128)}
 
 
-def test_shortcuts_take_format_version_2_and_a_plain_student_keeps_version_1(tmp_path):
-    """Readers of version 1 go on reading every student without shortcuts; a file of shortcut
-    layers says version 2, and one that claims version 1 is refused."""
-    for fields, version in (({}, 1), (SHORTCUTS, 2)):
+def test_shortcuts_take_format_version_2_head_shortcuts_3_and_a_plain_student_keeps_version_1(tmp_path):
+    """Readers of version 1 go on reading every student without shortcuts, readers of version 2
+    every student without head shortcuts; a file says the version its layers need, and one that
+    claims less is refused."""
+    for fields, version in (({}, 1), (HEAD_SHORTCUTS, 3), (SHORTCUTS, 2)):
         network = export_student(random_student("lsr", "ema", **fields))
         path = tmp_path / f"v{version}.pdbn"
         save_network(path, network)
@@ -202,26 +214,40 @@ def test_shortcuts_take_format_version_2_and_a_plain_student_keeps_version_1(tmp
         assert [layer.kind for layer in load_network(path).layers] == [layer.kind for layer in network.layers]
     assert [layer.kind for layer in network.layers][:4] == ["stem_real", "binary_shortcut", "binary_shortcut",
                                                             "binary_pool"]
-    blob = (tmp_path / "v2.pdbn").read_bytes()
-    claimed = tmp_path / "claimed-v1.pdbn"
-    claimed.write_bytes(blob[:4] + struct.pack("<I", 1) + blob[8:])
-    with pytest.raises(ModelFileError, match="layer kinds of format version 2 in a version 1 file"):
-        load_network(claimed)
+    claimed = tmp_path / "claimed.pdbn"
+    for version, claim in ((2, 1), (3, 2)):
+        blob = (tmp_path / f"v{version}.pdbn").read_bytes()
+        claimed.write_bytes(blob[:4] + struct.pack("<I", claim) + blob[8:])
+        with pytest.raises(ModelFileError, match=f"layer kinds of format version {version} in a version {claim} file"):
+            load_network(claimed)
+    head = export_student(random_student("lsr", "ema", **HEAD_SHORTCUTS))
+    assert [(layer.kind, layer.outputs) for layer in head.layers][3:] == [
+        ("binary_pool_real", 256), ("binary_shortcut", 128), ("binary_shortcut", 64), ("binary_shortcut", 128),
+        ("linear", 10)]
 
 
-def test_shortcut_layers_that_do_not_repeat_their_input_whole_or_mix_with_threshold_layers_are_refused():
+def test_shortcut_layers_that_do_not_repeat_or_average_their_input_whole_or_mix_with_threshold_layers_are_refused():
     network = export_student(random_student("lsr", "ema", point_widths=(64, 96, 96, 130)))
     network.layers[0].kind = "stem_real"
     for layer in network.layers[1:3]:
         layer.kind = "binary_shortcut"
         layer.tensors = {"bits": layer.tensors["bits"], "scale": np.ones(layer.outputs, np.float32),
                          "offset": np.zeros(layer.outputs, np.float32)}
-    with pytest.raises(ModelFileError, match=r"layer 1 \(binary_shortcut\): 96 outputs are not a multiple of its "
-                                             r"64 inputs"):
+    with pytest.raises(ModelFileError, match=r"layer 1 \(binary_shortcut\): 96 outputs are neither a multiple nor a "
+                                             r"divisor of its 64 inputs"):
         network.validate()
     network.layers[0].kind = "stem"
     with pytest.raises(ModelFileError, match=r"layer sequence \['stem', 'binary_shortcut'.* is not"):
         network.validate()
+    head = export_student(random_student("lsr", "ema", **HEAD_SHORTCUTS))
+    head.layers[-2].kind = "binary_float"  # a real-valued pooled layer is followed by shortcut layers only
+    with pytest.raises(ModelFileError, match=r"layer sequence .*'binary_pool_real', 'binary_shortcut', "
+                                             r"'binary_shortcut', 'binary_float', 'linear'\] is not"):
+        head.validate()
+    head = export_student(random_student("lsr", "ema", **HEAD_SHORTCUTS))
+    head.layers[3].tensors["scale"][5] = -0.5
+    with pytest.raises(ModelFileError, match=r"layer 3 \(binary_pool_real\): scale must be >= 0"):
+        head.validate()
 
 
 @pytest.mark.skipif(not COMPILED, reason="the C extension is not built")
@@ -239,8 +265,8 @@ def test_kernels_check_sizes_instead_of_overrunning():
         _kernels.Plan(packed.stem, (specs[0], (*specs[1][:3], 2, specs[1][4])), packed.pool.spec(),
                       tuple(layer.spec() for layer in packed.head_layers), packed.last)
     clouds = np.zeros((2, 16, 3), dtype=np.float32)
-    h = np.zeros((2, packed.last[3]), dtype=np.float32)
-    thresholds = engine.pool_thresholds(16)
+    h = np.zeros((2, packed.classifier_inputs), dtype=np.float32)
+    thresholds = engine.pool_argument(16)
     with pytest.raises(ValueError, match="points: buffer"):
         engine._plan.forward(code, clouds, 3, 16, thresholds, h)
     # Sizes whose products wrap around 2**64 are refused, not run.
@@ -263,7 +289,7 @@ def test_kernels_check_sizes_instead_of_overrunning():
     shortcut = Engine(export_student(random_student("lsr", "ema", **SHORTCUTS)), COMPILED[0]).packed
     specs = [layer.spec() for layer in shortcut.point_layers]
     heads = tuple(layer.spec() for layer in shortcut.head_layers)
-    with pytest.raises(ValueError, match=r"point layer 1: inconsistent shortcut sizes \(inputs 64 after 64, "
+    with pytest.raises(ValueError, match=r"point layer 1: inconsistent real-valued sizes \(inputs 64 after 64, "
                                          r"outputs 96"):
         _kernels.Plan(shortcut.stem, (specs[0], (*specs[1][:-1], 96)), shortcut.pool.spec(), heads, shortcut.last)
     with pytest.raises(ValueError, match="point layer 1: buffer of 256 bytes is too small"):  # scale of 64 for 128
@@ -271,6 +297,18 @@ def test_kernels_check_sizes_instead_of_overrunning():
                       shortcut.pool.spec(), heads, shortcut.last)
     with pytest.raises(ValueError, match=r"stem: inconsistent sizes \(m16 64, out_words 1, real outputs 65\)"):
         _kernels.Plan((*shortcut.stem[:5], 65), tuple(specs), shortcut.pool.spec(), heads, shortcut.last)
+    head_engine = Engine(export_student(random_student("lsr", "ema", **HEAD_SHORTCUTS)), COMPILED[0])
+    head = head_engine.packed
+    specs, heads = tuple(layer.spec() for layer in head.point_layers), [layer.spec() for layer in head.head_layers]
+    with pytest.raises(ValueError, match=r"head layer 1: inconsistent real-valued sizes \(inputs 64 after 128, "):
+        _kernels.Plan(head.stem, specs, head.pool.spec(), (heads[0], (*heads[1][:7], 64, heads[1][8])), ())
+    with pytest.raises(ValueError, match="a real-valued pooled layer needs at least one head"):
+        _kernels.Plan(head.stem, specs, head.pool.spec(), (), ())
+    with pytest.raises(ValueError, match="a network with a real-valued pooled layer has none"):
+        _kernels.Plan(head.stem, specs, head.pool.spec(), tuple(heads), packed.last)
+    h = np.zeros((2, head.classifier_inputs), dtype=np.float32)
+    with pytest.raises(ValueError, match="pool offsets: buffer of 512 bytes is too small"):  # thresholds of 64 groups
+        head_engine._plan.forward(code, clouds, 2, 16, head_engine.pool_argument(16)[:128], h)
 
 
 def test_non_finite_weights_are_refused_by_export_and_by_the_engine(tmp_path):

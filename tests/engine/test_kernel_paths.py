@@ -37,6 +37,11 @@ CASES = [
     # around the 64-point blocks
     ("lsr", "ema", {"shortcuts": True, "point_widths": (64, 64, 128, 130)}, (1024, 65)),
     ("bnn", "max", {"shortcuts": True, "point_widths": (70, 140, 140, 90), "head_widths": (33,)}, (1, 129)),
+    # head shortcuts: real pooled values, narrowing (1024 -> 512 -> 256, 130 -> 65) and widening
+    # (65 -> 130) head layers, with and without point shortcuts
+    ("lsr", "ema", {"shortcuts": True, "head_shortcuts": True, "point_widths": (64, 64, 128, 1024),
+                    "head_widths": (512, 256)}, (1024, 65)),
+    ("irnet", "max", {"head_shortcuts": True, "point_widths": (5, 7, 130), "head_widths": (65, 130, 13)}, (1, 37)),
 ]
 
 
@@ -45,23 +50,27 @@ def write_case(path: Path, engine: Engine, clouds: np.ndarray) -> None:
     packed: PackedNetwork = engine.packed
     b, n, _ = clouds.shape
     weight, scale, offset, m16, stem_words, *stem_outputs = packed.stem
-    sizes = [b, n, m16, stem_words, len(packed.point_layers), len(packed.head_layers), *(stem_outputs or [0])]
+    pool_real = len(packed.pool.real or ()) == 3
+    sizes = [b, n, m16, stem_words, len(packed.point_layers), len(packed.head_layers), *(stem_outputs or [0]),
+             int(pool_real)]
     parts = [np.array(sizes, dtype="<i8"), clouds.astype("<f4"), weight, scale, offset]
 
-    def layer(packed_layer, thresholds=None):
-        w, t, groups, words, out_words, *shortcut = packed_layer.spec()
-        if shortcut:
-            layer_scale, layer_offset, inputs, outputs = shortcut
-            return [np.array([groups, words, out_words, inputs, outputs], dtype="<i8"), w, layer_scale, layer_offset]
-        return [np.array([groups, words, out_words], dtype="<i8"), w, t if thresholds is None else thresholds]
+    def layer(packed_layer, pool_argument=None):
+        w, t, groups, words, out_words, *real = packed_layer.spec()
+        if real:
+            layer_scale, *layer_offset, inputs, outputs = real
+            return [np.array([groups, words, out_words, inputs, outputs], dtype="<i8"), w, layer_scale,
+                    *(layer_offset or [pool_argument])]
+        return [np.array([groups, words, out_words], dtype="<i8"), w, t if pool_argument is None else pool_argument]
 
     for packed_layer in packed.point_layers:
         parts += layer(packed_layer)
-    parts += layer(packed.pool, engine.pool_thresholds(n))
+    parts += layer(packed.pool, engine.pool_argument(n))
     for packed_layer in packed.head_layers:
         parts += layer(packed_layer)
-    w, groups, words, outputs, inputs, last_scale, last_offset = packed.last
-    parts += [np.array([groups, words, outputs, inputs], dtype="<i8"), w, last_scale, last_offset]
+    if packed.last:
+        w, groups, words, outputs, inputs, last_scale, last_offset = packed.last
+        parts += [np.array([groups, words, outputs, inputs], dtype="<i8"), w, last_scale, last_offset]
     path.write_bytes(b"".join(np.ascontiguousarray(part).astype(part.dtype.newbyteorder("<")).tobytes()
                               for part in parts))
 

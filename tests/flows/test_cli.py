@@ -75,6 +75,7 @@ def _run_cli(args: list[str]) -> tuple[int, str, list[str]]:
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--quantizer", "lsq"], "'lsq' is not one of bnn, xnor"),
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--dropout", "1"], "--dropout: input should be less than 1"),
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--weight-decay", "-0.001"], "--weight-decay: input should be greater than or equal to 0"),
+    (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--weight-decay", "-1e-4"], "--weight-decay: input should be greater than or equal to 0 (got -0.0001)"),
     (["train-student", "--dataset", ".", "--out", "o"], "one of --store --teacher-sha is required"),
     (["train-teacher", "--dataset", ".", "--out", "o", "--point-widths", "64,0"], "--point-widths: input should be greater than or equal to 1"),
     (["record-teacher", "--teacher", "t.pt", "--dataset", ".", "--store", "s"], "--teacher: t.pt does not exist"),
@@ -90,13 +91,13 @@ def test_bad_input_is_one_line_exit_2_before_anything_heavy_loads(args, message)
 def test_names_are_case_insensitive_and_values_reach_the_flow_typed():
     args = build_parser().parse_args(["train-student", "--dataset", ".", "--out", "o", "--store", ".",
                                       "--quantizer", "LSR", "--aggregation", "EMA", "--point-widths", "64,128",
-                                      "--shortcuts"])
+                                      "--shortcuts", "--head-shortcuts"])
     from flows.cli import _checked_flow_parameters
 
     params = _checked_flow_parameters(args, args.parser)
     assert params["quantizer"] == "lsr" and params["aggregation"] == "ema"
     assert params["point_widths"] == [64, 128] and params["epochs"] == 20 and params["resume"] is False
-    assert params["shortcuts"] is True
+    assert params["shortcuts"] is True and params["head_shortcuts"] is True
 
 
 def test_version_and_bare_command(capsys):

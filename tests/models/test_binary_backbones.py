@@ -2,6 +2,8 @@
 the one for the elements each aggregation pools; which layers are float; replay from a store of
 their own teacher; export refuses them with the reason."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from pointdistill.models import (
     MODELS, Checkpoint, DGCNNConfig, PointNet2Config, create_model, load_checkpoint, model_spec,
 )
 from pointdistill.models.binary_dgcnn import BinaryDGCNNConfig
-from pointdistill.models.binary_pointnet import BinaryPointNetConfig
+from pointdistill.models.binary_pointnet import BinaryPointNet, BinaryPointNetConfig, match_channels
 from pointdistill.models.binary_pointnet2 import BinaryPointNet2Config
 from pointdistill.models.dgcnn import edge_features
 from pointdistill.models.per_point import per_point_layers
@@ -75,6 +77,9 @@ def test_the_students_keep_the_teachers_layout_with_float_first_and_last_layers(
         student_spec(model_spec("dgcnn", TEACHERS["dgcnn"]), "lsr", "ema", point_widths=(8, 8), backbone="dgcnn")
     with pytest.raises(ValueError, match="shortcuts are the pointnet student's; the dgcnn student has none"):
         student_spec(model_spec("dgcnn", TEACHERS["dgcnn"]), "lsr", "ema", shortcuts=True, backbone="dgcnn")
+    with pytest.raises(ValueError, match="head_shortcuts are the pointnet student's; the pointnet2_ssg student"):
+        student_spec(model_spec("pointnet2_ssg", TEACHERS["pointnet2_ssg"]), "lsr", "ema", head_shortcuts=True,
+                     backbone="pointnet2_ssg")
 
 
 def test_ema_adds_the_offset_for_the_elements_each_aggregation_pools():
@@ -161,6 +166,44 @@ def test_shortcuts_need_each_hidden_point_width_a_multiple_of_the_one_before():
     assert BinaryPointNetConfig(num_classes=4, point_widths=(64, 64, 128, 1000), shortcuts=True).shortcuts
     with pytest.raises(ValueError, match=r"^BinaryPointNetConfig.shortcuts needs .* got point_widths \(64, 96, 1024\)"):
         BinaryPointNetConfig(num_classes=4, point_widths=(64, 96, 1024), shortcuts=True)
+
+
+def test_head_shortcuts_need_head_widths_that_nest():
+    """The head's shortcut repeats or averages channels: each head width a multiple or a divisor of
+    the one before it, from the pooled width."""
+    assert BinaryPointNetConfig(num_classes=4, head_widths=(512, 1024, 256), head_shortcuts=True).head_shortcuts
+    with pytest.raises(ValueError, match=r"^BinaryPointNetConfig.head_shortcuts needs .* got head_widths \(512, 384\)"):
+        BinaryPointNetConfig(num_classes=4, head_widths=(512, 384), head_shortcuts=True)
+    with pytest.raises(ValueError, match=r"^BinaryPointNetConfig.head_shortcuts needs head layers"):
+        BinaryPointNetConfig(num_classes=4, head_widths=(), head_shortcuts=True)
+
+
+def test_match_channels_repeats_to_widen_and_averages_its_adjoint_groups_to_narrow():
+    x = torch.randn(2, 5, 8)
+    wide = match_channels(x, 24)
+    torch.testing.assert_close(wide, torch.cat([x, x, x], dim=-1))  # channel m is x's m % 8
+    narrow = match_channels(x, 2)
+    torch.testing.assert_close(narrow[..., 1], x[..., 1::2].mean(-1))  # channels 1, 3, 5, 7
+    y = torch.randn(2, 5, 24)  # <repeat(x), y> = 3 <x, fold(y)>: the narrowing is the repeat's adjoint / 3
+    torch.testing.assert_close((wide * y).sum(), 3 * (x * match_channels(y, 8)).sum())
+    assert match_channels(x, 8) is x
+
+
+def test_head_shortcuts_carry_the_pooled_features_real_values_to_the_classifier():
+    """With head shortcuts the float classifier reads the pooled feature's values, not only the
+    signs the binary head layers see: scaling the pooled feature (signs kept) changes the logits."""
+    torch.manual_seed(0)
+    model = BinaryPointNet(BinaryPointNetConfig(num_classes=4, point_widths=(8, 16), head_widths=(8, 4),
+                                                head_shortcuts=True)).eval()
+    pooled = torch.randn(3, 16)
+    with torch.no_grad():
+        h1 = match_channels(pooled, 8) + model.head[2](model.head[1](model.head[0](pooled)))
+        h2 = match_channels(h1, 4) + model.head[5](model.head[4](model.head[3](h1)))
+        torch.testing.assert_close(model.classify(pooled), model.head[6](h2))
+        assert not torch.allclose(model.classify(2 * pooled), model.classify(pooled))
+        plain = BinaryPointNet(dataclasses.replace(model.config, head_shortcuts=False)).eval()
+        plain.load_state_dict(model.state_dict())  # the same parameters: the shortcuts add none
+        torch.testing.assert_close(plain.classify(2 * pooled), plain.classify(pooled))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -112,11 +112,14 @@ static inline float hardtanh(float v) { return v < -1.0f ? -1.0f : (v > 1.0f ? 1
 
 enum { SHORTCUT_ROWS = 64 };  /* points per block: a block's real values stay in L1/L2 */
 
-/* the widest real-valued row (stem and shortcut layers), in channels */
+/* the widest real-valued row (stem, shortcut layers, real-valued pooled and head layers), in channels */
 static index_t widest_real_row(const struct plan *p) {
     index_t width = p->stem_outputs;
-    for (index_t i = 0; i < p->point_count; i++)
+    for (index_t i = 0; p->stem_outputs && i < p->point_count; i++)
         if (p->point_layers[i].outputs > width) width = p->point_layers[i].outputs;
+    if (p->pool_real && p->pool.outputs > width) width = p->pool.outputs;
+    for (index_t i = 0; p->pool_real && i < p->head_count; i++)
+        if (p->head_layers[i].outputs > width) width = p->head_layers[i].outputs;
     return width;
 }
 
@@ -162,6 +165,19 @@ static void shortcut_layer(const struct kernel_table *k, const struct binary_lay
     const index_t in = layer->inputs, out = layer->outputs;
     const int32_t k32 = (int32_t)in;  /* K <= 2^31: the popcounts are int32 */
     k->counts(bits, layer->w, rows, layer->groups, layer->words, out, counts);
+    if (out < in) {  /* narrowing: channel c averages input channels c, c + M, ... */
+        const float groups = (float)(in / out);
+        for (index_t r = 0; r < rows; r++) {
+            const float *xr = x + r * in;
+            for (index_t c = 0; c < out; c++) {
+                float sum = xr[c];
+                for (index_t j = c + out; j < in; j += out) sum += xr[j];
+                const float v = layer->scale[c] * (float)(k32 - 2 * counts[r * out + c]) + layer->offset[c];
+                y[r * out + c] = sum / groups + hardtanh(v);
+            }
+        }
+        return;
+    }
     for (index_t r = 0; r < rows; r++)
         for (index_t start = 0; start < out; start += in) {  /* channel start + c repeats input channel c */
             const int32_t *restrict cr = counts + r * out + start;
@@ -175,23 +191,42 @@ static void shortcut_layer(const struct kernel_table *k, const struct binary_lay
         }
 }
 
-/* scratch of shortcut_points: two real blocks and counts [SHORTCUT_ROWS, widest real], two bit blocks
- * [SHORTCUT_ROWS, widest words] */
-static index_t shortcut_work_bytes(const struct plan *p) {
-    if (!p->stem_outputs) return 0;
-    return 4 * 3 * SHORTCUT_ROWS * widest_real_row(p) + 8 * 2 * SHORTCUT_ROWS * widest_point_row(p);
+/* the real-valued layers' scratch: two real blocks and counts [SHORTCUT_ROWS, widest real], the least
+ * popcounts of the real-valued pooled layer [widest real], two bit blocks [SHORTCUT_ROWS, widest words] */
+struct real_scratch {
+    float *real[2];
+    int32_t *counts, *least;
+    uint64_t *bits[2];
+};
+
+static index_t widest_row(const struct plan *p) {
+    const index_t point = widest_point_row(p), cloud = widest_cloud_row(p);
+    return point > cloud ? point : cloud;
+}
+
+static index_t real_scratch_bytes(const struct plan *p) {
+    if (!p->stem_outputs && !p->pool_real) return 0;
+    return 4 * (3 * SHORTCUT_ROWS + 1) * widest_real_row(p) + 8 * 2 * SHORTCUT_ROWS * widest_row(p);
+}
+
+/* the layout of real_scratch_bytes(p) bytes at base (8-byte aligned) */
+static struct real_scratch real_scratch_at(const struct plan *p, void *base) {
+    const index_t width = widest_real_row(p), words = widest_row(p);
+    struct real_scratch s;
+    s.bits[0] = base, s.bits[1] = s.bits[0] + SHORTCUT_ROWS * words;
+    s.real[0] = (float *)(s.bits[1] + SHORTCUT_ROWS * words), s.real[1] = s.real[0] + SHORTCUT_ROWS * width;
+    s.counts = (int32_t *)(s.real[1] + SHORTCUT_ROWS * width), s.least = s.counts + SHORTCUT_ROWS * width;
+    return s;
 }
 
 /* One cloud's n points (points float32 [n, 3]) through the stem and the shortcut layers, a block of points
  * at a time; out: the last layer's sign bits [n, words], the pooled layer's input. trace: NULL, or the
  * stem's and point layers' arrays already offset to this cloud. */
 static void shortcut_points(const struct plan *p, const struct kernel_table *k, const float *points, index_t n,
-                            uint64_t *const *trace, void *scratch, uint64_t *out) {
-    const index_t real_width = widest_real_row(p), words = widest_point_row(p);
-    float *real[2] = {scratch, (float *)scratch + SHORTCUT_ROWS * real_width};
-    int32_t *counts = (int32_t *)(real[1] + SHORTCUT_ROWS * real_width);
-    uint64_t *block_bits[2] = {(uint64_t *)(counts + SHORTCUT_ROWS * real_width),
-                               (uint64_t *)(counts + SHORTCUT_ROWS * real_width) + SHORTCUT_ROWS * words};
+                            uint64_t *const *trace, const struct real_scratch *s, uint64_t *out) {
+    float *const *real = s->real;
+    int32_t *counts = s->counts;
+    uint64_t *const *block_bits = s->bits;
     for (index_t start = 0; start < n; start += SHORTCUT_ROWS) {
         const index_t rows = n - start < SHORTCUT_ROWS ? n - start : SHORTCUT_ROWS;
         index_t width = p->stem_outputs, out_words = p->stem_out_words;
@@ -209,26 +244,64 @@ static void shortcut_points(const struct plan *p, const struct kernel_table *k, 
     }
 }
 
+/* the real-valued pooled layer over one cloud's rows (x [rows, words], their minimum popcounts the same
+ * as over all its points) -> y float32 [pool.outputs]: scale * (K - 2 P) + offset */
+static void pool_real_values(const struct plan *p, const struct kernel_table *k, const uint64_t *x, index_t rows,
+                             const float *offset, const struct real_scratch *s, float *y) {
+    const struct binary_layer *pool = &p->pool;
+    const index_t out = pool->outputs;
+    const int32_t k32 = (int32_t)pool->inputs;
+    for (index_t c = 0; c < out; c++) s->least[c] = k32 + 1;
+    for (index_t start = 0; start < rows; start += SHORTCUT_ROWS) {
+        const index_t block = rows - start < SHORTCUT_ROWS ? rows - start : SHORTCUT_ROWS;
+        k->counts(x + start * pool->words, pool->w, block, pool->groups, pool->words, out, s->counts);
+        for (index_t r = 0; r < block; r++)
+            for (index_t c = 0; c < out; c++)
+                s->least[c] = s->counts[r * out + c] < s->least[c] ? s->counts[r * out + c] : s->least[c];
+    }
+    for (index_t c = 0; c < out; c++) y[c] = pool->scale[c] * (float)(k32 - 2 * s->least[c]) + offset[c];
+}
+
+/* One cloud's pooled real values (pooled float32 [pool.outputs], in s->real[0]) through the head's shortcut
+ * layers; h: the last one's output [last_outputs]. trace: NULL, or the pooled and head layers' arrays
+ * already offset to this cloud. */
+static void shortcut_head(const struct plan *p, const struct kernel_table *k, const float *pooled,
+                          uint64_t *const *trace, const struct real_scratch *s, float *h) {
+    const float *x = pooled;
+    uint64_t *bits = trace ? trace[0] : s->bits[0];
+    sign_bits(x, 1, p->pool.outputs, p->pool.out_words, bits);
+    for (index_t i = 0; i < p->head_count; i++) {
+        const struct binary_layer *layer = &p->head_layers[i];
+        float *y = i == p->head_count - 1 ? h : s->real[(i + 1) % 2];
+        shortcut_layer(k, layer, x, bits, 1, s->counts, y);
+        bits = trace ? trace[1 + i] : s->bits[(i + 1) % 2];
+        if (trace || i < p->head_count - 1) sign_bits(y, 1, layer->outputs, layer->out_words, bits);
+        x = y;
+    }
+}
+
 /* work layout, for one cloud: stem bits [n, stem_out_words], two ping-pong row buffers
  * [n, widest], two cloud rows [widest], counts int32 [last_outputs], row_of int32 [n],
- * the hash table int32 [table_size(n)], then (with shortcuts) shortcut_points' scratch */
+ * the hash table int32 [table_size(n)], then (with shortcuts) the real-valued layers' scratch */
 index_t plan_work_bytes(const struct plan *p, index_t n) {
     const index_t limit = (index_t)1 << 40;
     const index_t widest = widest_point_row(p);
     if (n < 1 || n > limit || widest > limit / n) return -1;
     return 8 * (n * p->stem_out_words + 2 * n * widest + 2 * widest_cloud_row(p))
-         + 4 * (p->last_outputs + n + table_size(n)) + 8 + shortcut_work_bytes(p);
+         + 4 * (p->last_outputs + n + table_size(n)) + 8 + real_scratch_bytes(p);
 }
 
 void plan_forward(const struct plan *p, const struct kernel_table *k, const float *points, index_t clouds,
-                  index_t n, const int64_t *pool_thr, uint64_t *const *trace, void *work, float *h) {
+                  index_t n, const int64_t *pool_thr, const float *pool_offset, uint64_t *const *trace, void *work,
+                  float *h) {
     const index_t widest = widest_point_row(p), cloud_widest = widest_cloud_row(p);
     uint64_t *stem_bits = work, *rows[2] = {stem_bits + n * p->stem_out_words, stem_bits + n * p->stem_out_words + n * widest};
     uint64_t *cloud_rows[2] = {rows[1] + n * widest, rows[1] + n * widest + cloud_widest};
     int32_t *counts = (int32_t *)(cloud_rows[1] + cloud_widest), *row_of = counts + p->last_outputs,
             *table = row_of + n;
     /* after the hash table, rounded up to a whole word (plan_work_bytes leaves 8 bytes for it) */
-    void *shortcut_scratch = (uint64_t *)work + (((char *)(table + table_size(n)) - (char *)work) + 7) / 8;
+    const struct real_scratch scratch =
+        real_scratch_at(p, (uint64_t *)work + (((char *)(table + table_size(n)) - (char *)work) + 7) / 8);
     uint64_t *cloud_trace[1 + PLAN_MAX_POINT_LAYERS];
     for (index_t b = 0; b < clouds; b++) {
         uint64_t *x;
@@ -236,7 +309,7 @@ void plan_forward(const struct plan *p, const struct kernel_table *k, const floa
         if (p->stem_outputs) {
             for (index_t i = 0; trace && i <= p->point_count; i++)
                 cloud_trace[i] = trace[i] + b * n * (i ? p->point_layers[i - 1].out_words : p->stem_out_words);
-            shortcut_points(p, k, points + b * n * 3, n, trace ? cloud_trace : NULL, shortcut_scratch, rows[0]);
+            shortcut_points(p, k, points + b * n * 3, n, trace ? cloud_trace : NULL, &scratch, rows[0]);
             x = rows[0], u = n;
         } else {
             uint64_t *stem_out = trace ? trace[0] + b * n * p->stem_out_words : stem_bits;
@@ -251,6 +324,14 @@ void plan_forward(const struct plan *p, const struct kernel_table *k, const floa
                 if (trace) expand_rows(y, row_of, n, layer->out_words, trace[1 + i] + b * n * layer->out_words);
                 x = y;
             }
+        }
+        if (p->pool_real) {
+            pool_real_values(p, k, x, u, pool_offset, &scratch, scratch.real[0]);
+            for (index_t i = 0; trace && i <= p->head_count; i++)
+                cloud_trace[i] = trace[1 + p->point_count + i]
+                               + b * (i ? p->head_layers[i - 1].out_words : p->pool.out_words);
+            shortcut_head(p, k, scratch.real[0], trace ? cloud_trace : NULL, &scratch, h + b * p->last_outputs);
+            continue;
         }
         uint64_t *pooled = trace ? trace[1 + p->point_count] + b * p->pool.out_words : cloud_rows[0];
         k->pool(x, p->pool.w, pool_thr, u, p->pool.groups, p->pool.words, p->pool.out_words, pooled);

@@ -66,9 +66,11 @@ struct binary_layer {
     const int64_t *thr;  /* NULL for the pooled layer, whose thresholds depend on the point count,
                           * and for a shortcut layer */
     index_t groups, words, out_words;
-    /* a shortcut layer (real values in and out, M a multiple of K): y[c] = x[c % K] + clip(scale[c] *
-     * (K - 2 popcount(sign(x) XOR w_c)) + offset[c], -1, 1), float32, in that order, no FMA;
-     * NULL and 0 for the other layers */
+    /* a shortcut layer (real values in and out, M a multiple or a divisor of K): y[c] = s[c] +
+     * clip(scale[c] * (K - 2 popcount(sign(x) XOR w_c)) + offset[c], -1, 1), float32, in that order, no
+     * FMA, where s[c] = x[c % K] (M >= K) or (x[c] + x[c + M] + ... + x[c + K - M]) / (K / M) summed left to
+     * right (M < K); the real-valued pooled layer: scale, inputs and outputs (offset NULL: it depends on
+     * the point count); NULL and 0 for the other layers */
     const float *scale, *offset;
     index_t inputs, outputs;
 };
@@ -87,6 +89,12 @@ struct plan {
     index_t point_count, head_count;
     const struct binary_layer *point_layers, *head_layers;
     struct binary_layer pool;
+    /* 0: the pooled layer gives bits (thresholds for n points), the head layers are threshold layers
+     * and h is the binary_float layer's output; 1: head shortcuts: the pooled layer gives real values,
+     * y[m] = scale[m] * (K - 2 P[m]) + offset_n[m], P[m] the least popcount over the points, every head
+     * layer is a shortcut layer and h is the last one's output (last_outputs its width, the other
+     * last_ fields unused) */
+    int pool_real;
     /* binary_float layer: h = clip(scale * (inputs - 2 popcount) + offset, -1, 1) */
     const uint64_t *last_w;
     index_t last_groups, last_words, last_outputs, last_inputs;
@@ -98,13 +106,16 @@ struct plan {
  * each cloud's distinct rows alone go through the point layers and the pooled layer (real clouds
  * repeat about half of their first-layer codes); the output bits are the same. With shortcuts a
  * point carries real values, so every point goes through, SHORTCUT_ROWS at a time; the trace then
- * holds the signs of the stem's and point layers' real outputs.
- * points float32 [clouds, n, 3]; pool_thr int64 [pool.groups * 8] (for n points);
+ * holds the signs of the stem's and point layers' real outputs (and with head shortcuts, of the
+ * pooled and head layers' real outputs).
+ * points float32 [clouds, n, 3]; pool_thr int64 [pool.groups * 8] (for n points; NULL with
+ * pool_real), pool_offset float32 [pool.outputs] (offset_n, with pool_real; else NULL);
  * trace NULL, or one array per layer output, whole batch: the stem's and point layers' bits
  * [clouds, n, words], then the pooled and head layers' [clouds, words];
  * work: plan_work_bytes(p, n) bytes (8-byte aligned); h float32 [clouds, last_outputs]. */
 void plan_forward(const struct plan *p, const struct kernel_table *k, const float *points, index_t clouds,
-                  index_t n, const int64_t *pool_thr, uint64_t *const *trace, void *work, float *h);
+                  index_t n, const int64_t *pool_thr, const float *pool_offset, uint64_t *const *trace, void *work,
+                  float *h);
 
 /* Bytes of work space plan_forward needs for clouds of n points, or -1 if that overflows. */
 index_t plan_work_bytes(const struct plan *p, index_t n);
