@@ -38,10 +38,10 @@ class BinaryLinear(nn.Module):
         pattern source shaped like x (its signs are the +-1 pattern, its gradient the pattern's),
         weight(W) [out, in], and the magnitudes, per sample [B] and per row [out] (None: 1). The
         source is the quantizer's hardtanh_pattern_source(x) where ``x_is_hardtanh_output``
-        (|x| <= 1: x itself under the clipped straight-through estimator), else its +-1 pattern of x."""
+        (|x| <= 1: x itself under the clipped straight-through estimator), else its sign_source(x)."""
         self._initialize_if_asked(x)
         source = (self.quantizer.hardtanh_pattern_source(x) if x_is_hardtanh_output
-                  else self.quantizer.activation_pattern(x))
+                  else self.quantizer.sign_source(x))
         x_scale = self.quantizer.activation_magnitude(x)
         w_sign, w_scale = self.quantizer.weight_factors(self.weight)
         w_q = w_sign if w_scale is None else w_sign * w_scale

@@ -107,8 +107,8 @@ def _features_axes(x: torch.Tensor) -> tuple[int, ...]:
 
 
 class Quantizer(nn.Module):
-    """Base: subclasses override ``weight_factors``, ``activation_pattern`` and, where activations
-    carry a magnitude, ``activation_magnitude``.
+    """Base: subclasses override ``weight_factors``, ``activation_gradient`` (default: the clipped
+    straight-through estimator) and, where activations carry a magnitude, ``activation_magnitude``.
 
     A binary operand is a +-1 pattern (with the method's straight-through gradient) times an
     optional detached magnitude: one per weight row, one per activation sample. Layers multiply
@@ -121,16 +121,22 @@ class Quantizer(nn.Module):
         """(+-1 pattern [out, in], magnitude per row [out, 1] or None) of the latent weight."""
         raise NotImplementedError
 
+    def activation_gradient(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The method's straight-through gradient of sign(a): (grad, a) -> grad wrt a."""
+        return clip_gradient
+
     def activation_pattern(self, x: torch.Tensor) -> torch.Tensor:
         """The +-1 pattern of x ([B, C] or [B, N, C]), with the method's straight-through gradient."""
-        raise NotImplementedError
+        return _Sign.apply(x, self.activation_gradient())
+
+    def sign_source(self, x: torch.Tensor) -> torch.Tensor:
+        """For the fused point layers, which read only the signs of their input: x itself (no +-1
+        tensor made) with activation_pattern(x)'s straight-through gradient, bit for bit."""
+        return _SignSource.apply(x, self.activation_gradient())
 
     def hardtanh_pattern_source(self, x: torch.Tensor) -> torch.Tensor:
-        """For the fused point layers, which read only the signs of their input: a tensor with the
-        signs of activation_pattern(x) and its straight-through gradient, for x a Hardtanh output
-        (|x| <= 1). The +-1 pattern itself here; x itself under the clipped straight-through
-        estimator, whose grad * 1[|x| <= 1] is the identity there."""
-        return self.activation_pattern(x)
+        """sign_source(x) for x a Hardtanh output (|x| <= 1), where a method may need less."""
+        return self.sign_source(x)
 
     def activation_magnitude(self, x: torch.Tensor) -> torch.Tensor | None:
         """The detached magnitude per sample, [B, 1] or [B, 1, 1], or None (1)."""
@@ -169,9 +175,6 @@ class ClippedSignActivations(Quantizer):
     """Activations sign(a) under the clipped straight-through estimator, grad * 1[|a| <= 1]: the
     identity on a Hardtanh output, so the fused layers take the Hardtanh output itself."""
 
-    def activation_pattern(self, x):
-        return sign_ste(x)
-
     def hardtanh_pattern_source(self, x):
         return x
 
@@ -209,19 +212,13 @@ class IRNet(Quantizer):
         self.t = 10 ** (-3 + 4 * epoch / total_epochs)
         self.k = max(1 / self.t, 1.0)
 
-    def _gradient(self):
+    def activation_gradient(self):
         return functools.partial(ede_gradient, t=self.t, k=self.k)
 
     def weight_factors(self, w):
         standardised = (w - w.mean(dim=1, keepdim=True)) / w.std(dim=1, keepdim=True).clamp_min(1e-12)
         scale = torch.pow(2.0, torch.round(torch.log2(standardised.abs().mean(dim=1, keepdim=True))))
-        return _Sign.apply(standardised, self._gradient()), scale.detach()
-
-    def activation_pattern(self, x):
-        return _Sign.apply(x, self._gradient())
-
-    def hardtanh_pattern_source(self, x):
-        return _SignSource.apply(x, self._gradient())
+        return _Sign.apply(standardised, self.activation_gradient()), scale.detach()
 
 
 @register_quantizer("lsr")
@@ -266,8 +263,5 @@ class BiReal(Quantizer):
     def weight_factors(self, w):
         return sign_ste(w), w.abs().mean(dim=1, keepdim=True).detach()
 
-    def activation_pattern(self, x):
-        return _Sign.apply(x, approx_sign_gradient)
-
-    def hardtanh_pattern_source(self, x):
-        return _SignSource.apply(x, approx_sign_gradient)
+    def activation_gradient(self):
+        return approx_sign_gradient

@@ -120,6 +120,26 @@ def test_the_fused_layers_source_on_a_hardtanh_output_is_the_pattern_bit_for_bit
     assert torch.equal(grads[0], grads[1])
 
 
+@pytest.mark.parametrize("name", ["bnn", "xnor", "irnet", "lsr", "bireal"])
+def test_the_fused_layers_source_on_any_input_is_the_pattern_bit_for_bit(name):
+    """With real-valued shortcuts a fused layer's input leaves [-1, 1]: sign_source gives x itself
+    (no +-1 tensor), whose signs and gradient are the pattern's exactly, the clip included."""
+    torch.manual_seed(0)
+    x = torch.cat([torch.linspace(-3, 3, 10001), torch.tensor([-1.0, 1.0, 0.0, -0.0])]).reshape(1, -1, 5)
+    upstream = torch.randn_like(x)
+    q = create_quantizer(name)
+    q.set_progress(3, 10)  # IR-Net's estimator at a middle epoch
+    grads = []
+    for make in (q.activation_pattern, q.sign_source):
+        leaf = x.clone().requires_grad_()
+        out = make(leaf)
+        assert torch.equal(out.detach() >= 0, sign(x) > 0)
+        out.backward(upstream)
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1])
+    assert (grads[0][x.abs() > 1] == 0).all() or name == "irnet"  # clipped outside [-1, 1] (EDE is smooth)
+
+
 def test_unknown_quantizer_is_named():
     with pytest.raises(ValueError, match="unknown quantizer 'ternary'"):
         create_quantizer("ternary")
