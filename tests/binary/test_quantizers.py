@@ -102,35 +102,20 @@ def test_bireal_approxsign_gradient_is_bit_exact_to_its_two_slopes():
     assert torch.equal(x.grad, upstream * slope)
 
 
+@pytest.mark.parametrize("source, bound", [("hardtanh_pattern_source", 1.0), ("sign_source", 3.0)])
 @pytest.mark.parametrize("name", ["bnn", "xnor", "irnet", "lsr", "bireal"])
-def test_the_fused_layers_source_on_a_hardtanh_output_is_the_pattern_bit_for_bit(name):
+def test_the_fused_layers_source_is_the_pattern_bit_for_bit(name, source, bound):
     """The fused point layers read only the signs of their input (bit set where x >= 0, so -0 is
-    +1): on a Hardtanh output the source must give the pattern's signs and its exact gradient."""
+    +1): the source must give the pattern's signs and its exact gradient, on a Hardtanh output
+    (hardtanh_pattern_source) and, with real-valued shortcuts, on any input (sign_source: x
+    itself, no +-1 tensor, the clip included)."""
     torch.manual_seed(0)
-    x = torch.cat([torch.linspace(-1, 1, 10001), torch.tensor([-1.0, 1.0, 0.0, -0.0])]).reshape(1, -1, 5)
-    upstream = torch.randn_like(x)
-    q = create_quantizer(name)
-    grads = []
-    for make in (q.activation_pattern, q.hardtanh_pattern_source):
-        leaf = x.clone().requires_grad_()
-        out = make(leaf)
-        assert torch.equal(out.detach() >= 0, sign(x) > 0)
-        out.backward(upstream)
-        grads.append(leaf.grad)
-    assert torch.equal(grads[0], grads[1])
-
-
-@pytest.mark.parametrize("name", ["bnn", "xnor", "irnet", "lsr", "bireal"])
-def test_the_fused_layers_source_on_any_input_is_the_pattern_bit_for_bit(name):
-    """With real-valued shortcuts a fused layer's input leaves [-1, 1]: sign_source gives x itself
-    (no +-1 tensor), whose signs and gradient are the pattern's exactly, the clip included."""
-    torch.manual_seed(0)
-    x = torch.cat([torch.linspace(-3, 3, 10001), torch.tensor([-1.0, 1.0, 0.0, -0.0])]).reshape(1, -1, 5)
+    x = torch.cat([torch.linspace(-bound, bound, 10001), torch.tensor([-1.0, 1.0, 0.0, -0.0])]).reshape(1, -1, 5)
     upstream = torch.randn_like(x)
     q = create_quantizer(name)
     q.set_progress(3, 10)  # IR-Net's estimator at a middle epoch
     grads = []
-    for make in (q.activation_pattern, q.sign_source):
+    for make in (q.activation_pattern, getattr(q, source)):
         leaf = x.clone().requires_grad_()
         out = make(leaf)
         assert torch.equal(out.detach() >= 0, sign(x) > 0)
