@@ -152,4 +152,11 @@ static AVX2 void avx2_counts(const uint64_t *x, const uint64_t *w, index_t rows,
         }
 }
 
-const struct kernel_table avx2_kernels = {"avx2", avx2_stem, avx2_binary, avx2_pool, avx2_counts};
+#define REAL(name) avx2_##name
+#define REAL_TARGET AVX2
+#include "real_body.h"
+#undef REAL
+#undef REAL_TARGET
+
+const struct kernel_table avx2_kernels = {"avx2", avx2_stem, avx2_binary, avx2_pool, avx2_counts,
+                                          avx2_stem_real, avx2_shortcut, avx2_signs};

@@ -152,4 +152,28 @@ static AVX512 void avx512_counts(const uint64_t *x, const uint64_t *w, index_t r
     }
 }
 
-const struct kernel_table avx512_kernels = {"avx512", avx512_stem, avx512_binary, avx512_pool, avx512_counts};
+/* the signs of real values, 16 at a time by one compare into a mask register (-0.0 >= 0 too), the last
+ * chunk of a row masked to the channels there are */
+static AVX512 void avx512_signs(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (index_t r = 0; r < rows; r++) {
+        const float *xr = x + r * width;
+        uint16_t *o = (uint16_t *)(out + r * out_words);
+        memset(o, 0, out_words * sizeof(uint64_t));
+        for (index_t c = 0; c < width; c += 16) {
+            const __mmask16 live = width - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (width - c)) - 1);
+            o[c / 16] = (uint16_t)_mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, xr + c), zero, _CMP_GE_OQ);
+        }
+    }
+}
+
+#define REAL(name) avx512_##name
+#define REAL_TARGET AVX512
+#define REAL_OWN_SIGNS
+#include "real_body.h"
+#undef REAL_OWN_SIGNS
+#undef REAL
+#undef REAL_TARGET
+
+const struct kernel_table avx512_kernels = {"avx512", avx512_stem, avx512_binary, avx512_pool, avx512_counts,
+                                          avx512_stem_real, avx512_shortcut, avx512_signs};

@@ -8,7 +8,7 @@ identical to the NumPy reference (no fused multiply-add)."""
 FLAGS = ["-O3", "-ffp-contract=off", "-std=c11"]
 DIRECTORY = "pointdistill/engine/kernels"
 COMMON_SOURCES = ["scalar.c", "forward.c"]
-HEADERS = ["kernels.h", "scalar_body.h"]
+HEADERS = ["kernels.h", "scalar_body.h", "real_body.h"]
 ARCHITECTURE_SOURCES = {  # architecture -> (its kernel sources, the macro that names them)
     "x86_64": (["avx2.c", "avx512.c"], "POINTDISTILL_X86_KERNELS"),
     "aarch64": (["neon.c"], "POINTDISTILL_NEON_KERNELS"),

@@ -1,8 +1,5 @@
 /* Path lookup (compiled in, runnable on this CPU) and the whole-network forward over a table. */
 #include <string.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "kernels.h"
 #include "../../cpu_features.h"
@@ -105,9 +102,6 @@ static index_t widest_cloud_row(const struct plan *p) {
     return words;
 }
 
-/* clip(v, -1, 1): NumPy's np.clip for every finite v (-0.0 stays -0.0); a plain select the compiler vectorises */
-static inline float hardtanh(float v) { return v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v); }
-
 /* ---------------------------------------------------------------- real-valued shortcuts */
 
 enum { SHORTCUT_ROWS = 64 };  /* points per block: a block's real values stay in L1/L2 */
@@ -123,72 +117,12 @@ static index_t widest_real_row(const struct plan *p) {
     return width;
 }
 
-/* points float32 [rows, 3] -> x float32 [rows, stem_outputs]: clip(scale*((wx*px + wy*py) + wz*pz) + offset,
- * -1, 1), NumPy's order and rounding (built with -ffp-contract=off) */
-static void stem_real(const struct plan *p, const float *points, index_t rows, float *x) {
-    const float *wx = p->stem_w, *wy = p->stem_w + p->m16, *wz = p->stem_w + 2 * p->m16;
-    for (index_t r = 0; r < rows; r++) {
-        const float px = points[3 * r], py = points[3 * r + 1], pz = points[3 * r + 2];
-        float *xr = x + r * p->stem_outputs;
-        for (index_t c = 0; c < p->stem_outputs; c++) {
-            const float v = p->stem_scale[c] * ((wx[c] * px + wy[c] * py) + wz[c] * pz) + p->stem_offset[c];
-            xr[c] = hardtanh(v);
-        }
-    }
-}
-
-/* bits b < count of a word: x[b] >= 0 (count <= 64); four at a time by SSE2's compare and movemask on
- * x86-64 (its baseline; -0.0 >= 0 there too) */
-static inline uint64_t sign_word(const float *x, index_t count) {
-    uint64_t word = 0;
-    index_t b = 0;
-#ifdef __SSE2__
-    const __m128 zero = _mm_setzero_ps();
-    for (; b + 4 <= count; b += 4)
-        word |= (uint64_t)_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(x + b), zero)) << b;
-#endif
-    for (; b < count; b++) word |= (uint64_t)(x[b] >= 0.0f) << b;
-    return word;
-}
-
-/* x float32 [rows, width] -> bits [rows, out_words]: bit c = (x[c] >= 0), the sign (sign(0) = +1) */
-static void sign_bits(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out) {
-    for (index_t r = 0; r < rows; r++)
-        for (index_t j = 0; j < out_words; j++)
-            out[r * out_words + j] = sign_word(x + r * width + 64 * j, width - 64 * j < 64 ? width - 64 * j : 64);
-}
-
 /* x float32 [rows, K] with its sign bits [rows, words] -> y float32 [rows, M] (struct binary_layer);
  * counts: int32 [rows, M] scratch */
 static void shortcut_layer(const struct kernel_table *k, const struct binary_layer *layer, const float *x,
                            const uint64_t *bits, index_t rows, int32_t *counts, float *y) {
-    const index_t in = layer->inputs, out = layer->outputs;
-    const int32_t k32 = (int32_t)in;  /* K <= 2^31: the popcounts are int32 */
-    k->counts(bits, layer->w, rows, layer->groups, layer->words, out, counts);
-    if (out < in) {  /* narrowing: channel c averages input channels c, c + M, ... */
-        const float groups = (float)(in / out);
-        for (index_t r = 0; r < rows; r++) {
-            const float *xr = x + r * in;
-            for (index_t c = 0; c < out; c++) {
-                float sum = xr[c];
-                for (index_t j = c + out; j < in; j += out) sum += xr[j];
-                const float v = layer->scale[c] * (float)(k32 - 2 * counts[r * out + c]) + layer->offset[c];
-                y[r * out + c] = sum / groups + hardtanh(v);
-            }
-        }
-        return;
-    }
-    for (index_t r = 0; r < rows; r++)
-        for (index_t start = 0; start < out; start += in) {  /* channel start + c repeats input channel c */
-            const int32_t *restrict cr = counts + r * out + start;
-            const float *restrict scale = layer->scale + start, *restrict offset = layer->offset + start,
-                        *restrict xr = x + r * in;
-            float *restrict yr = y + r * out + start;
-            for (index_t c = 0; c < in; c++) {  /* plain loop: the compiler vectorises it */
-                const float v = scale[c] * (float)(k32 - 2 * cr[c]) + offset[c];
-                yr[c] = xr[c] + hardtanh(v);
-            }
-        }
+    k->counts(bits, layer->w, rows, layer->groups, layer->words, layer->outputs, counts);
+    k->shortcut(counts, x, layer->scale, layer->offset, rows, layer->inputs, layer->outputs, y);
 }
 
 /* the real-valued layers' scratch: two real blocks and counts [SHORTCUT_ROWS, widest real], the least
@@ -230,7 +164,8 @@ static void shortcut_points(const struct plan *p, const struct kernel_table *k, 
     for (index_t start = 0; start < n; start += SHORTCUT_ROWS) {
         const index_t rows = n - start < SHORTCUT_ROWS ? n - start : SHORTCUT_ROWS;
         index_t width = p->stem_outputs, out_words = p->stem_out_words;
-        stem_real(p, points + 3 * start, rows, real[0]);
+        k->stem_real(points + 3 * start, p->stem_w, p->stem_scale, p->stem_offset, rows, p->m16, p->stem_outputs,
+                     real[0]);
         for (index_t i = 0; i <= p->point_count; i++) {  /* i: the output of the stem (0) or point layer i - 1 */
             if (i) {
                 const struct binary_layer *layer = &p->point_layers[i - 1];
@@ -238,7 +173,7 @@ static void shortcut_points(const struct plan *p, const struct kernel_table *k, 
                 width = layer->outputs, out_words = layer->out_words;
             }
             uint64_t *bits = i == p->point_count ? out + start * out_words : block_bits[i % 2];
-            sign_bits(real[i % 2], rows, width, out_words, bits);
+            k->signs(real[i % 2], rows, width, out_words, bits);
             if (trace) memcpy(trace[i] + start * out_words, bits, rows * out_words * sizeof(uint64_t));
         }
     }
@@ -269,13 +204,13 @@ static void shortcut_head(const struct plan *p, const struct kernel_table *k, co
                           uint64_t *const *trace, const struct real_scratch *s, float *h) {
     const float *x = pooled;
     uint64_t *bits = trace ? trace[0] : s->bits[0];
-    sign_bits(x, 1, p->pool.outputs, p->pool.out_words, bits);
+    k->signs(x, 1, p->pool.outputs, p->pool.out_words, bits);
     for (index_t i = 0; i < p->head_count; i++) {
         const struct binary_layer *layer = &p->head_layers[i];
         float *y = i == p->head_count - 1 ? h : s->real[(i + 1) % 2];
         shortcut_layer(k, layer, x, bits, 1, s->counts, y);
         bits = trace ? trace[1 + i] : s->bits[(i + 1) % 2];
-        if (trace || i < p->head_count - 1) sign_bits(y, 1, layer->outputs, layer->out_words, bits);
+        if (trace || i < p->head_count - 1) k->signs(y, 1, layer->outputs, layer->out_words, bits);
         x = y;
     }
 }

@@ -36,7 +36,19 @@ struct kernel_table {
     /* x [rows, words] -> int32 [rows, outputs]: popcount(x XOR w) per row and output channel */
     void (*counts)(const uint64_t *x, const uint64_t *w, index_t rows, index_t groups, index_t words,
                    index_t outputs, int32_t *out);
+    /* the real-valued layers (kernels/real_body.h): the real stem, points float32 [rows, 3] -> x [rows,
+     * outputs]; a shortcut layer's float part (struct binary_layer), its popcounts int32 [rows, M] and
+     * its input x float32 [rows, K] -> y float32 [rows, M]; the signs of real values, x [rows, width]
+     * -> bits [rows, out_words] */
+    void (*stem_real)(const float *points, const float *w, const float *scale, const float *offset, index_t rows,
+                      index_t m16, index_t outputs, float *x);
+    void (*shortcut)(const int32_t *counts, const float *x, const float *scale, const float *offset, index_t rows,
+                     index_t in, index_t out, float *y);
+    void (*signs)(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out);
 };
+
+/* clip(v, -1, 1): NumPy's np.clip for every finite v (-0.0 stays -0.0); a plain select the compiler vectorises */
+static inline float hardtanh(float v) { return v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v); }
 
 /* Path codes: the index of each path in kernel_tables(). */
 enum { KERNEL_GENERIC, KERNEL_SCALAR, KERNEL_AVX2, KERNEL_AVX512, KERNEL_NEON, KERNEL_PATHS };

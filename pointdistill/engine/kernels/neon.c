@@ -127,4 +127,11 @@ static void neon_counts(const uint64_t *x, const uint64_t *w, index_t rows, inde
         }
 }
 
-const struct kernel_table neon_kernels = {"neon", neon_stem, neon_binary, neon_pool, neon_counts};
+#define REAL(name) neon_##name
+#define REAL_TARGET 
+#include "real_body.h"
+#undef REAL
+#undef REAL_TARGET
+
+const struct kernel_table neon_kernels = {"neon", neon_stem, neon_binary, neon_pool, neon_counts,
+                                          neon_stem_real, neon_shortcut, neon_signs};
