@@ -152,11 +152,35 @@ static AVX2 void avx2_counts(const uint64_t *x, const uint64_t *w, index_t rows,
         }
 }
 
+/* one group's least counts over the points (64-bit lanes, counts < 2^31: min_epu32 on their low halves) */
+AVX2 INLINE void least_group(const uint64_t *x, index_t points, const uint64_t *wg, index_t words, int64_t lanes[8]) {
+    __m256i mins[2] = {_mm256_set1_epi64x(0x7fffffff), _mm256_set1_epi64x(0x7fffffff)}, c[2];
+    for (index_t n = 0; n < points; n++) {
+        group_counts(x + n * words, wg, words, c);
+        mins[0] = _mm256_min_epu32(mins[0], c[0]);
+        mins[1] = _mm256_min_epu32(mins[1], c[1]);
+    }
+    _mm256_storeu_si256((__m256i *)lanes, mins[0]);
+    _mm256_storeu_si256((__m256i *)(lanes + 4), mins[1]);
+}
+
+static AVX2 void avx2_least(const uint64_t *x, const uint64_t *w, index_t points, index_t groups, index_t words,
+                            index_t outputs, int32_t *out) {
+    for (index_t g = 0; g < groups && 8 * g < outputs; g++) {
+        int64_t lanes[8];
+        const uint64_t *wg = w + g * words * 8;
+        if (words == 1) least_group(x, points, wg, 1, lanes);
+        else if (words == 2) least_group(x, points, wg, 2, lanes);
+        else least_group(x, points, wg, words, lanes);
+        for (index_t m = 8 * g; m < outputs && m < 8 * g + 8; m++) out[m] = (int32_t)lanes[m - 8 * g];
+    }
+}
+
 #define REAL(name) avx2_##name
 #define REAL_TARGET AVX2
 #include "real_body.h"
 #undef REAL
 #undef REAL_TARGET
 
-const struct kernel_table avx2_kernels = {"avx2", avx2_stem, avx2_binary, avx2_pool, avx2_counts,
+const struct kernel_table avx2_kernels = {"avx2", avx2_stem, avx2_binary, avx2_pool, avx2_counts, avx2_least,
                                           avx2_stem_real, avx2_shortcut, avx2_signs};

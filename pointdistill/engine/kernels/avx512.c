@@ -117,6 +117,21 @@ static AVX512 void avx512_pool(const uint64_t *x, const uint64_t *w, const int64
     }
 }
 
+/* the least popcount over the points, BLOCK groups at a time as the pooled layer scans them, stored as int32 */
+static AVX512 void avx512_least(const uint64_t *x, const uint64_t *w, index_t points, index_t groups, index_t words,
+                                index_t outputs, int32_t *out) {
+    for (index_t g = 0; g < groups && 8 * g < outputs; g += POOL_BLOCK) {
+        int block = groups - g < POOL_BLOCK ? (int)(groups - g) : POOL_BLOCK;
+        __m512i mins[POOL_BLOCK];
+        pool_block(x, points, w + g * words * 8, words, mins, block);
+        for (int q = 0; q < block && 8 * (g + q) < outputs; q++) {
+            const index_t left = outputs - 8 * (g + q);
+            _mm512_mask_cvtepi64_storeu_epi32(out + 8 * (g + q), left >= 8 ? (__mmask8)0xff : (__mmask8)((1u << left) - 1),
+                                              mins[q]);
+        }
+    }
+}
+
 /* Peak: independent VPOPCNTQ on registers, the ceiling any popcount kernel can reach here. */
 AVX512 uint64_t avx512_popcount_peak(index_t iterations) {
     __m512i a0 = _mm512_set1_epi64(0x0123456789abcdefLL), a1 = _mm512_set1_epi64(0x1111), a2 = _mm512_set1_epi64(7),
@@ -175,5 +190,5 @@ static AVX512 void avx512_signs(const float *x, index_t rows, index_t width, ind
 #undef REAL
 #undef REAL_TARGET
 
-const struct kernel_table avx512_kernels = {"avx512", avx512_stem, avx512_binary, avx512_pool, avx512_counts,
+const struct kernel_table avx512_kernels = {"avx512", avx512_stem, avx512_binary, avx512_pool, avx512_counts, avx512_least,
                                           avx512_stem_real, avx512_shortcut, avx512_signs};

@@ -179,22 +179,14 @@ static void shortcut_points(const struct plan *p, const struct kernel_table *k, 
     }
 }
 
-/* the real-valued pooled layer over one cloud's rows (x [rows, words], their minimum popcounts the same
- * as over all its points) -> y float32 [pool.outputs]: scale * (K - 2 P) + offset */
+/* the real-valued pooled layer over one cloud's rows (x [rows, words], their least popcounts the same as
+ * over all its points) -> y float32 [pool.outputs]: scale * (K - 2 P) + offset */
 static void pool_real_values(const struct plan *p, const struct kernel_table *k, const uint64_t *x, index_t rows,
                              const float *offset, const struct real_scratch *s, float *y) {
     const struct binary_layer *pool = &p->pool;
-    const index_t out = pool->outputs;
     const int32_t k32 = (int32_t)pool->inputs;
-    for (index_t c = 0; c < out; c++) s->least[c] = k32 + 1;
-    for (index_t start = 0; start < rows; start += SHORTCUT_ROWS) {
-        const index_t block = rows - start < SHORTCUT_ROWS ? rows - start : SHORTCUT_ROWS;
-        k->counts(x + start * pool->words, pool->w, block, pool->groups, pool->words, out, s->counts);
-        for (index_t r = 0; r < block; r++)
-            for (index_t c = 0; c < out; c++)
-                s->least[c] = s->counts[r * out + c] < s->least[c] ? s->counts[r * out + c] : s->least[c];
-    }
-    for (index_t c = 0; c < out; c++) y[c] = pool->scale[c] * (float)(k32 - 2 * s->least[c]) + offset[c];
+    k->least(x, pool->w, rows, pool->groups, pool->words, pool->outputs, s->least);
+    for (index_t c = 0; c < pool->outputs; c++) y[c] = pool->scale[c] * (float)(k32 - 2 * s->least[c]) + offset[c];
 }
 
 /* One cloud's pooled real values (pooled float32 [pool.outputs], in s->real[0]) through the head's shortcut

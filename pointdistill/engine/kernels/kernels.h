@@ -36,6 +36,10 @@ struct kernel_table {
     /* x [rows, words] -> int32 [rows, outputs]: popcount(x XOR w) per row and output channel */
     void (*counts)(const uint64_t *x, const uint64_t *w, index_t rows, index_t groups, index_t words,
                    index_t outputs, int32_t *out);
+    /* x [points, words] -> int32 [outputs]: the least popcount(x XOR w) over the points per output channel
+     * (the real-valued pooled layer's max-pooling) */
+    void (*least)(const uint64_t *x, const uint64_t *w, index_t points, index_t groups, index_t words,
+                  index_t outputs, int32_t *out);
     /* the real-valued layers (kernels/real_body.h): the real stem, points float32 [rows, 3] -> x [rows,
      * outputs]; a shortcut layer's float part (struct binary_layer), its popcounts int32 [rows, M] and
      * its input x float32 [rows, K] -> y float32 [rows, M]; the signs of real values, x [rows, width]

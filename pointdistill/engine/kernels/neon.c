@@ -127,11 +127,29 @@ static void neon_counts(const uint64_t *x, const uint64_t *w, index_t rows, inde
         }
 }
 
+/* the least counts over the points, one group at a time (64-bit lanes, counts < 2^31: vminq_u32) */
+static void neon_least(const uint64_t *x, const uint64_t *w, index_t points, index_t groups, index_t words,
+                       index_t outputs, int32_t *out) {
+    for (index_t g = 0; g < groups && 8 * g < outputs; g++) {
+        uint64x2_t mins[4], c[4];
+        for (int q = 0; q < 4; q++) mins[q] = vdupq_n_u64(0x7fffffff);
+        for (index_t n = 0; n < points; n++) {
+            group_counts(x + n * words, w + g * words * 8, words, c);
+            for (int q = 0; q < 4; q++)
+                mins[q] = vreinterpretq_u64_u32(vminq_u32(vreinterpretq_u32_u64(mins[q]), vreinterpretq_u32_u64(c[q])));
+        }
+        for (index_t m = 8 * g; m < outputs && m < 8 * g + 8; m++) {
+            const int q = (int)((m - 8 * g) / 2);
+            out[m] = (int32_t)((m - 8 * g) % 2 ? vgetq_lane_u64(mins[q], 1) : vgetq_lane_u64(mins[q], 0));
+        }
+    }
+}
+
 #define REAL(name) neon_##name
 #define REAL_TARGET 
 #include "real_body.h"
 #undef REAL
 #undef REAL_TARGET
 
-const struct kernel_table neon_kernels = {"neon", neon_stem, neon_binary, neon_pool, neon_counts,
+const struct kernel_table neon_kernels = {"neon", neon_stem, neon_binary, neon_pool, neon_counts, neon_least,
                                           neon_stem_real, neon_shortcut, neon_signs};

@@ -17,7 +17,7 @@
 #undef REAL_TARGET
 
 const struct kernel_table generic_kernels = {
-    "generic", generic_stem, generic_binary, generic_pool, generic_counts, generic_stem_real, generic_shortcut, generic_signs,
+    "generic", generic_stem, generic_binary, generic_pool, generic_counts, generic_least, generic_stem_real, generic_shortcut, generic_signs,
 };
 
 #ifdef POINTDISTILL_X86_KERNELS
@@ -33,6 +33,6 @@ const struct kernel_table generic_kernels = {
 #undef REAL_TARGET
 
 const struct kernel_table scalar_kernels = {
-    "scalar", scalar_stem, scalar_binary, scalar_pool, scalar_counts, scalar_stem_real, scalar_shortcut, scalar_signs,
+    "scalar", scalar_stem, scalar_binary, scalar_pool, scalar_counts, scalar_least, scalar_stem_real, scalar_shortcut, scalar_signs,
 };
 #endif

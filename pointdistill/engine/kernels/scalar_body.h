@@ -63,3 +63,16 @@ static SCALAR_TARGET void SCALAR(counts)(const uint64_t *x, const uint64_t *w, i
             out[r * outputs + m] = (int32_t)SCALAR(popcount_xor)(x + r * words, w + (m / 8) * words * 8, words,
                                                                  (int)(m % 8));
 }
+
+static SCALAR_TARGET void SCALAR(least)(const uint64_t *x, const uint64_t *w, index_t points, index_t groups,
+                                        index_t words, index_t outputs, int32_t *out) {
+    (void)groups;
+    for (index_t m = 0; m < outputs; m++) {
+        int64_t least = INT64_MAX;
+        for (index_t n = 0; n < points; n++) {
+            const int64_t count = SCALAR(popcount_xor)(x + n * words, w + (m / 8) * words * 8, words, (int)(m % 8));
+            least = count < least ? count : least;
+        }
+        out[m] = (int32_t)least;
+    }
+}
