@@ -85,8 +85,8 @@ struct binary_layer {
     /* a shortcut layer (real values in and out, M a multiple or a divisor of K): y[c] = s[c] +
      * clip(scale[c] * (K - 2 popcount(sign(x) XOR w_c)) + offset[c], -1, 1), float32, in that order, no
      * FMA, where s[c] = x[c % K] (M >= K) or (x[c] + x[c + M] + ... + x[c + K - M]) / (K / M) summed left to
-     * right (M < K); the real-valued pooled layer: scale, inputs and outputs (offset NULL: it depends on
-     * the point count); NULL and 0 for the other layers */
+     * right (M < K); the real-valued pooled layer: scale, inputs and outputs (its offsets depend on
+     * the point count: plan_forward takes them per call); NULL and 0 for the other layers */
     const float *scale, *offset;
     index_t inputs, outputs;
 };
