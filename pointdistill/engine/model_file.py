@@ -79,6 +79,7 @@ LAYER_TENSORS: dict[str, dict[str, str]] = {
 KIND_VERSIONS = {"stem_real": 2, "binary_shortcut": 2, "binary_pool_real": 3}  # the version a kind needs (else 1)
 NARROWING_VERSION = 3  # the version a binary_shortcut with fewer outputs than inputs needs
 POINT_LAYER_KINDS = {"stem": "binary", "stem_real": "binary_shortcut"}  # stem kind -> its point layers' kind
+POOL_KINDS = ("binary_pool", "binary_pool_real")  # the pooled layer's kinds: signs, real values
 
 
 class ModelFileError(ValueError):
@@ -177,7 +178,7 @@ class BinaryNetwork:
 def _layer_sequence_runs(kinds: list[str]) -> bool:
     """Whether the engine runs this sequence of layer kinds (BinaryNetwork's docstring)."""
     point_kind = POINT_LAYER_KINDS.get(kinds[0]) if kinds else None
-    pools = [i for i, kind in enumerate(kinds) if kind in ("binary_pool", "binary_pool_real")]
+    pools = [i for i, kind in enumerate(kinds) if kind in POOL_KINDS]
     if point_kind is None or len(pools) != 1 or kinds[-1] != "linear":
         return False
     pool = pools[0]

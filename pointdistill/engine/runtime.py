@@ -19,7 +19,7 @@ import numpy as np
 from pointdistill.engine import reference
 from pointdistill.engine.reference import record
 from pointdistill.engine.export import pool_real_offsets, pool_thresholds
-from pointdistill.engine.model_file import BinaryNetwork, Layer, words
+from pointdistill.engine.model_file import POOL_KINDS, BinaryNetwork, Layer, words
 
 KERNEL_ENV = "POINTDISTILL_ENGINE_KERNEL"
 FASTEST_FIRST = ("avx512", "avx2", "neon", "scalar", "generic")  # every compiled path, in preference order
@@ -70,7 +70,7 @@ def resolve_kernel(kernel: str | None = None) -> str:
 
 
 def pooled_layer_index(network: BinaryNetwork) -> int:
-    return next(i for i, layer in enumerate(network.layers) if layer.kind in ("binary_pool", "binary_pool_real"))
+    return next(i for i, layer in enumerate(network.layers) if layer.kind in POOL_KINDS)
 
 
 def interleave(bits: np.ndarray) -> np.ndarray:
