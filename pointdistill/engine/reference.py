@@ -100,17 +100,12 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
     points = checked_points(points)
     b, n, _ = points.shape
     layers = network.layers
-    index = 1
     if layers[0].kind == "stem_real":  # real-valued shortcuts: the trace holds each real output's signs
-        real = np.clip(stem_values(layers[0], points.reshape(b * n, 3)), -1, 1)
-        x = pack_bits(real >= 0)
-        record(trace, x.reshape(b, n, -1))
-        while layers[index].kind == "binary_shortcut":
-            real = shortcut_values(real, layers[index])
-            x = pack_bits(real >= 0)
-            record(trace, x.reshape(b, n, -1))
-            index += 1
+        index = next(i for i in range(1, len(layers)) if layers[i].kind != "binary_shortcut")
+        stem = np.clip(stem_values(layers[0], points.reshape(b * n, 3)), -1, 1)
+        x = pack_bits(shortcut_chain(stem, layers[1:index], (b, n), trace) >= 0)
     else:
+        index = 1
         x = stem_bits(layers[0], points.reshape(b * n, 3))
         record(trace, x.reshape(b, n, -1))
     while layers[index].kind == "binary":
@@ -119,11 +114,8 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
         index += 1
     pool = layers[index]
     if pool.kind == "binary_pool_real":  # head shortcuts: the trace holds each real output's signs
-        h = pool_real_values(x.reshape(b, n, -1), pool, network.aggregation)
-        record(trace, pack_bits(h >= 0))
-        for layer in layers[index + 1:-1]:
-            h = shortcut_values(h, layer)
-            record(trace, pack_bits(h >= 0))
+        h = shortcut_chain(pool_real_values(x.reshape(b, n, -1), pool, network.aggregation), layers[index + 1:-1],
+                           (b,), trace)
         record(trace, h)
         return classify(h, layers[-1])
     x = pool_bits(x.reshape(b, n, -1), pool.tensors["bits"], pool_thresholds(pool, network.aggregation, n))
@@ -136,6 +128,16 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
     h = float_output(popcounts(x, layers[index].tensors["bits"]), layers[index])
     record(trace, h)
     return classify(h, layers[index + 1])
+
+
+def shortcut_chain(real: np.ndarray, layers: list[Layer], shape: tuple[int, ...], trace: list | None) -> np.ndarray:
+    """float32 [R, K] through ``layers`` (each ``binary_shortcut``) -> float32 [R, M]. ``trace`` receives
+    the signs of the input and of each layer's output, packed, as uint64 [*shape, words] (R = prod(shape))."""
+    record(trace, pack_bits(real >= 0).reshape(*shape, -1))
+    for layer in layers:
+        real = shortcut_values(real, layer)
+        record(trace, pack_bits(real >= 0).reshape(*shape, -1))
+    return real
 
 
 def record(trace: list | None, value: np.ndarray) -> None:

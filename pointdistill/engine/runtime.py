@@ -90,6 +90,10 @@ def padded_thresholds(threshold: np.ndarray) -> np.ndarray:
     return out
 
 
+# layer kind -> the float tensors its kernels take (before K and M), for the layers with real outputs
+REAL_TENSORS = {"binary_shortcut": ("scale", "offset"), "binary_pool_real": ("scale",)}
+
+
 @dataclass(frozen=True)
 class PackedLayer:
     """A binary layer in the kernels' layout: weights uint64 [groups, words, 8], thresholds int64
@@ -106,10 +110,9 @@ class PackedLayer:
     def of(cls, layer: Layer) -> PackedLayer:
         t = layer.tensors
         thresholds = padded_thresholds(t["threshold"]) if "threshold" in t else None
-        scale = np.ascontiguousarray(t.get("scale", ()), dtype=np.float32)
-        real = {"binary_shortcut": (scale, np.ascontiguousarray(t.get("offset", ()), dtype=np.float32),
-                                    layer.inputs, layer.outputs),
-                "binary_pool_real": (scale, layer.inputs, layer.outputs)}.get(layer.kind)
+        real_names = REAL_TENSORS.get(layer.kind)
+        real = None if real_names is None else (
+            *(np.ascontiguousarray(t[name], dtype=np.float32) for name in real_names), layer.inputs, layer.outputs)
         return cls(interleave(t["bits"]), thresholds, words(layer.outputs), real)
 
     def spec(self) -> tuple:
