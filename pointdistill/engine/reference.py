@@ -103,7 +103,7 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
     if layers[0].kind == "stem_real":  # real-valued shortcuts: the trace holds each real output's signs
         index = next(i for i in range(1, len(layers)) if layers[i].kind != "binary_shortcut")
         stem = np.clip(stem_values(layers[0], points.reshape(b * n, 3)), -1, 1)
-        x = pack_bits(shortcut_chain(stem, layers[1:index], (b, n), trace) >= 0)
+        _, x = shortcut_chain(stem, layers[1:index], (b, n), trace)
     else:
         index = 1
         x = stem_bits(layers[0], points.reshape(b * n, 3))
@@ -114,8 +114,8 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
         index += 1
     pool = layers[index]
     if pool.kind == "binary_pool_real":  # head shortcuts: the trace holds each real output's signs
-        h = shortcut_chain(pool_real_values(x.reshape(b, n, -1), pool, network.aggregation), layers[index + 1:-1],
-                           (b,), trace)
+        h, _ = shortcut_chain(pool_real_values(x.reshape(b, n, -1), pool, network.aggregation),
+                              layers[index + 1:-1], (b,), trace)
         record(trace, h)
         return classify(h, layers[-1])
     x = pool_bits(x.reshape(b, n, -1), pool.tensors["bits"], pool_thresholds(pool, network.aggregation, n))
@@ -130,14 +130,18 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
     return classify(h, layers[index + 1])
 
 
-def shortcut_chain(real: np.ndarray, layers: list[Layer], shape: tuple[int, ...], trace: list | None) -> np.ndarray:
-    """float32 [R, K] through ``layers`` (each ``binary_shortcut``) -> float32 [R, M]. ``trace`` receives
-    the signs of the input and of each layer's output, packed, as uint64 [*shape, words] (R = prod(shape))."""
-    record(trace, pack_bits(real >= 0).reshape(*shape, -1))
+def shortcut_chain(real: np.ndarray, layers: list[Layer], shape: tuple[int, ...],
+                   trace: list | None) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [R, K] through ``layers`` (each ``binary_shortcut``) -> (float32 [R, M], its signs packed,
+    uint64 [R, words]). ``trace`` receives the signs of the input and of each layer's output, packed, as
+    uint64 [*shape, words] (R = prod(shape))."""
+    signs = pack_bits(real >= 0)
+    record(trace, signs.reshape(*shape, -1))
     for layer in layers:
         real = shortcut_values(real, layer)
-        record(trace, pack_bits(real >= 0).reshape(*shape, -1))
-    return real
+        signs = pack_bits(real >= 0)
+        record(trace, signs.reshape(*shape, -1))
+    return real, signs
 
 
 def record(trace: list | None, value: np.ndarray) -> None:
