@@ -90,7 +90,7 @@ def test_a_trained_student_exports_and_predicts_like_pytorch(shortcuts, head_sho
     student = summary["outputs"]["checkpoint"]
     model_file = tmp_path / "student.pdbn"
     run = subprocess.run([sys.executable, "-m", "flows.cli", "export", student, "-o", str(model_file)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     checkpoint = load_checkpoint(student)
     test_set = load_dataset(shapes_dir, "test", checkpoint.dataset["num_points"])
@@ -103,7 +103,7 @@ def test_a_trained_student_exports_and_predicts_like_pytorch(shortcuts, head_sho
     assert summary["final_test_overall_accuracy"] == pytest.approx(np.mean(expected.argmax(1) == test_set.labels))
     predicted = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(model_file), shapes_dir,
                                 "--out", str(tmp_path / "predictions.csv")], capture_output=True, text=True,
-                               timeout=120)
+                               timeout=300)
     assert predicted.returncode == 0, predicted.stderr
     accuracy = np.mean(expected.argmax(1) == test_set.labels)
     assert f"overall accuracy {accuracy:.4f}" in predicted.stderr
@@ -193,7 +193,7 @@ def test_cli_names_a_bad_model_file_and_exits_2(tmp_path):
     clouds = tmp_path / "clouds.npy"
     np.save(clouds, np.zeros((1, 16, 3), dtype=np.float32))
     run = subprocess.run([sys.executable, "-m", "flows.cli", "predict", str(bad), str(clouds)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and f"{bad}: " in run.stderr
 
 

@@ -52,7 +52,7 @@ def test_cli_verify_exits_1_and_prints_the_damaged_range(store_copy):
     chunk_file = Path(store_copy) / "logits" / "c" / "4" / "0" / "0"
     chunk_file.write_bytes(chunk_file.read_bytes()[:-3])
     result = subprocess.run([sys.executable, "-m", "flows.cli", "store", "verify", str(store_copy)],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "DAMAGED  logits chunk 4 (shapes 64..71)" in result.stdout
     assert "PROBLEMS FOUND" in result.stdout
