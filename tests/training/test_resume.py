@@ -300,3 +300,23 @@ def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(
         run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume", dropout=0.3), progress=False)
     run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume"), progress=False)
     assert_same_student(uninterrupted, out, epochs_without_flips=1)
+
+
+def test_a_weight_averaging_run_resumes_to_the_same_average(recorded_store, shapes_dir, tmp_path, monkeypatch):
+    """The average so far is part of the saved state: a run interrupted in epoch 2 ends with the
+    same averaged student (and every averaged accuracy) as an uninterrupted one."""
+    averaging = replace(student_job("", "", "").train, average_from=1)
+    reference = tmp_path / "reference"
+    run_student_job(student_job(recorded_store, shapes_dir, reference, train=averaging), progress=False)
+
+    def interrupt(total, terms):
+        raise KeyboardInterrupt
+
+    patch_step_2_of_epoch_2(monkeypatch, interrupt)
+    out = tmp_path / "student"
+    with pytest.raises(KeyboardInterrupt):
+        run_student_job(student_job(recorded_store, shapes_dir, out, train=averaging), progress=False)
+    monkeypatch.undo()
+    run_student_job(student_job(recorded_store, shapes_dir, out, existing="resume", train=averaging), progress=False)
+    assert_same_student(reference, out)
+    assert json.loads((out / "summary.json").read_text())["weights_averaged_over_epochs"] == [1, 3]
