@@ -29,7 +29,7 @@ from pointdistill.optimizer import adam
 from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
-from pointdistill.run_directory import Existing, RunDirectory
+from pointdistill.run_directory import Existing, RunDirectory, RunDirectoryError
 from pointdistill.train import (
     accuracy_metrics, accuracy_text, check_finite_loss, check_schedule, evaluate, restore_rng_states,
     resume_defaults, resume_settings, rng_states, tested_after, untested,
@@ -151,8 +151,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
     self_record = (_SelfRecord(layout.num_shapes, layout.augmentations, layout.num_classes, device)
                    if loss.self_weight > 0 else None)
     run = StudentRun(checkpoint=None)
-    average = WeightAverage() if config.average_from else None
     state = run_dir.state if run_dir is not None else None
+    average = WeightAverage() if config.average_from else None
     if state is not None:
         model.load_state_dict(state["model"])
         if adapter is not None:
@@ -164,13 +164,17 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         if self_record is not None:
             self_record.p.copy_(state["self_record_p"])
             self_record.seen.copy_(state["self_record_seen"])
-        if average is not None:
-            average.load_state_dict(state["weight_average"])
+        average = resumed_average(state.get("weight_average"), config.average_from, len(run.history))
     for row in run.history:  # epochs saved by a version that did not count sign flips
         row.setdefault("weight_flips", math.nan)
     signs = binary_weight_signs(model)
     steps = len(loader)
     evaluation_sets = {"test": test_set, **({"validation": validation_set} if validation_set is not None else {})}
+    not_tested = {name: untested() for name in evaluation_sets}
+    if average is not None:  # epochs finished before a resume switched averaging on have no averaged scores
+        for row in run.history:
+            for key, value in averaged_keys(not_tested).items():
+                row.setdefault(key, value)
     clock = EpochClock(config.epochs, len(run.history))
     for epoch in range(len(run.history), config.epochs):
         started = time.perf_counter()
@@ -218,7 +222,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         if tested:
             scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
         else:
-            scores = {name: untested() for name in evaluation_sets}
+            scores = not_tested
         test, validation = scores["test"], scores.get("validation", {})
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples, "weight_flips": flips,
@@ -227,9 +231,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         if average is not None:
             averaged_scores = (evaluate_as_deployed(averaged_model(model, average), evaluation_sets,
                                                     config.eval_batch_size, device)
-                               if tested and average.count else {name: untested() for name in evaluation_sets})
-            row.update({f"averaged_{name}_{k}": v for name, metrics in averaged_scores.items()
-                        for k, v in metrics.items()})
+                               if tested and average.count else not_tested)
+            row.update(averaged_keys(averaged_scores))
         row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
         run.history.append(row)
         if run_dir is not None:
@@ -241,7 +244,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             if adapter is not None:
                 saved["adapter"] = adapter.state_dict()
             if average is not None:
-                saved["weight_average"] = average.state_dict()
+                saved["weight_average"] = {"from": config.average_from, **average.state_dict()}
             run_dir.save_state(saved)
         shown = accuracy_text(test)
         if average is not None and tested and average.count:
@@ -278,6 +281,33 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                  "online_teacher": online_teacher is not None},
     )
     return run
+
+
+def resumed_average(saved: dict | None, average_from: int, done: int) -> WeightAverage | None:
+    """The weight average an interrupted run continues with: ``saved`` is its state's (None where
+    it averaged nothing), ``average_from`` the epoch asked for now (0 = off), ``done`` its finished
+    epochs. Averaging does not change the training, so a run may resume with averaging switched on
+    or moved, as long as no epoch that is done had to be in the average: refused, naming
+    average_from, where the interrupted run has averaged epochs (unless it is the same
+    average_from) or where the epoch asked for is already done."""
+    averaged = saved["count"] if saved else 0
+    if averaged and average_from != saved["from"]:
+        raise RunDirectoryError(f"average_from: the interrupted run has averaged the weights of epochs "
+                                f"{saved['from']}..{done}; resume it with average_from {saved['from']}")
+    if not averaged and 0 < average_from <= done:
+        raise RunDirectoryError(f"average_from: the interrupted run finished epochs 1..{done} without averaging "
+                                f"them; average from a later epoch (> {done}), or start over")
+    if not average_from:
+        return None
+    average = WeightAverage()
+    if averaged:
+        average.load_state_dict(saved)
+    return average
+
+
+def averaged_keys(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The averaged weights' accuracies by set name as history keys: averaged_<set>_<metric>."""
+    return {f"averaged_{name}_{k}": v for name, metrics in scores.items() for k, v in metrics.items()}
 
 
 def averaged_model(model: torch.nn.Module, average: WeightAverage) -> torch.nn.Module:
@@ -397,6 +427,12 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
         if run_dir.finished:
             summary = json.loads((run_dir.out / "summary.json").read_text())
             run_dir.check_finished(summary.get("settings", {}))
+            averaged = summary.get("weights_averaged_over_epochs")
+            if (averaged[0] if averaged else 0) != job.train.average_from:
+                raise RunDirectoryError(f"{job.out} holds a finished run with weights averaged from epoch "
+                                        f"{averaged[0] if averaged else 0} (0 = none), not "
+                                        f"{job.train.average_from}; choose another output, or replace it "
+                                        f"with --overwrite")
             return summary
         online = load_checkpoint(job.online_teacher).build_model() if job.online_teacher else None
         run = train_student(spec, loader, test_set, job.loss, job.train, online_teacher=online,
