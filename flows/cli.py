@@ -54,6 +54,10 @@ def _report_student(params: dict, summary: dict) -> None:
     print(f"student  test OA {100 * summary['final_test_overall_accuracy']:.2f}% at the final epoch "
           f"(mean-class {100 * summary['final_test_mean_class_accuracy']:.2f}%); "
           f"best epoch {summary['best_epoch']}: {100 * best:.2f}% (selected on test, for comparison only)")
+    averaged = summary.get("weights_averaged_over_epochs")
+    if averaged:
+        print(f"student  weights averaged over epochs {averaged[0]}..{averaged[1]}; the last epoch's own weights: "
+              f"test OA {100 * summary['last_epoch_weights_test_overall_accuracy']:.2f}%")
     if sizes["packed_bytes"] is None:
         print(f"student  {sizes['float_bytes']:,} bytes as float32; no bit-packed model: {sizes['not_packed']}")
     else:

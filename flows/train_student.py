@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.parameters import (
-    Aggregation, Catalog, Count, Device, ExistingPath, Fraction, Help, KdWeight, Kernel, NonNegative, OneOf, Overwrite,
+    Aggregation, Catalog, Count, Device, ExistingPath, Fraction, Help, KdWeight, Kernel, NonNegative, NonNegativeInt, OneOf, Overwrite,
     Positive, Progress, Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, documented,
     existing_mode,
 )
@@ -61,6 +61,10 @@ def train_student(
     eval_every: Annotated[Count, Help(
         "test (and validation) accuracy after every N-th epoch and the last; the epochs between have "
         "none (a student that does not export is tested with the float forward, which costs time)")] = 1,
+    average_from: Annotated[NonNegativeInt, Help(
+        "0 = off; else the student is the uniform average of its weights (and BatchNorm statistics) at the end "
+        "of each epoch from this one to the last (stochastic weight averaging), tested as such beside the live "
+        "weights")] = 0,
     online_teacher: Annotated[ExistingPath | None, Help("baseline: run this teacher checkpoint live instead of "
                                                "replaying the store")] = None,
     use_completed_part: Annotated[bool, Help("train on the done chunks of an incomplete store")] = False,
@@ -90,7 +94,8 @@ def train_student(
         loss=LossConfig(kd_weight=kd_weight, temperature=temperature, reg_weight=reg_weight,
                         regularizer=regularizer, self_weight=self_weight),
         train=StudentTrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                                 device=device, seed=seed, kernel=kernel, eval_every=eval_every),
+                                 device=device, seed=seed, kernel=kernel, eval_every=eval_every,
+                                 average_from=average_from),
         online_teacher=online_teacher, use_completed_part=use_completed_part,
         validation_fraction=validation_fraction,
         existing=existing_mode(resume, overwrite),

@@ -29,11 +29,12 @@ from pointdistill.optimizer import adam
 from pointdistill.progress import EpochClock
 from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
-from pointdistill.run_directory import Existing, RunDirectory
+from pointdistill.run_directory import Existing, RunDirectory, RunDirectoryError
 from pointdistill.train import (
     accuracy_metrics, accuracy_text, check_finite_loss, check_schedule, evaluate, restore_rng_states,
     resume_defaults, resume_settings, rng_states, tested_after, untested,
 )
+from pointdistill.weight_average import WeightAverage
 
 ENGINE_EVAL_CLOUDS = 32  # clouds per engine call when evaluating
 
@@ -45,7 +46,10 @@ class StudentTrainConfig:
     layer with BatchNorm and the aggregation, fused over XNOR-popcount kernels) or "reference"
     (plain autograd); CUDA always runs the reference. eval_every: test (and validation) accuracy
     after every eval_every-th epoch and the last (pointdistill.train.tested_after), NaN between;
-    it does not change the training, so a run may resume with another value."""
+    it does not change the training, so a run may resume with another value. average_from: 0 =
+    off; else the student is the uniform average of the weights (and BatchNorm statistics) at
+    the end of epochs average_from..epochs (pointdistill.weight_average), tested as such after
+    every tested epoch from average_from on, beside the live weights."""
 
     epochs: int = 20
     batch_size: int = 32
@@ -56,9 +60,13 @@ class StudentTrainConfig:
     eval_batch_size: int = 256
     kernel: str = "fast"
     eval_every: int = 1
+    average_from: int = 0
 
     def __post_init__(self):
         check_schedule(self)
+        if not 0 <= self.average_from <= self.epochs:
+            raise ValueError(f"StudentTrainConfig.average_from must be 0 (off) or an epoch in 1..{self.epochs} "
+                             f"(epochs), got {self.average_from}")
 
 
 @dataclass
@@ -144,6 +152,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                    if loss.self_weight > 0 else None)
     run = StudentRun(checkpoint=None)
     state = run_dir.state if run_dir is not None else None
+    average = WeightAverage() if config.average_from else None
     if state is not None:
         model.load_state_dict(state["model"])
         if adapter is not None:
@@ -155,11 +164,17 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         if self_record is not None:
             self_record.p.copy_(state["self_record_p"])
             self_record.seen.copy_(state["self_record_seen"])
+        average = resumed_average(state.get("weight_average"), config.average_from, len(run.history))
     for row in run.history:  # epochs saved by a version that did not count sign flips
         row.setdefault("weight_flips", math.nan)
     signs = binary_weight_signs(model)
     steps = len(loader)
     evaluation_sets = {"test": test_set, **({"validation": validation_set} if validation_set is not None else {})}
+    not_tested = {name: untested() for name in evaluation_sets}
+    if average is not None:  # epochs finished before a resume switched averaging on have no averaged scores
+        for row in run.history:
+            for key, value in averaged_keys(not_tested).items():
+                row.setdefault(key, value)
     clock = EpochClock(config.epochs, len(run.history))
     for epoch in range(len(run.history), config.epochs):
         started = time.perf_counter()
@@ -201,17 +216,24 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
             bar.set_postfix(loss=f"{step_terms['total']:.3f}")
         now = binary_weight_signs(model)
         flips, signs = flipped_share(signs, now), now
+        if average is not None and epoch + 1 >= config.average_from:
+            average.add(model)
         tested = tested_after(epoch + 1, config.epochs, config.eval_every)
         if tested:
             scores = evaluate_as_deployed(model, evaluation_sets, config.eval_batch_size, device)
         else:
-            scores = {name: untested() for name in evaluation_sets}
+            scores = not_tested
         test, validation = scores["test"], scores.get("validation", {})
         row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
                "train_accuracy": correct / seen_samples, "weight_flips": flips,
                **{f"test_{k}": v for k, v in test.items()},
-               **{f"validation_{k}": v for k, v in validation.items()},
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+               **{f"validation_{k}": v for k, v in validation.items()}}
+        if average is not None:
+            averaged_scores = (evaluate_as_deployed(averaged_model(model, average), evaluation_sets,
+                                                    config.eval_batch_size, device)
+                               if tested and average.count else not_tested)
+            row.update(averaged_keys(averaged_scores))
+        row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
         run.history.append(row)
         if run_dir is not None:
             saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -221,24 +243,34 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                 saved.update(self_record_p=self_record.p.cpu(), self_record_seen=self_record.seen.cpu())
             if adapter is not None:
                 saved["adapter"] = adapter.state_dict()
+            if average is not None:
+                saved["weight_average"] = {"from": config.average_from, **average.state_dict()}
             run_dir.save_state(saved)
         shown = accuracy_text(test)
+        if average is not None and tested and average.count:
+            shown += f"  averaged weights: test OA {row['averaged_test_overall_accuracy']:.4f}"
         if validation_set is not None and tested:
             shown = f"validation OA {row['validation_overall_accuracy']:.4f}  {shown}"
         clock.log(epoch, f"loss {row['loss_total']:.4f}  train acc {row['train_accuracy']:.3f}  "
                          f"flips {100 * flips:.2f}%  {shown}")
-    final = run.history[-1]
+    last = run.history[-1]
     best = max((r for r in run.history if not math.isnan(r["test_overall_accuracy"])),
                key=lambda r: r["test_overall_accuracy"])
+    final = last if average is None else {key.removeprefix("averaged_"): value for key, value in last.items()
+                                          if key.startswith("averaged_")}
+    weights = model.state_dict() if average is None else average.averaged_state(model)
     run.checkpoint = Checkpoint(
         spec=model.spec,
-        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        state_dict={k: v.detach().cpu() for k, v in weights.items()},
         class_names=list(test_set.class_names),
         dataset={"name": loader.dataset.name, "fingerprint": loader.dataset.fingerprint(),
                  "num_points": loader.dataset.num_points},
-        metrics={"epochs": final["epoch"], "test_overall_accuracy": final["test_overall_accuracy"],
+        metrics={"epochs": last["epoch"], "test_overall_accuracy": final["test_overall_accuracy"],
                  "test_mean_class_accuracy": final["test_mean_class_accuracy"],
                  "best_epoch": best["epoch"], "best_epoch_test_overall_accuracy": best["test_overall_accuracy"],
+                 "weights_averaged_over_epochs": ([config.average_from, last["epoch"]] if average is not None
+                                                  else None),
+                 "last_epoch_weights_test_overall_accuracy": last["test_overall_accuracy"],
                  **{key: final[key] for key in ("validation_overall_accuracy", "validation_mean_class_accuracy")
                     if key in final},
                  "validation_shapes": len(validation_set) if validation_set is not None else 0,
@@ -249,6 +281,40 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                  "online_teacher": online_teacher is not None},
     )
     return run
+
+
+def resumed_average(saved: dict | None, average_from: int, done: int) -> WeightAverage | None:
+    """The weight average an interrupted run continues with: ``saved`` is its state's (None where
+    it averaged nothing), ``average_from`` the epoch asked for now (0 = off), ``done`` its finished
+    epochs. Averaging does not change the training, so a run may resume with averaging switched on
+    or moved, as long as no epoch that is done had to be in the average: refused, naming
+    average_from, where the interrupted run has averaged epochs (unless it is the same
+    average_from) or where the epoch asked for is already done."""
+    averaged = saved["count"] if saved else 0
+    if averaged and average_from != saved["from"]:
+        raise RunDirectoryError(f"average_from: the interrupted run has averaged the weights of epochs "
+                                f"{saved['from']}..{done}; resume it with average_from {saved['from']}")
+    if not averaged and 0 < average_from <= done:
+        raise RunDirectoryError(f"average_from: the interrupted run finished epochs 1..{done} without averaging "
+                                f"them; average from a later epoch (> {done}), or start over")
+    if not average_from:
+        return None
+    average = WeightAverage()
+    if averaged:
+        average.load_state_dict(saved)
+    return average
+
+
+def averaged_keys(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The averaged weights' accuracies by set name as history keys: averaged_<set>_<metric>."""
+    return {f"averaged_{name}_{k}": v for name, metrics in scores.items() for k, v in metrics.items()}
+
+
+def averaged_model(model: torch.nn.Module, average: WeightAverage) -> torch.nn.Module:
+    """A copy of ``model`` (same spec, device) holding the weights of ``average``, in eval mode."""
+    copy = create_model(model.spec).to(next(model.parameters()).device)
+    copy.load_state_dict(average.averaged_state(model))
+    return copy.eval()
 
 
 def evaluate_as_deployed(model: torch.nn.Module, datasets: dict[str, PointCloudSet], batch_size: int,
@@ -361,6 +427,12 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
         if run_dir.finished:
             summary = json.loads((run_dir.out / "summary.json").read_text())
             run_dir.check_finished(summary.get("settings", {}))
+            averaged = summary.get("weights_averaged_over_epochs")
+            if (averaged[0] if averaged else 0) != job.train.average_from:
+                raise RunDirectoryError(f"{job.out} holds a finished run with weights averaged from epoch "
+                                        f"{averaged[0] if averaged else 0} (0 = none), not "
+                                        f"{job.train.average_from}; choose another output, or replace it "
+                                        f"with --overwrite")
             return summary
         online = load_checkpoint(job.online_teacher).build_model() if job.online_teacher else None
         run = train_student(spec, loader, test_set, job.loss, job.train, online_teacher=online,
@@ -382,6 +454,8 @@ def _summary(job: StudentJob, spec: dict, teacher_spec: dict, loader: ReplayLoad
         "final_validation_overall_accuracy": metrics.get("validation_overall_accuracy"),
         "final_validation_mean_class_accuracy": metrics.get("validation_mean_class_accuracy"),
         "validation_shapes": metrics["validation_shapes"],
+        "weights_averaged_over_epochs": metrics["weights_averaged_over_epochs"],
+        "last_epoch_weights_test_overall_accuracy": metrics["last_epoch_weights_test_overall_accuracy"],
         "best_epoch": metrics["best_epoch"],
         "best_epoch_test_overall_accuracy (model selection on test, for comparison only)":
             metrics["best_epoch_test_overall_accuracy"],

@@ -69,9 +69,11 @@ def plot_curves(history: list[dict], title: str, reference: float | None = None,
     curves = (("train_accuracy", "train", {"color": "tab:gray", "linewidth": 1}),
               ("validation_overall_accuracy", "validation OA", {"color": "tab:green", "linewidth": 1}),
               ("test_mean_class_accuracy", "test mean-class", {"color": "tab:blue", "linewidth": 1}),
-              ("test_overall_accuracy", "test OA", {"color": "tab:red", "linewidth": 2}))
+              ("test_overall_accuracy", "test OA", {"color": "tab:red", "linewidth": 2}),
+              ("averaged_test_overall_accuracy", "test OA, averaged weights",
+               {"color": "tab:orange", "linewidth": 2}))
     curves = tuple(curve for curve in curves if curve[0] in history[0])
-    for key, label, style in curves:  # test OA last: on top; epochs not evaluated (NaN) left out
+    for key, label, style in curves:  # test OA (and its averaged weights') last: on top; epochs not evaluated (NaN) left out
         shown = [(row["epoch"], 100 * row[key]) for row in history if not math.isnan(row[key])]
         right.plot(*zip(*shown), label=label, **style, **marker)
     if reference is not None:

@@ -258,12 +258,15 @@ def run_teacher_job(job: TeacherJob, progress: bool = True) -> dict:
 def resume_settings(job, dataset_fingerprint: str) -> dict:
     """What must not change between a run and its resumption: the job without its output, its
     ``existing`` mode, its device (a run may continue on another device) and how often it is
-    tested (``eval_every``: the training is the same), plus the data."""
+    tested (``eval_every``: the training is the same) or from which epoch a student's weights are
+    averaged (``average_from``: the same; checked against the resume state instead,
+    pointdistill.distill.resumed_average), plus the data."""
     settings = dataclasses.asdict(job)
     for name in ("out", "existing"):
         settings.pop(name)
     settings["train"].pop("device")
     settings["train"].pop("eval_every", None)
+    settings["train"].pop("average_from", None)
     settings["dataset_fingerprint"] = dataset_fingerprint
     return settings
 

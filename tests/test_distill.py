@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import pointdistill.weight_average
 from pointdistill.api import load_engine
 from pointdistill.data import load_dataset
 from pointdistill.data.split import validation_indices, validation_subset
@@ -110,6 +111,46 @@ def test_dropout_and_weight_decay_each_change_the_training_and_leave_the_export_
     assert np.mean(predicted == test_set.labels) == dropout["final_test_overall_accuracy"]
     with pytest.raises(ValueError, match="StudentJob.dropout must be in"):
         job_for(recorded_store, shapes_dir, tmp_path / "bad", dropout=1.0)
+
+
+def test_weight_averaging_deploys_the_mean_of_the_last_epochs_and_trains_the_same(
+        recorded_store, shapes_dir, tmp_path, monkeypatch):
+    three = StudentTrainConfig(epochs=3, batch_size=16, device="cpu", seed=3)
+    plain = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "plain", train=three), progress=False)
+    added = []  # the states the average was given, as the model held them
+    real_add = pointdistill.weight_average.WeightAverage.add
+
+    def recording_add(self, model):
+        added.append({k: v.clone() for k, v in model.state_dict().items()})
+        real_add(self, model)
+
+    monkeypatch.setattr(pointdistill.weight_average.WeightAverage, "add", recording_add)
+    averaged = run_student_job(job_for(recorded_store, shapes_dir, tmp_path / "averaged",
+                                       train=replace(three, average_from=2)), progress=False)
+    assert len(added) == 2 and averaged["weights_averaged_over_epochs"] == [2, 3]
+    live = load_checkpoint(plain["outputs"]["checkpoint"]).state_dict
+    assert all(torch.equal(added[-1][k], live[k]) for k in live)  # averaging changes no step of the training
+    checkpoint = load_checkpoint(averaged["outputs"]["checkpoint"])
+    for key, value in checkpoint.state_dict.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (added[0][key] + added[1][key]) / 2, rtol=0, atol=1e-6)
+        else:  # BatchNorm's batch counters: the last epoch's
+            assert torch.equal(value, added[1][key])
+    assert any(not torch.equal(checkpoint.state_dict[k], live[k]) for k in live)
+    # the deployed student is the average: its .pdbn scores the run's final accuracy
+    test_set = load_dataset(shapes_dir, "test", 128)
+    predicted = predict(Engine(export_student(checkpoint)), test_set.points).argmax(1)
+    assert np.mean(predicted == test_set.labels) == averaged["final_test_overall_accuracy"]
+    assert averaged["last_epoch_weights_test_overall_accuracy"] == plain["final_test_overall_accuracy"]
+    rows = parquet_rows(averaged["outputs"]["metrics"])
+    assert np.isnan(rows[0]["averaged_test_overall_accuracy"])  # nothing averaged after epoch 1
+    assert rows[-1]["averaged_test_overall_accuracy"] == averaged["final_test_overall_accuracy"]
+    assert rows[1]["averaged_test_overall_accuracy"] == rows[1]["test_overall_accuracy"]  # one state: the live one
+    plain_rows = parquet_rows(plain["outputs"]["metrics"])
+    assert [row["loss_total"] for row in rows] == [row["loss_total"] for row in plain_rows]
+    assert "averaged_test_overall_accuracy" not in plain_rows[0] and plain["weights_averaged_over_epochs"] is None
+    with pytest.raises(ValueError, match=r"StudentTrainConfig.average_from .* 1..3"):
+        replace(three, average_from=4)
 
 
 def test_offline_and_online_first_batch_losses_agree(recorded_store, shapes_dir, teacher_path, tmp_path):

@@ -76,6 +76,7 @@ def _run_cli(args: list[str]) -> tuple[int, str, list[str]]:
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--dropout", "1"], "--dropout: input should be less than 1"),
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--weight-decay", "-0.001"], "--weight-decay: input should be greater than or equal to 0"),
     (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--weight-decay", "-1e-4"], "--weight-decay: input should be greater than or equal to 0 (got -0.0001)"),
+    (["train-student", "--dataset", ".", "--out", "o", "--store", ".", "--average-from", "-1"], "--average-from: input should be greater than or equal to 0"),
     (["train-student", "--dataset", ".", "--out", "o"], "one of --store --teacher-sha is required"),
     (["train-teacher", "--dataset", ".", "--out", "o", "--point-widths", "64,0"], "--point-widths: input should be greater than or equal to 1"),
     (["record-teacher", "--teacher", "t.pt", "--dataset", ".", "--store", "s"], "--teacher: t.pt does not exist"),
