@@ -8,9 +8,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.parameters import (
-    Aggregation, Catalog, Count, Device, ExistingPath, Fraction, Help, KdWeight, Kernel, NonNegative, NonNegativeInt, OneOf, Overwrite,
-    Positive, Progress, Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone, Temperature, documented,
-    existing_mode,
+    Aggregation, Catalog, Count, Device, ExistingPath, Fraction, Help, KdWeight, Kernel, NonNegative, NonNegativeInt,
+    OneOf, Overwrite, Positive, Progress, Quantizer, Regularizer, RegWeight, Resume, SelfWeight, StudentBackbone,
+    Temperature, documented, existing_mode,
 )
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
 from pointdistill.losses import LossConfig

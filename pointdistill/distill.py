@@ -152,7 +152,6 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                    if loss.self_weight > 0 else None)
     run = StudentRun(checkpoint=None)
     state = run_dir.state if run_dir is not None else None
-    average = WeightAverage() if config.average_from else None
     if state is not None:
         model.load_state_dict(state["model"])
         if adapter is not None:
@@ -164,7 +163,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         if self_record is not None:
             self_record.p.copy_(state["self_record_p"])
             self_record.seen.copy_(state["self_record_seen"])
-        average = resumed_average(state.get("weight_average"), config.average_from, len(run.history))
+    average = resumed_average(state.get("weight_average") if state else None, config.average_from, len(run.history))
     for row in run.history:  # epochs saved by a version that did not count sign flips
         row.setdefault("weight_flips", math.nan)
     signs = binary_weight_signs(model)
@@ -228,10 +227,11 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                "train_accuracy": correct / seen_samples, "weight_flips": flips,
                **{f"test_{k}": v for k, v in test.items()},
                **{f"validation_{k}": v for k, v in validation.items()}}
+        averaged_tested = average is not None and tested and average.count > 0
         if average is not None:
             averaged_scores = (evaluate_as_deployed(averaged_model(model, average), evaluation_sets,
                                                     config.eval_batch_size, device)
-                               if tested and average.count else not_tested)
+                               if averaged_tested else not_tested)
             row.update(averaged_keys(averaged_scores))
         row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
         run.history.append(row)
@@ -247,7 +247,7 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                 saved["weight_average"] = {"from": config.average_from, **average.state_dict()}
             run_dir.save_state(saved)
         shown = accuracy_text(test)
-        if average is not None and tested and average.count:
+        if averaged_tested:
             shown += f"  averaged weights: test OA {row['averaged_test_overall_accuracy']:.4f}"
         if validation_set is not None and tested:
             shown = f"validation OA {row['validation_overall_accuracy']:.4f}  {shown}"
@@ -284,8 +284,9 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
 
 
 def resumed_average(saved: dict | None, average_from: int, done: int) -> WeightAverage | None:
-    """The weight average an interrupted run continues with: ``saved`` is its state's (None where
-    it averaged nothing), ``average_from`` the epoch asked for now (0 = off), ``done`` its finished
+    """The weight average a run trains with (None where ``average_from`` is 0, off): a new one,
+    or the one an interrupted run continues: ``saved`` is its state's (None where it averaged
+    nothing, or for a new run), ``average_from`` the epoch asked for now, ``done`` its finished
     epochs. Averaging does not change the training, so a run may resume with averaging switched on
     or moved, as long as no epoch that is done had to be in the average: refused, naming
     average_from, where the interrupted run has averaged epochs (unless it is the same
