@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from pointdistill.config_checks import check_at_least, check_fraction
-from pointdistill.models.edge_conv import edge_max, fused_edge_conv_applies
+from pointdistill.models.edge_conv import (edge_max, edge_max_inference, fused_edge_conv_applies,
+                                           inference_edge_conv_applies)
 from pointdistill.models.neighbourhood import gather_points, knn
 from pointdistill.models.per_point import per_point_layers
 from pointdistill.models.registry import ModelOutput, register_model
@@ -87,7 +88,8 @@ class EdgeConv(nn.Module):
     [B, N, k, 2C] edges and multiplying over all N k of them (the same function, up to float
     rounding; the module and its state dict are the 2C-wide Conv1d's). With ``fused`` (training
     on the CPU), BatchNorm, LeakyReLU and the max run as one op over the neighbours
-    (pointdistill.models.edge_conv): no [B, N, k, C'] tensor at all."""
+    (pointdistill.models.edge_conv): no [B, N, k, C'] tensor at all; at inference on the CPU
+    (eval mode, no gradient asked) likewise, always."""
 
     def __init__(self, c_in: int, c_out: int, k: int):
         super().__init__()
@@ -101,6 +103,8 @@ class EdgeConv(nn.Module):
         index = knn(x, min(self.k, n))  # [B, N, k]
         if fused and fused_edge_conv_applies(centre, norm):
             return edge_max(centre, neighbour, index, norm, activation.negative_slope)
+        if inference_edge_conv_applies(centre, neighbour, norm):
+            return edge_max_inference(centre, neighbour, index, norm, activation.negative_slope)
         edges = centre[:, :, None, :] + gather_points(neighbour, index)  # [B, N, k, C']
         out = per_point_layers([norm, activation], edges.reshape(batch, -1, edges.shape[-1]))
         return out.view(edges.shape).amax(dim=2)

@@ -14,6 +14,10 @@ the sum of u over each point's in-edges. The reductions over the edges are compi
 (``_edge_conv.c``); the statistics' sums are accumulated in float64.
 
 Exact against the autograd form within float32 rounding (tests/models/test_edge_conv.py).
+
+At inference (BatchNorm on its running statistics, no gradient asked) the same max over the
+neighbours gives the layer exactly, with no statistics to gather: ``edge_max_inference``, which
+recording a DGCNN teacher and testing one run on.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ def fused_edge_conv_applies(u: torch.Tensor, bn: nn.BatchNorm1d) -> bool:
     CPU, the kernels built."""
     return (_edge_conv is not None and bn.training and bn.affine and u.device.type == "cpu"
             and u.dtype == torch.float32 and u.shape[0] * u.shape[1] > 1)
+
+
+def inference_edge_conv_applies(u: torch.Tensor, v: torch.Tensor, bn: nn.BatchNorm1d) -> bool:
+    """Whether ``edge_max_inference`` runs for u, v [B, N, C]: an eval-mode BatchNorm on running
+    statistics, no gradient asked of u or v, float32 on the CPU, the kernels built."""
+    return (_edge_conv is not None and not bn.training and bn.running_var is not None
+            and not (u.requires_grad or v.requires_grad) and u.device.type == "cpu" and u.dtype == torch.float32)
 
 
 def _total(x: torch.Tensor) -> torch.Tensor:
@@ -107,3 +118,26 @@ def edge_max(u: torch.Tensor, v: torch.Tensor, index: torch.Tensor, bn: nn.Batch
     u, v: float32 [B, N, C] (the centre and neighbour terms of EdgeConv's linear layer); index:
     int64 [B, N, k] into N. Returns float32 [B, N, C]. Where fused_edge_conv_applies."""
     return _EdgeMax.apply(u, v, index, bn.weight, bn.bias, bn, negative_slope)
+
+
+def edge_max_inference(u: torch.Tensor, v: torch.Tensor, index: torch.Tensor, bn: nn.BatchNorm1d,
+                       negative_slope: float) -> torch.Tensor:
+    """max over j in index[b, i] of leaky_relu(bn(u[b, i] + v[b, j])), BatchNorm in eval mode: a
+    fixed affine map per channel, monotone, so the max is leaky_relu(bn(u_i + v*_i)) with v*_i the
+    max of v over i's neighbours (the min where the scale is negative). Equal to the [B, N, k, C]
+    form bit for bit: adding u_i, the affine map and LeakyReLU are monotone in float32 too.
+
+    u, v: float32 [B, N, C]; index: int64 [B, N, k] into N. Returns float32 [B, N, C]. Where
+    inference_edge_conv_applies."""
+    batch, n, channels = u.shape
+    k = index.shape[-1]
+    gamma = bn.weight.detach() if bn.affine else torch.ones(channels)
+    lower = np.ascontiguousarray((gamma < 0).numpy().astype(np.uint8))
+    v, index = v.contiguous(), index.contiguous()
+    top, sums = torch.empty(batch, n, channels), torch.empty(batch, n, channels)
+    ties = torch.empty(batch, n, channels, dtype=torch.int32)
+    counts = torch.empty(batch, n, dtype=torch.int32)
+    _edge_conv.edge_reduce(v.numpy(), index.numpy(), lower, batch, n, k, channels,
+                           top.numpy(), ties.numpy(), sums.numpy(), counts.numpy(), threads_for(batch))
+    z = bn((u + top).reshape(-1, channels)).view(batch, n, channels)
+    return torch.nn.functional.leaky_relu(z, negative_slope)

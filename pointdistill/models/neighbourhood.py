@@ -34,9 +34,9 @@ QUERY_ROWS = 256
 
 def pairwise_sq_distances(queries: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances float32 [B, M, N] between queries [B, M, C] and points [B, N, C],
-    as |q|^2 - 2 q.p + |p|^2 (one batched matmul), clamped at 0."""
-    inner = torch.bmm(queries, points.transpose(1, 2))
-    return (queries.pow(2).sum(-1, keepdim=True) - 2 * inner + points.pow(2).sum(-1)[:, None, :]).clamp_min_(0)
+    as |q|^2 - 2 q.p + |p|^2 (one batched matmul), clamped at 0: formed in place, in that order."""
+    distances = torch.bmm(queries, points.transpose(1, 2)).mul_(-2)
+    return distances.add_(queries.pow(2).sum(-1, keepdim=True)).add_(points.pow(2).sum(-1)[:, None, :]).clamp_min_(0)
 
 
 @torch.no_grad()

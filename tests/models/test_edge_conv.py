@@ -1,4 +1,5 @@
-"""DGCNN's fused EdgeConv (pointdistill.models.edge_conv) against its autograd form."""
+"""DGCNN's fused EdgeConv (pointdistill.models.edge_conv) against its autograd form, in training
+and at inference."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 
 from pointdistill.models import create_model, model_spec
-from pointdistill.models.dgcnn import DGCNNConfig, EdgeConv
-from pointdistill.models.edge_conv import _edge_conv, edge_max
+from pointdistill.models import dgcnn
+from pointdistill.models.dgcnn import DGCNNConfig, EdgeConv, edge_features
+from pointdistill.models.edge_conv import _edge_conv, edge_max, edge_max_inference
+from pointdistill.models.per_point import per_point_layers
 
 pytestmark = pytest.mark.skipif(_edge_conv is None, reason="the _edge_conv extension is not built")
 
@@ -97,6 +100,54 @@ def test_fused_dgcnn_training_step_matches_reference():
     torch.testing.assert_close(grads["fast"][0], grads["reference"][0])
     for name, value in grads["reference"][1].items():
         torch.testing.assert_close(grads["fast"][1][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _with_running_statistics(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in eval mode with BatchNorm running statistics away from 0 and 1."""
+    generator = torch.Generator().manual_seed(9)
+    for bn in module.modules():
+        if isinstance(bn, torch.nn.BatchNorm1d):
+            bn.running_mean.normal_(generator=generator)
+            bn.running_var.uniform_(0.5, 2.0, generator=generator)
+    return module.eval()
+
+
+@pytest.mark.parametrize("batch,n,c_in,c_out,k", [(3, 37, 5, 19, 6), (2, 50, 3, 64, 20)])
+def test_inference_edge_conv_equals_the_edge_form(batch, n, c_in, c_out, k, monkeypatch):
+    """At inference the layer pools over the neighbours without forming the edges: the output is
+    the edge form's bit for bit (the form it takes when a gradient is asked, so saliency still
+    works), with negative and zero BatchNorm scales and tied neighbours, and the full [B, N, k, 2C]
+    edges through the unsplit layer agree within float rounding."""
+    layer = _with_running_statistics(_edge_conv_layer(c_in, c_out, k))
+    x = _features(batch, n, c_in)
+    calls = []
+    monkeypatch.setattr(dgcnn, "edge_max_inference", lambda *args: calls.append(1) or edge_max_inference(*args))
+    with torch.no_grad():
+        pooled = layer(x)
+    assert calls == [1]  # the pooled path ran
+    asked = x.clone().requires_grad_(True)
+    edge_form = layer(asked)
+    edge_form.sum().backward()
+    assert torch.equal(pooled, edge_form.detach())
+    assert asked.grad is not None and bool(asked.grad.abs().sum() > 0)
+    with torch.no_grad():
+        edges = edge_features(x, k)  # [B, N, k, 2C]
+        full = per_point_layers(layer.mlp, edges.reshape(batch, -1, 2 * c_in)).view(batch, n, k, c_out).amax(2)
+    torch.testing.assert_close(pooled, full, rtol=1e-5, atol=1e-5)
+
+
+def test_dgcnn_inference_equals_the_edge_form(monkeypatch):
+    """A whole DGCNN in eval mode: logits and pooled feature bit for bit those of the edge form."""
+    spec = model_spec("dgcnn", DGCNNConfig(num_classes=5, k=5, edge_widths=(8, 16), embed_width=32,
+                                            head_widths=(16,)))
+    torch.manual_seed(0)
+    model = _with_running_statistics(create_model(spec))
+    points = _features(4, 40, 3, seed=3)
+    with torch.no_grad():
+        pooled = model(points)
+        monkeypatch.setattr(dgcnn, "inference_edge_conv_applies", lambda *args: False)
+        edge_form = model(points)
+    assert torch.equal(pooled.logits, edge_form.logits) and torch.equal(pooled.pooled, edge_form.pooled)
 
 
 def test_out_of_range_neighbour_is_refused():
