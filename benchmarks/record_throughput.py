@@ -24,9 +24,8 @@ import torch
 
 from pointdistill.augment import AugmentPolicy, apply, params_for_shapes
 from pointdistill.data import load_dataset, write_npz_split
-from pointdistill.models import (
-    Checkpoint, PointNetConfig, batched_forward, create_model, load_checkpoint, model_spec, save_checkpoint,
-)
+from pointdistill.models import Checkpoint, batched_forward, create_model, load_checkpoint, save_checkpoint
+from pointdistill.models.teacher_options import TeacherOptions, teacher_spec
 
 
 def subset_dataset(root: str, shapes: int, num_points: int, out: Path) -> str:
@@ -38,14 +37,14 @@ def subset_dataset(root: str, shapes: int, num_points: int, out: Path) -> str:
     return str(out)
 
 
-def teacher_checkpoint(path: str | None, dataset: str, num_points: int, out: Path) -> str:
-    """The given checkpoint, or a randomly initialised full-size PointNet (speed does not
-    depend on the weights)."""
+def teacher_checkpoint(path: str | None, model_name: str, dataset: str, num_points: int, out: Path) -> str:
+    """The given checkpoint, or a randomly initialised full-size teacher of the registered
+    ``model_name`` (its default widths; speed does not depend on the weights)."""
     if path:
         return path
     train = load_dataset(dataset, "train", num_points)
     torch.manual_seed(0)
-    model = create_model(model_spec("pointnet", PointNetConfig(num_classes=train.num_classes)))
+    model = create_model(teacher_spec(model_name, train.num_classes, TeacherOptions()))
     save_checkpoint(out, Checkpoint(spec=model.spec, state_dict=model.state_dict(),
                                     class_names=list(train.class_names),
                                     dataset={"name": train.name, "fingerprint": train.fingerprint(),
@@ -80,7 +79,8 @@ def end_to_end(teacher: str, dataset: str, augmentations: int, chunk_shapes: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="dataset directory (npz or ModelNet40 HDF5 layout)")
-    parser.add_argument("--teacher", default=None, help="teacher checkpoint (default: random full-size PointNet)")
+    parser.add_argument("--teacher", default=None, help="teacher checkpoint (default: a random full-size --model)")
+    parser.add_argument("--model", default="pointnet", help="the random teacher's registered model (pointnet, dgcnn, ...)")
     parser.add_argument("--shapes", type=int, default=512, help="training shapes to record (a fixed random subset)")
     parser.add_argument("--num-points", type=int, default=1024)
     parser.add_argument("--augmentations", type=int, default=10)
@@ -94,7 +94,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="record-throughput-"))
     try:
         dataset = subset_dataset(args.dataset, args.shapes, args.num_points, work / "data")
-        teacher = teacher_checkpoint(args.teacher, dataset, args.num_points, work / "teacher.pt")
+        teacher = teacher_checkpoint(args.teacher, args.model, dataset, args.num_points, work / "teacher.pt")
         records = args.shapes * args.augmentations
         common = (teacher, dataset, args.augmentations, args.chunk_shapes, args.batch_size)
         times = {"teacher alone": [], "record-teacher, in-process": [], "record-teacher, 2 Dask workers": []}
