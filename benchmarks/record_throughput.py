@@ -72,7 +72,8 @@ def end_to_end(teacher: str, dataset: str, augmentations: int, chunk_shapes: int
     shutil.rmtree(store, ignore_errors=True)
     started = time.perf_counter()
     summary = record_teacher(teacher=teacher, dataset=dataset, store=str(store), augmentations=augmentations,
-                             chunk_shapes=chunk_shapes, batch_size=batch_size, workers=workers)
+                             chunk_shapes=chunk_shapes, batch_size=batch_size, workers=workers,
+                             catalog=str(store.parent / "catalog"))  # not the working directory's store/
     return time.perf_counter() - started, summary
 
 
