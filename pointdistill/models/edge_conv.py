@@ -84,16 +84,18 @@ class _EdgeMax(torch.autograd.Function):
         z = torch.addcmul((b64 - mean * scale).to(u.dtype), pooled, scale.to(u.dtype))
         update_running_stats(bn, mean, var, m)
         out = torch.nn.functional.leaky_relu(z, negative_slope)
-        ctx.tensors = (u, v, index, top, ties, indeg, s, pooled, out)
+        # z > 0 iff out > 0; the output itself is not kept on ctx: out -> its grad_fn -> ctx -> out
+        # would be a reference cycle that only Python's cycle collector frees
+        ctx.tensors = (u, v, index, top, ties, indeg, s, pooled, z > 0)
         ctx.stats = (mean, invstd, g64, negative_slope, k, m)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        u, v, index, top, ties, indeg, s, pooled, out = ctx.tensors
+        u, v, index, top, ties, indeg, s, pooled, positive = ctx.tensors
         mean, invstd, g64, negative_slope, k, m = ctx.stats
         batch, n, channels = u.shape
-        d = grad * torch.where(out > 0, 1.0, negative_slope)  # d loss / d z at the pooled edge (z > 0 iff out > 0)
+        d = grad * torch.where(positive, 1.0, negative_slope)  # d loss / d z at the pooled edge
         dbeta = _total(d)
         dgamma = (_total(d * pooled) - mean * dbeta) * invstd  # sum of d xhat
         a, b, p = dbeta / m, dgamma / m, g64 * invstd  # d e_ij = p (d_ij - a - b xhat_ij)
