@@ -4,6 +4,8 @@ and at inference."""
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -100,6 +102,23 @@ def test_fused_dgcnn_training_step_matches_reference():
     torch.testing.assert_close(grads["fast"][0], grads["reference"][0])
     for name, value in grads["reference"][1].items():
         torch.testing.assert_close(grads["fast"][1][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fused_edge_conv_step_is_freed_without_the_cycle_collector():
+    """A training step's output is freed as soon as nothing refers to it: no reference cycle
+    through the op's saved tensors (one held about 1 GB more every 10 s of ModelNet40 DGCNN
+    training, until the process was killed for memory)."""
+    layer = _edge_conv_layer(3, 16, 5)
+    gc.collect()
+    gc.disable()
+    try:
+        out = layer(_features(2, 30, 3), fused=True)
+        freed = weakref.ref(out)
+        out.sum().backward()
+        del out
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 def _with_running_statistics(module: torch.nn.Module) -> torch.nn.Module:
