@@ -48,6 +48,20 @@ def inference_edge_conv_applies(u: torch.Tensor, v: torch.Tensor, bn: nn.BatchNo
             and not (u.requires_grad or v.requires_grad) and u.device.type == "cpu" and u.dtype == torch.float32)
 
 
+def _edge_reduce(v: torch.Tensor, index: torch.Tensor, lower: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The compiled reductions of contiguous v float32 [B, N, C] over the neighbours index int64
+    [B, N, k] (``_edge_conv.c``): top [B, N, C] (the max, the min where ``lower`` [C] is set), ties
+    int32 [B, N, C], sums [B, N, C], counts int32 [B, N] (how many lists each point is in)."""
+    batch, n, channels = v.shape
+    top, sums = torch.empty(batch, n, channels), torch.empty(batch, n, channels)
+    ties = torch.empty(batch, n, channels, dtype=torch.int32)
+    counts = torch.empty(batch, n, dtype=torch.int32)
+    _edge_conv.edge_reduce(v.numpy(), index.numpy(), np.ascontiguousarray(lower.numpy().astype(np.uint8)), batch, n,
+                           index.shape[-1], channels, top.numpy(), ties.numpy(), sums.numpy(), counts.numpy(),
+                           threads_for(batch))
+    return top, ties, sums, counts
+
+
 def _total(x: torch.Tensor) -> torch.Tensor:
     """Per channel, the sum over clouds and points of x [B, N, C], accumulated in float64: [C]."""
     return x.sum((0, 1), dtype=torch.float64)
@@ -64,12 +78,7 @@ class _EdgeMax(torch.autograd.Function):
         u, v = u.detach().contiguous(), v.detach().contiguous()
         index = index.contiguous()
         g64, b64 = gamma.detach().double(), beta.detach().double()
-        lower = np.ascontiguousarray((g64 < 0).numpy().astype(np.uint8))
-        top, s = (torch.empty(batch, n, channels) for _ in range(2))
-        ties = torch.empty(batch, n, channels, dtype=torch.int32)
-        counts = torch.empty(batch, n, dtype=torch.int32)
-        _edge_conv.edge_reduce(v.numpy(), index.numpy(), lower, batch, n, k, channels,
-                               top.numpy(), ties.numpy(), s.numpy(), counts.numpy(), threads_for(batch))
+        top, ties, s, counts = _edge_reduce(v, index, g64 < 0)
         indeg = counts.to(u.dtype)[..., None]  # [B, N, 1]
         weighted = indeg * v
         mean = (k * _total(u) + _total(weighted)) / m
@@ -132,14 +141,7 @@ def edge_max_inference(u: torch.Tensor, v: torch.Tensor, index: torch.Tensor, bn
     u, v: float32 [B, N, C]; index: int64 [B, N, k] into N. Returns float32 [B, N, C]. Where
     inference_edge_conv_applies."""
     batch, n, channels = u.shape
-    k = index.shape[-1]
-    gamma = bn.weight.detach() if bn.affine else torch.ones(channels)
-    lower = np.ascontiguousarray((gamma < 0).numpy().astype(np.uint8))
-    v, index = v.contiguous(), index.contiguous()
-    top, sums = torch.empty(batch, n, channels), torch.empty(batch, n, channels)
-    ties = torch.empty(batch, n, channels, dtype=torch.int32)
-    counts = torch.empty(batch, n, dtype=torch.int32)
-    _edge_conv.edge_reduce(v.numpy(), index.numpy(), lower, batch, n, k, channels,
-                           top.numpy(), ties.numpy(), sums.numpy(), counts.numpy(), threads_for(batch))
+    lower = bn.weight.detach() < 0 if bn.affine else torch.zeros(channels, dtype=torch.bool)
+    top = _edge_reduce(v.contiguous(), index.contiguous(), lower)[0]
     z = bn((u + top).reshape(-1, channels)).view(batch, n, channels)
     return torch.nn.functional.leaky_relu(z, negative_slope)
