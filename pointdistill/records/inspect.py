@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 
 from pointdistill.records.schema import check_chunks_present, layout_of, open_store, read_block
-from pointdistill.records.summary import stored_bytes
+from pointdistill.records.summary import stored_bytes, teacher_test_figure
 
 
 def _done_chunks(group, uri: str, layout, done: np.ndarray, name: str) -> da.Array:
@@ -85,13 +85,12 @@ def format_inspection(report: dict) -> str:
     teacher, dataset = attrs["teacher"], attrs["dataset"]
     policy = attrs["augmentation"]
     stats = report["teacher_on_records"]
-    test_oa = teacher["metrics"].get("test_overall_accuracy")
     lines = [
         f"store         {report['uri']}",
         f"format        {attrs['format']} v{attrs['format_version']}, status {attrs['status']}, "
         f"created {attrs['created']}",
         f"teacher       {teacher['model']['name']} sha256 {teacher['weights_sha256']}"
-        + (f", test OA {test_oa:.4f}" if test_oa is not None else ""),
+        + (f", {teacher_test_figure(teacher)}" if teacher_test_figure(teacher) else ""),
         f"dataset       {dataset['name']} ({dataset['split']}) fingerprint {dataset['fingerprint']}, "
         f"{dataset['num_shapes']} shapes x {dataset['num_points']} points, {len(dataset['class_names'])} classes",
         f"augmentation  A={attrs['augmentations_per_shape']} per shape, seed {attrs['seed']}, "

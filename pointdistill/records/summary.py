@@ -15,6 +15,17 @@ def stored_bytes(group) -> dict[str, int]:
     return {**sizes, "total": sum(sizes.values())}
 
 
+def teacher_test_figure(teacher: dict) -> str:
+    """The teacher's own test accuracy as its checkpoint reports it, naming the dataset it was
+    measured on (a store's attrs["teacher"]); "" when the checkpoint has none. It is the
+    training run's figure, not measured by the recording."""
+    test_oa = teacher["metrics"].get("test_overall_accuracy")
+    if test_oa is None:
+        return ""
+    dataset = (teacher.get("trained_on") or {}).get("name", "its training dataset")
+    return f"test OA {test_oa:.4f} on {dataset}'s test split (from its training run)"
+
+
 def store_summary(uri: str, storage_options: dict | None = None) -> dict:
     """Summary of the store at ``uri`` (read-only). Accuracy covers the completed chunks only;
     every done chunk of every array is read, so damage is a RecordStoreError naming it.
@@ -47,7 +58,8 @@ def store_summary(uri: str, storage_options: dict | None = None) -> dict:
         "bytes_per_record": sizes["total"] / records,
         "teacher_accuracy": correct / total if total else float("nan"),
         "teacher": {"model": attrs["teacher"]["model"]["name"], "weights_sha256": attrs["teacher"]["weights_sha256"],
-                    "test_overall_accuracy": attrs["teacher"]["metrics"].get("test_overall_accuracy")},
+                    "test_overall_accuracy": attrs["teacher"]["metrics"].get("test_overall_accuracy"),
+                    "test_figure": teacher_test_figure(attrs["teacher"])},
         "dataset": {"name": attrs["dataset"]["name"], "fingerprint": attrs["dataset"]["fingerprint"],
                     "num_points": attrs["dataset"]["num_points"]},
         "seed": attrs["seed"],
@@ -58,14 +70,13 @@ def store_summary(uri: str, storage_options: dict | None = None) -> dict:
 def format_summary(summary: dict) -> str:
     """Human-readable lines for ``store_summary``."""
     b = summary["bytes_stored"]
-    teacher_test = summary["teacher"]["test_overall_accuracy"]
     lines = [
         f"store        {summary['uri']}  ({summary['status']}, {summary['chunks_done']}/{summary['chunks']} chunks)",
         f"fingerprint  {summary['fingerprint']}",
         f"records      N={summary['N']} shapes x A={summary['A']} augmentations = {summary['N'] * summary['A']}"
         f"  (C={summary['C']} classes, D={summary['D']} pooled channels)",
         f"teacher      {summary['teacher']['model']} sha256 {summary['teacher']['weights_sha256'][:12]}"
-        + (f"  test OA {teacher_test:.4f}" if teacher_test is not None else ""),
+        + (f"  {summary['teacher']['test_figure']}" if summary["teacher"]["test_figure"] else ""),
         f"dataset      {summary['dataset']['name']} fingerprint {summary['dataset']['fingerprint'][:12]}"
         f"  {summary['dataset']['num_points']} points/shape",
         f"accuracy     teacher on the recorded augmentations: {summary['teacher_accuracy']:.4f}",

@@ -16,8 +16,8 @@ from pointdistill.augment import apply
 from pointdistill.data import load_dataset
 from pointdistill.models import load_checkpoint
 from pointdistill.records import (
-    RecordingJob, RecordStoreError, RecordStoreMismatch, open_store, prepare_store, record_chunk, record_in_process,
-    store_summary,
+    RecordingJob, RecordStoreError, RecordStoreMismatch, format_summary, open_store, prepare_store, record_chunk,
+    record_in_process, store_summary,
 )
 
 
@@ -132,6 +132,9 @@ def test_summary_reports_sizes_and_teacher_accuracy_on_the_records(job, shapes_d
     assert summary["teacher_accuracy"] == pytest.approx(expected)
     assert summary["bytes_per_record"] == pytest.approx(summary["bytes_stored"]["total"] / (72 * 3))
     json.dumps(summary)
+    teacher = load_checkpoint(job.teacher)  # its own test figure is printed with the set it was measured on
+    assert (f"test OA {teacher.metrics['test_overall_accuracy']:.4f} on {teacher.dataset['name']}'s test split"
+            in format_summary(summary))
 
 
 KILL_MID_CHUNK = textwrap.dedent("""
