@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     from pointdistill.engine import ExportError, ModelFileError
     from pointdistill.run_directory import RunDirectoryError
     from pointdistill.storage import DiskFullError, StorageConfigError
-    from pointdistill.train import TrainingDiverged
+    from pointdistill.epoch_totals import TrainingDiverged
 
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored

@@ -22,6 +22,7 @@ from pointdistill.data.split import validation_indices, validation_subset
 from pointdistill.engine.export import ExportError, export_student
 from pointdistill.engine.predict import predict
 from pointdistill.engine.runtime import Engine
+from pointdistill.epoch_totals import EpochTotals
 from pointdistill.losses import LossConfig, LossTargets, total_loss
 from pointdistill.models import MODELS, Checkpoint, create_model, load_checkpoint, model_spec, resolve_device
 from pointdistill.models.registry import config_from_fields
@@ -31,7 +32,7 @@ from pointdistill.records import ReplayLoader, open_store
 from pointdistill.report import float_bytes, run_files, student_sizes, write_run
 from pointdistill.run_directory import Existing, RunDirectory, RunDirectoryError
 from pointdistill.train import (
-    accuracy_metrics, accuracy_text, check_finite_loss, check_schedule, evaluate, restore_rng_states,
+    accuracy_metrics, accuracy_text, check_schedule, evaluate, restore_rng_states,
     resume_defaults, resume_settings, rng_states, tested_after, untested,
 )
 from pointdistill.weight_average import WeightAverage
@@ -174,13 +175,13 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         for row in run.history:
             for key, value in averaged_keys(not_tested).items():
                 row.setdefault(key, value)
+    state_path = run_dir.state_path if run_dir is not None else None
     clock = EpochClock(config.epochs, len(run.history))
     for epoch in range(len(run.history), config.epochs):
         started = time.perf_counter()
         set_training_progress(model, epoch, config.epochs)
         model.train()
-        sums: dict[str, float] = {}
-        correct = seen_samples = 0
+        totals = EpochTotals(device, loss.term_names, check_every_step=not cuda)
         bar = tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
         for step, batch in enumerate(bar):
@@ -197,22 +198,20 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
                 pooled = out.pooled if adapter is None else adapter(out.pooled)
             targets = LossTargets(b["labels"], b["teacher_logits"], b["teacher_pooled"], previous_p, seen)
             total, terms = total_loss(loss, out.logits, pooled, targets)
-            check_finite_loss(total, epoch + 1, config.epochs, step + 1, steps, terms,
-                              run_dir.state_path if run_dir else None)
+            totals.add(step + 1, total, terms, out.logits, b["labels"])
+            totals.after_step(epoch + 1, config.epochs, steps, state_path)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
             schedule.step()
             if self_record is not None:
                 self_record.update(b["shape_index"], b["augmentation_index"], out.logits, loss.temperature)
-            step_terms = {**terms, "total": total.item()}
-            run.first_step_terms = run.first_step_terms or step_terms
-            count = len(b["labels"])
-            for name, value in step_terms.items():
-                sums[name] = sums.get(name, 0.0) + value * count
-            correct += int((out.logits.argmax(1) == b["labels"]).sum())
-            seen_samples += count
-            bar.set_postfix(loss=f"{step_terms['total']:.3f}")
+            if not run.first_step_terms:  # the run's first step only: one host read
+                run.first_step_terms = {**{k: float(v) for k, v in terms.items()}, "total": float(total.detach())}
+            if progress and step % 50 == 0:
+                bar.set_postfix(loss=f"{totals.means()['total']:.3f}")
+        totals.raise_if_diverged(epoch + 1, config.epochs, steps, state_path)
+        means = totals.means()
         now = binary_weight_signs(model)
         flips, signs = flipped_share(signs, now), now
         if average is not None and epoch + 1 >= config.average_from:
@@ -223,8 +222,8 @@ def train_student(spec: dict, loader: ReplayLoader, test_set: PointCloudSet, los
         else:
             scores = not_tested
         test, validation = scores["test"], scores.get("validation", {})
-        row = {"epoch": epoch + 1, **{f"loss_{k}": v / seen_samples for k, v in sums.items()},
-               "train_accuracy": correct / seen_samples, "weight_flips": flips,
+        row = {"epoch": epoch + 1, **{f"loss_{k}": means[k] for k in totals.names},
+               "train_accuracy": means["accuracy"], "weight_flips": flips,
                **{f"test_{k}": v for k, v in test.items()},
                **{f"validation_{k}": v for k, v in validation.items()}}
         averaged_tested = average is not None and tested and average.count > 0

@@ -83,6 +83,12 @@ class LossConfig:
     def needs_teacher(self) -> bool:
         return self.kd_weight > 0 or self.reg_weight > 0
 
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """The active terms, in the order ``total_loss`` returns them."""
+        active = {"ce": True, "kd": self.kd_weight > 0, "reg": self.reg_weight > 0, "self": self.self_weight > 0}
+        return tuple(name for name, on in active.items() if on)
+
 
 @dataclass
 class LossTargets:
@@ -97,8 +103,9 @@ class LossTargets:
 
 
 def total_loss(config: LossConfig, logits: torch.Tensor, pooled: torch.Tensor,
-               targets: LossTargets) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted total and every active term by name (unweighted values, for logging)."""
+               targets: LossTargets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted total and every active term by name (``config.term_names``): unweighted,
+    detached scalars on the loss's device, for logging without a host read."""
     terms = {"ce": F.cross_entropy(logits.float(), targets.labels)}
     weights = {"ce": 1.0 - config.kd_weight}
     if config.kd_weight > 0:
@@ -111,4 +118,4 @@ def total_loss(config: LossConfig, logits: torch.Tensor, pooled: torch.Tensor,
         terms["self"] = self_divergence(logits, targets.previous_p, targets.seen, config.temperature)
         weights["self"] = -config.self_weight
     total = sum(weights[name] * value for name, value in terms.items())
-    return total, {name: float(value.detach()) for name, value in terms.items()}
+    return total, {name: value.detach() for name, value in terms.items()}

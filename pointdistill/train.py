@@ -18,6 +18,7 @@ from pointdistill.binary.popcount import check_training_kernel
 from pointdistill.config_checks import check_at_least, check_non_negative, check_positive
 from pointdistill.cpu_training import prepare_cpu_training
 from pointdistill.data import PointCloudSet, load_dataset
+from pointdistill.epoch_totals import EpochTotals
 from pointdistill.models import (
     Checkpoint, batched_forward, create_model, load_checkpoint, resolve_device, save_checkpoint,
 )
@@ -29,10 +30,6 @@ from pointdistill.run_directory import Existing, RunDirectory
 
 
 _log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good resume state is kept."""
 
 
 @dataclass(frozen=True)
@@ -66,19 +63,6 @@ def check_schedule(config) -> None:
                    eval_batch_size=config.eval_batch_size, eval_every=config.eval_every)
     check_positive(owner, lr=config.lr)
     check_non_negative(owner, weight_decay=config.weight_decay)
-
-
-def check_finite_loss(loss: torch.Tensor, epoch: int, epochs: int, step: int, steps: int,
-                      terms: dict[str, float], state_path=None) -> None:
-    """Stop with TrainingDiverged naming epoch and step (1-based) when ``loss`` is not finite."""
-    if bool(torch.isfinite(loss)):
-        return
-    kept = (f"; the resume state after epoch {epoch - 1} is kept at {state_path}" if state_path and epoch > 1
-            else "")
-    detail = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
-    raise TrainingDiverged(f"epoch {epoch}/{epochs}, step {step}/{steps}: the loss is {float(loss.detach())}"
-                           f"{' (' + detail + ')' if detail else ''}; training stopped{kept}. Lower the "
-                           f"learning rate or the loss weights")
 
 
 def rng_states(device: torch.device) -> dict:
@@ -178,7 +162,8 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         # One augmentation per shape per epoch, drawn by the same counter-based generator as records.
         params = torch.from_numpy(augmentation_params(
             config.policy, config.seed, np.arange(len(train_set)), np.full(len(train_set), epoch)))
-        total_loss, total_correct = 0.0, 0
+        totals = EpochTotals(device, check_every_step=device.type != "cuda")
+        state_path = run.state_path if run else None
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
         for step in bar:
@@ -189,19 +174,19 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
             target = labels[index].to(device)
             logits = model(batch).logits
             loss = F.cross_entropy(logits, target)
-            check_finite_loss(loss, epoch + 1, config.epochs, step + 1, steps_per_epoch, {},
-                              run.state_path if run else None)
+            totals.add(step + 1, loss, {}, logits, target)
+            totals.after_step(epoch + 1, config.epochs, steps_per_epoch, state_path)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += loss.item() * len(index)
-            total_correct += (logits.argmax(1) == target).sum().item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if progress and step % 50 == 0:
+                bar.set_postfix(loss=f"{totals.means()['total']:.3f}")
+        totals.raise_if_diverged(epoch + 1, config.epochs, steps_per_epoch, state_path)
+        means = totals.means()
         test = (evaluate(model, test_set, config.eval_batch_size, device)
                 if tested_after(epoch + 1, config.epochs, config.eval_every) else untested())
-        history.append({"epoch": epoch + 1, "train_loss": total_loss / len(train_set),
-                        "train_accuracy": total_correct / len(train_set), **{f"test_{k}": v for k, v in test.items()}})
+        history.append({"epoch": epoch + 1, "train_loss": means["total"], "train_accuracy": means["accuracy"], **{f"test_{k}": v for k, v in test.items()}})
         if run is not None:
             run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "order_rng": order_rng.get_state(),

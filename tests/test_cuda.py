@@ -67,3 +67,22 @@ def test_student_trains_on_cuda_and_deploys_as_reported(recorded_store, shapes_d
     assert np.mean(predicted == test_set.labels) == summary["final_test_overall_accuracy"]
     assert load_checkpoint(summary["outputs"]["checkpoint"]).build_model() is not None  # a CPU-only load
     assert run_student_job(replace(job, existing="resume"), progress=False) == summary  # finished: reported
+
+
+def test_summing_a_step_on_cuda_never_waits_for_the_gpu():
+    from pointdistill.epoch_totals import EpochTotals
+
+    device = torch.device("cuda")
+    totals = EpochTotals(device, ("ce", "kd"))
+    logits, labels = torch.randn(8, 4, device=device), torch.randint(0, 4, (8,), device=device)
+    terms = {"ce": torch.rand((), device=device), "kd": torch.rand((), device=device)}
+    torch.cuda.set_sync_debug_mode("error")  # any host read raises
+    try:
+        for step in range(1, 4):
+            totals.add(step, terms["ce"] + terms["kd"], terms, logits, labels)
+            totals.after_step(1, 1, 3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    means = totals.means()
+    assert means["total"] == pytest.approx(float(terms["ce"] + terms["kd"]), rel=1e-6)
+    assert means["accuracy"] == float((logits.argmax(1) == labels).float().mean())

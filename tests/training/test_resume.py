@@ -19,13 +19,14 @@ import torch
 import pointdistill.distill
 import pointdistill.storage
 from pointdistill.distill import StudentJob, StudentTrainConfig, run_student_job
+from pointdistill.epoch_totals import TrainingDiverged
 from pointdistill.losses import LossConfig
 from pointdistill.models import load_checkpoint
 from pointdistill.models.teacher_options import TeacherOptions
 from pointdistill.parquet import parquet_rows
 from pointdistill.run_directory import RunDirectory, RunDirectoryError
 from pointdistill.storage import DiskFullError
-from pointdistill.train import TeacherJob, TrainConfig, TrainingDiverged, run_teacher_job
+from pointdistill.train import TeacherJob, TrainConfig, run_teacher_job
 
 REPO = Path(__file__).resolve().parents[2]
 KD_REG_SELF = LossConfig(kd_weight=0.5, reg_weight=0.01, self_weight=0.1)
