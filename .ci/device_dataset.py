@@ -10,6 +10,7 @@ are permutation-invariant), x delta-coded, each coordinate plane byte-shuffled, 
 split keeps the first shape of each class: the device's own test pass is a smoke check, and a teacher
 trained there is tested on the full float32 test split where the data lives."""
 
+import os
 import sys
 
 import numpy as np
@@ -35,6 +36,7 @@ def pack(root: str, out: str) -> None:
     train, test = np.load(f"{root}/train.npz"), np.load(f"{root}/test.npz")
     classes = np.array(open(f"{root}/classes.txt").read().split())
     first = np.array([np.flatnonzero(test["labels"] == c)[0] for c in np.unique(test["labels"])])
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     np.savez_compressed(out, train=encode(train["points"]), train_shape=train["points"].shape,
                         train_labels=train["labels"], test=encode(test["points"][first]),
                         test_shape=test["points"][first].shape, test_labels=test["labels"][first], classes=classes)
