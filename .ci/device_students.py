@@ -6,7 +6,7 @@
 Records TEACHER over DATASET's training split into STORE on the device (10 shape-level
 augmentations a shape, the released student's milder policy unless told; keep it outside OUT: a
 store is larger than what a call brings back; an existing complete store is used as it is), then trains one student per ``--run``
-in its own process, all at once (a batch-32 PointNet student leaves most of a large GPU idle).
+in its own process, all at once, sharing the GPU.
 Each run is the released student's command (Bi-Real + EMA, point and head shortcuts, KD 0.5 at
 T = 2 + matrix-1 0.01, lr 3e-3, batch 32, ``--epochs`` epochs, seed 0) with JSON's changes: keys of
 pointdistill.distill.StudentJob, and "loss" / "train" objects of LossConfig / StudentTrainConfig
