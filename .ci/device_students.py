@@ -5,8 +5,8 @@
 
 Records TEACHER over DATASET's training split into STORE on the device (10 shape-level
 augmentations a shape, the released student's milder policy unless told; keep it outside OUT: a
-store is larger than what a call brings back; an existing complete store is used as it is), then trains one student per ``--run``
-in its own process, all at once, sharing the GPU.
+store is larger than what a call brings back; an existing complete store is used as it is), then
+trains one student per ``--run`` in its own process, all at once, sharing the GPU.
 Each run is the released student's command (Bi-Real + EMA, point and head shortcuts, KD 0.5 at
 T = 2 + matrix-1 0.01, lr 3e-3, batch 32, ``--epochs`` epochs, seed 0) with JSON's changes: keys of
 pointdistill.distill.StudentJob, and "loss" / "train" objects of LossConfig / StudentTrainConfig
@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 RELEASED = {"quantizer": "bireal", "aggregation": "ema", "shortcuts": True, "head_shortcuts": True,
@@ -45,14 +44,12 @@ def student_job(name: str, changes: dict, store: str, dataset: str, out: Path, e
     unknown = set(changes) - set(StudentJob.__dataclass_fields__) - {"loss", "train"}
     if unknown:
         raise SystemExit(f"--run {name}: unknown StudentJob fields {sorted(unknown)}")
-    top = {**{k: v for k, v in RELEASED.items() if k not in ("loss", "train")},
-           **{k: v for k, v in changes.items() if k not in ("loss", "train")}}
+    top = {k: v for k, v in {**RELEASED, **changes}.items() if k not in ("loss", "train")}
     loss = LossConfig(**{**RELEASED["loss"], **changes.get("loss", {})})
     train = StudentTrainConfig(**{**RELEASED["train"], "epochs": epochs, "eval_every": epochs, "device": device,
                                   **changes.get("train", {})})
-    job = StudentJob(store=store, dataset=dataset, out=str(out / name), loss=loss, train=train,
-                     existing="resume" if resume else "refuse")
-    return replace(job, **top)
+    return StudentJob(store=store, dataset=dataset, out=str(out / name), loss=loss, train=train,
+                      existing="resume" if resume else "refuse", **top)
 
 
 def train_one(spec: str) -> None:
@@ -68,15 +65,16 @@ def train_one(spec: str) -> None:
         "final_test_overall_accuracy", "final_test_mean_class_accuracy")}, "out": job.out}), flush=True)
 
 
-def record(teacher: str, dataset: str, store: str, device: str, args) -> None:
+def record(args) -> None:
+    """Record (or finish, or reuse) the store the students replay, as the command line says."""
     from pointdistill.augment import AugmentPolicy
     from pointdistill.records import RecordingJob, record_in_process
 
     started = time.time()
-    record_in_process(RecordingJob(teacher=teacher, dataset=dataset, store=store, augmentations=args.augmentations,
-                                   chunk_shapes=256, seed=0, device=device,
+    record_in_process(RecordingJob(teacher=args.teacher, dataset=args.dataset, store=args.store,
+                                   augmentations=args.augmentations, chunk_shapes=256, seed=0, device=args.device,
                                    policy=AugmentPolicy(args.scale_low, args.scale_high, args.translate)))
-    print("recorded", json.dumps({"store": store, "seconds": time.time() - started}), flush=True)
+    print("recorded", json.dumps({"store": args.store, "seconds": time.time() - started}), flush=True)
 
 
 def main() -> None:
@@ -102,12 +100,11 @@ def main() -> None:
     runs = dict(item.split("=", 1) for item in args.run)
     if not runs or len(runs) != len(args.run) or set(args.resume) - set(runs):
         raise SystemExit("give each student once with --run NAME=JSON; --resume only names given runs")
-    store = args.store
-    record(args.teacher, args.dataset, store, args.device, args)
+    record(args)
     threads = max(1, (os.cpu_count() or 1) // len(runs))
     children = {}
     for name, changes in runs.items():
-        spec = json.dumps({"name": name, "changes": json.loads(changes), "store": store, "dataset": args.dataset,
+        spec = json.dumps({"name": name, "changes": json.loads(changes), "store": args.store, "dataset": args.dataset,
                            "out": str(out), "epochs": args.epochs, "device": args.device,
                            "resume": name in args.resume})
         log = open(out / f"{name}.log", "w")

@@ -155,6 +155,7 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         order_rng.set_state(run.state["order_rng"])
         restore_rng_states(run.state["rng"], device)
         history = list(run.state["history"])
+    state_path = run.state_path if run is not None else None
     clock = EpochClock(config.epochs, len(history))
     for epoch in range(len(history), config.epochs):
         model.train()
@@ -163,7 +164,6 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         params = torch.from_numpy(augmentation_params(
             config.policy, config.seed, np.arange(len(train_set)), np.full(len(train_set), epoch)))
         totals = EpochTotals(device, check_every_step=device.type != "cuda")
-        state_path = run.state_path if run else None
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
         for step in bar:
@@ -186,7 +186,8 @@ def train_classifier(spec: dict, train_set: PointCloudSet, test_set: PointCloudS
         means = totals.means()
         test = (evaluate(model, test_set, config.eval_batch_size, device)
                 if tested_after(epoch + 1, config.epochs, config.eval_every) else untested())
-        history.append({"epoch": epoch + 1, "train_loss": means["total"], "train_accuracy": means["accuracy"], **{f"test_{k}": v for k, v in test.items()}})
+        history.append({"epoch": epoch + 1, "train_loss": means["total"], "train_accuracy": means["accuracy"],
+                        **{f"test_{k}": v for k, v in test.items()}})
         if run is not None:
             run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "order_rng": order_rng.get_state(),

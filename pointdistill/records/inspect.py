@@ -85,12 +85,13 @@ def format_inspection(report: dict) -> str:
     teacher, dataset = attrs["teacher"], attrs["dataset"]
     policy = attrs["augmentation"]
     stats = report["teacher_on_records"]
+    test_figure = teacher_test_figure(teacher)
     lines = [
         f"store         {report['uri']}",
         f"format        {attrs['format']} v{attrs['format_version']}, status {attrs['status']}, "
         f"created {attrs['created']}",
         f"teacher       {teacher['model']['name']} sha256 {teacher['weights_sha256']}"
-        + (f", {teacher_test_figure(teacher)}" if teacher_test_figure(teacher) else ""),
+        + (f", {test_figure}" if test_figure else ""),
         f"dataset       {dataset['name']} ({dataset['split']}) fingerprint {dataset['fingerprint']}, "
         f"{dataset['num_shapes']} shapes x {dataset['num_points']} points, {len(dataset['class_names'])} classes",
         f"augmentation  A={attrs['augmentations_per_shape']} per shape, seed {attrs['seed']}, "
