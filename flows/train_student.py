@@ -45,6 +45,9 @@ def train_student(
     head_shortcuts: Annotated[bool, Help(
         "pointnet student: the same around its binary head layers, on the pooled feature (its channels "
         "averaged in groups where a layer narrows it)")] = False,
+    learned_thresholds: Annotated[bool, Help(
+        "pointnet student with shortcuts: each binary layer whose input a shortcut carries reads sign(x - t), "
+        "t a learned threshold per input channel (ReActNet's RSign), x carried on unchanged")] = False,
     kd_weight: KdWeight = 0.0,
     temperature: Temperature = 2.0,
     reg_weight: RegWeight = 0.0,
@@ -90,7 +93,7 @@ def train_student(
         store=store, dataset=dataset, out=out, backbone=backbone, quantizer=quantizer, aggregation=aggregation,
         point_widths=tuple(point_widths) if point_widths else None,
         head_widths=tuple(head_widths) if head_widths else None, dropout=dropout, shortcuts=shortcuts,
-        head_shortcuts=head_shortcuts,
+        head_shortcuts=head_shortcuts, learned_thresholds=learned_thresholds,
         loss=LossConfig(kd_weight=kd_weight, temperature=temperature, reg_weight=reg_weight,
                         regularizer=regularizer, self_weight=self_weight),
         train=StudentTrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,

@@ -344,7 +344,8 @@ class StudentJob:
     its architecture and widths default to the recorded teacher's where that is the same backbone
     (``student_spec``). dropout: the student's, before its float classifier (0 = none; the
     teacher's own is not copied). shortcuts, head_shortcuts: the PointNet student's real-valued
-    shortcuts around its hidden point layers and around its head layers
+    shortcuts around its hidden point layers and around its head layers; learned_thresholds: a
+    learned threshold per input channel of each binary layer whose input a shortcut carries
     (pointdistill.models.binary_pointnet.BinaryPointNetConfig). existing: what to do when
     ``out`` (or an interrupted run of it) is already there: refuse, resume or overwrite.
     validation_fraction: the share of each training class held out of replay and evaluated on
@@ -361,6 +362,7 @@ class StudentJob:
     dropout: float = 0.0
     shortcuts: bool = False
     head_shortcuts: bool = False
+    learned_thresholds: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
     train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
     online_teacher: str | None = None
@@ -377,13 +379,14 @@ class StudentJob:
 def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
                  point_widths: tuple[int, ...] | None = None, head_widths: tuple[int, ...] | None = None,
                  backbone: str = "pointnet", dropout: float = 0.0, shortcuts: bool = False,
-                 head_shortcuts: bool = False) -> dict:
+                 head_shortcuts: bool = False, learned_thresholds: bool = False) -> dict:
     """The spec of the binary student ``binary_<backbone>``: the teacher's architecture where the
     teacher is a ``backbone`` too (every field the student shares, not its dropout or T-Nets),
     else the student's defaults (BiPointNet's widths for PointNet); ``head_widths`` and, for the
     PointNet student, ``point_widths`` override. ``dropout``: the student's own, before its float
     classifier (pointdistill.models.binary_pointnet.binary_head). ``shortcuts``, ``head_shortcuts``:
-    the PointNet student's real-valued shortcuts around its hidden point layers, its head layers."""
+    the PointNet student's real-valued shortcuts around its hidden point layers, its head layers;
+    ``learned_thresholds``: its learned thresholds on the inputs those shortcuts carry."""
     check_declared("student backbone", backbone, STUDENT_BACKBONE_NAMES)
     name = f"binary_{backbone}"
     shared = {f.name for f in dataclasses.fields(MODELS[name].config_cls)} - {"name", "num_classes", "dropout"}
@@ -395,7 +398,8 @@ def student_spec(teacher_spec: dict, quantizer: str, aggregation: str,
         fields["point_widths"] = point_widths
     if head_widths:
         fields["head_widths"] = head_widths
-    for switch, on in (("shortcuts", shortcuts), ("head_shortcuts", head_shortcuts)):
+    for switch, on in (("shortcuts", shortcuts), ("head_shortcuts", head_shortcuts),
+                       ("learned_thresholds", learned_thresholds)):
         if on:
             if switch not in shared:
                 raise ValueError(f"{switch} are the pointnet student's; the {backbone} student has none")
@@ -419,7 +423,7 @@ def run_student_job(job: StudentJob, progress: bool = True) -> dict:
                           held_out=held_out)
     teacher_spec = loader.attrs["teacher"]["model"]
     spec = student_spec(teacher_spec, job.quantizer, job.aggregation, job.point_widths, job.head_widths,
-                        job.backbone, job.dropout, job.shortcuts, job.head_shortcuts)
+                        job.backbone, job.dropout, job.shortcuts, job.head_shortcuts, job.learned_thresholds)
     settings = resume_settings(job, train_set.fingerprint())
     settings.pop("storage_options")  # credentials are not settings, and never written
     settings["teacher_sha256"] = loader.attrs["teacher"]["weights_sha256"]

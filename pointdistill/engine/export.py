@@ -137,6 +137,9 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
                           f"{', ...' if len(bad) > 3 else ''}): its training diverged; nothing to export")
     model = checkpoint.build_model()
     config = model.config
+    if config.learned_thresholds:
+        raise ExportError("the student has learned thresholds (learned_thresholds): the engine binarises each "
+                          "layer's input at 0 and has no per-channel threshold yet; test it with the float forward")
     if not config.head_widths:
         raise ExportError("export needs at least one binary head layer (head_widths) before the classifier")
     point_pairs = _binary_point_layers(model.trunk)

@@ -99,7 +99,12 @@ class BinaryPointNetConfig:
     float32). head_shortcuts: the same around each binary head layer, on the pooled feature
     (h <- match_channels(h) + Hardtanh(BN(binary(sign h))), h's channels averaged in groups where
     the layer narrows it; each head width a multiple or a divisor of the one before), so the float
-    classifier reads the pooled feature's real values as well as the binary layers' outputs."""
+    classifier reads the pooled feature's real values as well as the binary layers' outputs.
+    learned_thresholds: where a shortcut carries a binary layer's input x on (with ``shortcuts``,
+    every binary point layer, the pooled one included; with ``head_shortcuts``, every binary head
+    layer), the layer reads sign(x - t), t one learned value per input channel (ReActNet's RSign,
+    starting at 0), while x itself goes on unchanged: a degree of freedom no BatchNorm bias gives,
+    since shifting x would shift what the shortcut carries too."""
 
     num_classes: int
     point_widths: tuple[int, ...] = (64, 64, 64, 128, 1024)
@@ -109,6 +114,7 @@ class BinaryPointNetConfig:
     dropout: float = 0.0
     shortcuts: bool = False
     head_shortcuts: bool = False
+    learned_thresholds: bool = False
 
     def __post_init__(self):
         check_binary_choices(self)
@@ -122,6 +128,9 @@ class BinaryPointNetConfig:
             raise ValueError(f"BinaryPointNetConfig.head_shortcuts needs head layers, each width a multiple or a divisor "
                              f"of the one before it (from the pooled width {self.point_widths[-1]}), got head_widths "
                              f"{self.head_widths}")
+        if self.learned_thresholds and not (self.shortcuts or self.head_shortcuts):
+            raise ValueError("BinaryPointNetConfig.learned_thresholds shift the inputs that shortcuts carry; set "
+                             "shortcuts or head_shortcuts (without them a threshold is a BatchNorm bias)")
         check_at_least("BinaryPointNetConfig", 2, num_classes=self.num_classes)
         check_fraction("BinaryPointNetConfig", dropout=self.dropout)
 
@@ -142,6 +151,13 @@ class BinaryPointNet(nn.Module):
         self.trunk = binary_point_mlp(w, config.quantizer)  # its last BatchNorm feeds the aggregation
         self.aggregate = create_aggregation(config.aggregation)
         self.head = binary_head([w[-1], *config.head_widths], config.num_classes, config.quantizer, config.dropout)
+        thresholds = config.learned_thresholds
+        # t [K] per binary layer's input, in the order of the layers; empty where a shortcut carries none
+        self.point_thresholds = nn.ParameterList(
+            [nn.Parameter(torch.zeros(k)) for k in w[:-1]] if thresholds and config.shortcuts else [])
+        self.head_thresholds = nn.ParameterList(
+            [nn.Parameter(torch.zeros(k)) for k in [w[-1], *config.head_widths[:-1]]]
+            if thresholds and config.head_shortcuts else [])
 
     def forward(self, points: torch.Tensor) -> ModelOutput:
         """points: float32 [B, N, 3] -> ModelOutput(logits [B, C], pooled [B, D]). Point features
@@ -149,30 +165,38 @@ class BinaryPointNet(nn.Module):
         x = per_point_layers(self.stem, points, self.training_kernel)
         hardtanh_output = not self.config.shortcuts  # a shortcut's sum leaves [-1, 1]
         hidden = self.trunk[:-2]
-        for layer, bn, activation in zip(hidden[0::3], hidden[1::3], hidden[2::3]):
+        for index, (layer, bn, activation) in enumerate(zip(hidden[0::3], hidden[1::3], hidden[2::3])):
+            read = self.thresholded(x, self.point_thresholds, index)
             if fused_path_applies(self.training_kernel, x, bn, binary=True):
-                a, wq, a_scale, w_scale = layer.quantized_operands(x, x_is_hardtanh_output=hardtanh_output)
+                a, wq, a_scale, w_scale = layer.quantized_operands(read, x_is_hardtanh_output=hardtanh_output)
                 z = point_layer(a, wq, layer.quantizer.output_factor(), bn, (a_scale, w_scale))
             else:
-                z = activation(per_point(bn, layer(x)))
+                z = activation(per_point(bn, layer(read)))
             x = match_channels(x, z.shape[-1]) + z if self.config.shortcuts else z
         last, bn = self.trunk[-2:]
+        read = self.thresholded(x, self.point_thresholds, len(hidden) // 3)
         if fused_path_applies(self.training_kernel, x, bn, binary=True):
-            a, wq, a_scale, w_scale = last.quantized_operands(x, x_is_hardtanh_output=hardtanh_output)
+            a, wq, a_scale, w_scale = last.quantized_operands(read, x_is_hardtanh_output=hardtanh_output)
             pooled = (point_pool(a, wq, last.quantizer.output_factor(), bn,
                                  magnitudes=(a_scale, w_scale)) + self.aggregate.offset(x.shape[1]))
         else:
-            pooled = self.aggregate(per_point(bn, last(x)))
+            pooled = self.aggregate(per_point(bn, last(read)))
         return ModelOutput(self.classify(pooled), pooled)
+
+    @staticmethod
+    def thresholded(x: torch.Tensor, thresholds: nn.ParameterList, index: int) -> torch.Tensor:
+        """What binary layer ``index`` of a stack reads: x [..., K] less its learned thresholds [K],
+        or x itself where the stack has none."""
+        return x - thresholds[index] if thresholds else x
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """pooled [B, D] -> logits [B, C] through the head (with its shortcuts where configured)."""
         if not self.config.head_shortcuts:
             return self.head(pooled)
         h, binary_count = pooled, 3 * len(self.config.head_widths)
-        for layer, bn, activation in zip(self.head[0:binary_count:3], self.head[1:binary_count:3],
-                                         self.head[2:binary_count:3]):
-            z = activation(bn(layer(h)))
+        for index, (layer, bn, activation) in enumerate(zip(self.head[0:binary_count:3], self.head[1:binary_count:3],
+                                                            self.head[2:binary_count:3])):
+            z = activation(bn(layer(self.thresholded(h, self.head_thresholds, index))))
             h = match_channels(h, z.shape[-1]) + z
         return self.head[binary_count:](h)
 

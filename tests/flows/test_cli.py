@@ -92,13 +92,13 @@ def test_bad_input_is_one_line_exit_2_before_anything_heavy_loads(args, message)
 def test_names_are_case_insensitive_and_values_reach_the_flow_typed():
     args = build_parser().parse_args(["train-student", "--dataset", ".", "--out", "o", "--store", ".",
                                       "--quantizer", "LSR", "--aggregation", "EMA", "--point-widths", "64,128",
-                                      "--shortcuts", "--head-shortcuts"])
+                                      "--shortcuts", "--head-shortcuts", "--learned-thresholds"])
     from flows.cli import _checked_flow_parameters
 
     params = _checked_flow_parameters(args, args.parser)
     assert params["quantizer"] == "lsr" and params["aggregation"] == "ema"
     assert params["point_widths"] == [64, 128] and params["epochs"] == 20 and params["resume"] is False
-    assert params["shortcuts"] is True and params["head_shortcuts"] is True
+    assert params["shortcuts"] is True and params["head_shortcuts"] is True and params["learned_thresholds"] is True
 
 
 def test_version_and_bare_command(capsys):

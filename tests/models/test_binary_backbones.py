@@ -206,6 +206,62 @@ def test_head_shortcuts_carry_the_pooled_features_real_values_to_the_classifier(
         torch.testing.assert_close(plain.classify(2 * pooled), plain.classify(pooled))
 
 
+THRESHOLDED = BinaryPointNetConfig(num_classes=4, point_widths=(8, 8, 16, 32), head_widths=(16, 8),
+                                   quantizer="bireal", shortcuts=True, head_shortcuts=True, learned_thresholds=True)
+
+
+def test_learned_thresholds_need_a_shortcut_to_carry_the_input():
+    with pytest.raises(ValueError, match=r"^BinaryPointNetConfig.learned_thresholds .* set shortcuts or head_shortcuts"):
+        BinaryPointNetConfig(num_classes=4, learned_thresholds=True)
+    with pytest.raises(ValueError, match="learned_thresholds are the pointnet student's; the dgcnn student has none"):
+        student_spec(model_spec("dgcnn", TEACHERS["dgcnn"]), "lsr", "ema", backbone="dgcnn", learned_thresholds=True)
+    model = BinaryPointNet(dataclasses.replace(THRESHOLDED, shortcuts=False))
+    assert len(model.point_thresholds) == 0 and [t.shape[0] for t in model.head_thresholds] == [32, 16]
+
+
+def test_a_learned_threshold_moves_what_a_layer_reads_not_what_its_shortcut_carries():
+    """Each binary layer with a shortcut reads sign(x - t) (one t per input channel, starting at 0:
+    the student starts as the one without thresholds); x goes on to the next layer unchanged."""
+    torch.manual_seed(0)
+    model = BinaryPointNet(THRESHOLDED).eval()
+    assert [t.shape[0] for t in model.point_thresholds] == [8, 8, 16] and [t.shape[0] for t in model.head_thresholds] == [32, 16]
+    plain = BinaryPointNet(dataclasses.replace(THRESHOLDED, learned_thresholds=False)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "thresholds" not in k})
+    points, _ = _clouds()
+    with torch.no_grad():
+        torch.testing.assert_close(model(points).logits, plain(points).logits)
+        pooled = torch.randn(3, 32)
+        model.head_thresholds[0].fill_(0.5)  # the first head layer reads sign(pooled - 0.5)
+        h1 = match_channels(pooled, 16) + model.head[2](model.head[1](model.head[0](pooled - 0.5)))
+        h2 = match_channels(h1, 8) + model.head[5](model.head[4](model.head[3](h1)))
+        torch.testing.assert_close(model.classify(pooled), model.head[6](h2))
+
+
+def test_learned_thresholds_get_the_same_gradients_from_the_fused_cpu_layers_as_from_autograd():
+    """The fused CPU layers read x - t as any other input."""
+    points, labels = _clouds(n=64)
+    grads = {}
+    for name in ("reference", "fast"):
+        torch.manual_seed(1)
+        model = BinaryPointNet(THRESHOLDED).train()
+        model.training_kernel = name
+        with torch.no_grad():
+            for t in [*model.point_thresholds, *model.head_thresholds]:
+                t.uniform_(-0.3, 0.3)
+        torch.nn.functional.cross_entropy(model(points).logits, labels).backward()
+        grads[name] = [t.grad for t in [*model.point_thresholds, *model.head_thresholds]]
+    assert all(g.abs().sum() > 0 for g in grads["fast"])
+    for expected, got in zip(grads["reference"], grads["fast"]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_export_refuses_learned_thresholds_with_the_reason():
+    model = BinaryPointNet(THRESHOLDED)
+    checkpoint = Checkpoint(model_spec("binary_pointnet", THRESHOLDED), model.state_dict(), list("abcd"), {"num_points": 40})
+    with pytest.raises(ExportError, match="learned thresholds .* the engine binarises each layer's input at 0"):
+        export_student(checkpoint)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_config_refuses_fewer_than_two_classes_by_its_own_name(name):
     config_cls = MODELS[name].config_cls
