@@ -60,7 +60,7 @@ typedef struct {
     PyObject_HEAD
     struct plan plan;
     struct binary_layer layers[MAX_LAYERS];  /* point layers, then head layers */
-    Py_buffer views[4 * MAX_LAYERS + 8];
+    Py_buffer views[5 * MAX_LAYERS + 10];
     int view_count;
 } PlanObject;
 
@@ -107,10 +107,43 @@ static int take_layer(PlanObject *self, PyObject *spec, struct binary_layer *lay
     }
     layer->groups = groups, layer->words = words, layer->out_words = out_words;
     layer->inputs = inputs, layer->outputs = outputs, layer->scale = layer->offset = NULL, layer->thr = NULL;
+    layer->read_at = NULL;
     if (!(layer->w = take(self, w, mul3(groups, words, 8), 8, name))) return 0;
     if (real_out && !(layer->scale = take(self, scale, outputs, 4, name))) return 0;
     if (form == SHORTCUT_LAYER) return (layer->offset = take(self, offset, outputs, 4, name)) != NULL;
     if (form == THRESHOLD_LAYER) return (layer->thr = take(self, thr, mul3(groups, 8, 1), 8, name)) != NULL;
+    return 1;
+}
+
+/* read_at: None, or one entry per layer output (the stem, the point layers, the pooled layer, the head
+ * layers), each None or, for a layer with real outputs that a next layer reads, the float32 [outputs]
+ * thresholds it reads them at */
+static int take_read_at(PlanObject *self, PyObject *read_at) {
+    struct plan *p = &self->plan;
+    const Py_ssize_t count = p->point_count + p->head_count + 2;
+    if (read_at == Py_None) return 1;
+    if (!PyTuple_Check(read_at) || PyTuple_GET_SIZE(read_at) != count) {
+        PyErr_Format(PyExc_ValueError, "read_at must be None or a tuple of %zd entries (None or float32 arrays)", count);
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(read_at, i);
+        if (item == Py_None) continue;
+        /* the layer whose outputs these are, and whether a next layer reads them as real values */
+        struct binary_layer *layer = i == 0 ? NULL : i <= p->point_count ? &self->layers[i - 1]
+                                   : i == p->point_count + 1 ? &p->pool : &self->layers[i - 2];
+        const int real = i <= p->point_count ? p->stem_outputs > 0 : p->pool_real && i < count - 1;
+        if (!real) {
+            PyErr_Format(PyExc_ValueError, "read_at %zd: that layer's outputs are not real values a next layer reads", i);
+            return 0;
+        }
+        char name[32];
+        snprintf(name, sizeof name, "read_at %zd", i);
+        const float *at = take(self, item, layer ? layer->outputs : p->stem_outputs, 4, name);
+        if (!at) return 0;
+        if (layer) layer->read_at = at;
+        else p->stem_read_at = at;
+    }
     return 1;
 }
 
@@ -121,12 +154,13 @@ static void plan_dealloc(PlanObject *self) {
 
 static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
     PyObject *stem_w, *stem_scale, *stem_offset, *points, *pool, *heads, *last_w, *last_scale, *last_offset;
+    PyObject *read_at = Py_None;
     Py_ssize_t m16, stem_out_words, stem_outputs = 0, last_groups, last_words, last_outputs, last_inputs;
-    static char *keywords[] = {"stem", "point_layers", "pool", "head_layers", "last", NULL};
+    static char *keywords[] = {"stem", "point_layers", "pool", "head_layers", "last", "read_at", NULL};
     PyObject *stem, *last;
     if (self->view_count) { PyErr_SetString(PyExc_RuntimeError, "Plan is already initialised"); return -1; }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OO!O!", keywords, &PyTuple_Type, &stem, &PyTuple_Type, &points,
-                                     &pool, &PyTuple_Type, &heads, &PyTuple_Type, &last))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!OO!O!|O", keywords, &PyTuple_Type, &stem, &PyTuple_Type, &points,
+                                     &pool, &PyTuple_Type, &heads, &PyTuple_Type, &last, &read_at))
         return -1;
     if (!PyArg_ParseTuple(stem, "OOOnn|n", &stem_w, &stem_scale, &stem_offset, &m16, &stem_out_words, &stem_outputs))
         return -1;
@@ -154,7 +188,7 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
         return -1;
     }
     struct plan *p = &self->plan;
-    p->m16 = m16, p->stem_out_words = stem_out_words, p->stem_outputs = stem_outputs;
+    p->m16 = m16, p->stem_out_words = stem_out_words, p->stem_outputs = stem_outputs, p->stem_read_at = NULL;
     if (!(p->stem_w = take(self, stem_w, mul3(3, m16, 1), 4, "stem weight"))
         || !(p->stem_scale = take(self, stem_scale, m16, 4, "stem scale"))
         || !(p->stem_offset = take(self, stem_offset, m16, 4, "stem offset")))
@@ -181,6 +215,7 @@ static int plan_init(PlanObject *self, PyObject *args, PyObject *kwargs) {
     p->pool_real = pool_real;
     p->point_count = point_count, p->head_count = head_count;
     p->point_layers = self->layers, p->head_layers = self->layers + point_count;
+    if (!take_read_at(self, read_at)) return -1;
     if (pool_real) {
         p->last_outputs = real, p->last_groups = p->last_words = p->last_inputs = 0;
         p->last_w = NULL, p->last_scale = p->last_offset = NULL;
@@ -279,7 +314,8 @@ static PyMethodDef plan_methods[] = {
 static PyTypeObject PlanType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pointdistill.engine._kernels.Plan",
-    .tp_doc = "Plan(stem, point_layers, pool, head_layers, last): an exported network in the kernels' layout",
+    .tp_doc = "Plan(stem, point_layers, pool, head_layers, last, read_at=None): an exported network in the kernels' "
+              "layout",
     .tp_basicsize = sizeof(PlanObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,

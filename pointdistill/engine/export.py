@@ -13,7 +13,9 @@ The next layer only needs sign(v) (Hardtanh keeps the sign; sign(0) = +1), so:
 A student with real-valued shortcuts keeps s and c (sign folded into the bits as above) on its
 hidden point layers, whose real outputs the engine adds to their inputs (``binary_shortcut``);
 with head shortcuts, on its pooled layer (``binary_pool_real``: the pooled real values) and its
-head layers (``binary_shortcut``, per cloud).
+head layers (``binary_shortcut``, per cloud). Learned thresholds (``learned_thresholds``: a layer
+reads sign(x - t) of the real values x) are kept as each reading layer's ``input_threshold``: the
+engine takes bit k = (x[k] >= t[k]), the same test (x - t and x >= t agree in IEEE arithmetic).
 """
 
 from __future__ import annotations
@@ -110,11 +112,17 @@ def _folded_layer(kind: str, layer: BinaryLinear, bn: nn.BatchNorm1d) -> Layer:
     return Layer(kind, k, m, {"bits": bits, "scale": s.astype(np.float32), "offset": c.astype(np.float32)})
 
 
-def _binary_stack(pairs: list[tuple[BinaryLinear, nn.BatchNorm1d]], hidden_kind: str, last_kind: str) -> list[Layer]:
+def _binary_stack(pairs: list[tuple[BinaryLinear, nn.BatchNorm1d]], hidden_kind: str, last_kind: str,
+                  input_thresholds: nn.ParameterList | tuple = ()) -> list[Layer]:
     """The stack's layers as ``hidden_kind`` ("binary" or "binary_shortcut"), its last as
-    ``last_kind`` ("binary_pool", "binary_pool_real", "binary_float" or "binary_shortcut")."""
-    return [_folded_layer(hidden_kind if index < len(pairs) - 1 else last_kind, *pair)
-            for index, pair in enumerate(pairs)]
+    ``last_kind`` ("binary_pool", "binary_pool_real", "binary_float" or "binary_shortcut"); with
+    ``input_thresholds`` (one [K] per layer: the student's learned thresholds), each layer keeps its
+    own as ``input_threshold``."""
+    layers = [_folded_layer(hidden_kind if index < len(pairs) - 1 else last_kind, *pair)
+              for index, pair in enumerate(pairs)]
+    for layer, threshold in zip(layers, input_thresholds):
+        layer.tensors["input_threshold"] = threshold.detach().numpy().astype(np.float32)
+    return layers
 
 
 # binary students whose layers do not map onto the engine's, and why
@@ -137,9 +145,6 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
                           f"{', ...' if len(bad) > 3 else ''}): its training diverged; nothing to export")
     model = checkpoint.build_model()
     config = model.config
-    if config.learned_thresholds:
-        raise ExportError("the student has learned thresholds (learned_thresholds): the engine binarises each "
-                          "layer's input at 0 and has no per-channel threshold yet; test it with the float forward")
     if not config.head_widths:
         raise ExportError("export needs at least one binary head layer (head_widths) before the classifier")
     point_pairs = _binary_point_layers(model.trunk)
@@ -151,9 +156,9 @@ def export_student(checkpoint: Checkpoint) -> BinaryNetwork:
             "weight": conv.weight[:, :, 0].double().numpy().astype(np.float32),
             "scale": a0.astype(np.float32), "offset": b0.astype(np.float32)})]
         layers += _binary_stack(point_pairs, "binary_shortcut" if shortcuts else "binary",
-                                "binary_pool_real" if config.head_shortcuts else "binary_pool")
+                                "binary_pool_real" if config.head_shortcuts else "binary_pool", model.point_thresholds)
         head = nn.Sequential(*[m for m in model.head if not isinstance(m, nn.Dropout)])
-        layers += (_binary_stack(_binary_point_layers(head), "binary_shortcut", "binary_shortcut")
+        layers += (_binary_stack(_binary_point_layers(head), "binary_shortcut", "binary_shortcut", model.head_thresholds)
                    if config.head_shortcuts else _binary_stack(_binary_point_layers(head), "binary", "binary_float"))
         fc = model.head[-1]
         layers.append(Layer("linear", fc.in_features, fc.out_features, {

@@ -1,9 +1,10 @@
-"""The exported binary network file (``.pdbn``, versions 1 to 3): a plain binary layout, no pickle.
+"""The exported binary network file (``.pdbn``, versions 1 to 4): a plain binary layout, no pickle.
 
     offset 0   magic    b"PDBN"
-    offset 4   uint32   format version, little-endian: the highest its layers need (3 with
-                        ``binary_pool_real`` or a narrowing ``binary_shortcut``, 2 with ``stem_real`` or
-                        ``binary_shortcut``, else 1), so that older readers go on reading what they can
+    offset 4   uint32   format version, little-endian: the highest its layers need (4 with an
+                        ``input_threshold``, 3 with ``binary_pool_real`` or a narrowing ``binary_shortcut``,
+                        2 with ``stem_real`` or ``binary_shortcut``, else 1), so that older readers go on
+                        reading what they can
     offset 8   uint64   H: length of the JSON header in bytes, little-endian
     offset 16  H bytes  JSON header (UTF-8)
     then       payload  zero-padded so it starts at a multiple of 64 bytes from the file start;
@@ -47,6 +48,11 @@ Real-valued head shortcuts (version 3) replace ``binary_pool`` and the head's la
   be a divisor of K (version 3): then x's channels are averaged in groups, y[m] = (x[m] + x[m + M] +
   ... + x[m + (K / M - 1) M]) / (K / M) + clip(scale[m] * dot + offset[m], -1, 1), summed left to
   right in float32.
+
+Learned input thresholds (version 4): a layer that reads real values (``binary_shortcut``, and the
+pooled layer after ``stem_real`` / ``binary_shortcut``) may hold ``input_threshold`` float32 [K]; it
+then reads bit k = (x[k] >= input_threshold[k]) instead of the sign (x itself goes on unchanged into
+the shortcut).
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ import numpy as np
 from pointdistill.storage import write_bytes_atomically
 
 MAGIC = b"PDBN"
-VERSIONS = (1, 2, 3)  # the format versions this pointdistill reads
+VERSIONS = (1, 2, 3, 4)  # the format versions this pointdistill reads
 FORMAT_NAME = "pointdistill.binary-network"
 ALIGN = 64
 LAYER_TENSORS: dict[str, dict[str, str]] = {
@@ -76,8 +82,12 @@ LAYER_TENSORS: dict[str, dict[str, str]] = {
     "binary_float": {"bits": "uint64", "scale": "float32", "offset": "float32"},
     "linear": {"weight": "float32", "bias": "float32"},
 }
+# optional tensors: the threshold a layer reading real values takes its input bits at (else 0)
+OPTIONAL_TENSORS = {kind: {"input_threshold": "float32"} for kind in ("binary_shortcut", "binary_pool", "binary_pool_real")}
 KIND_VERSIONS = {"stem_real": 2, "binary_shortcut": 2, "binary_pool_real": 3}  # the version a kind needs (else 1)
 NARROWING_VERSION = 3  # the version a binary_shortcut with fewer outputs than inputs needs
+THRESHOLD_VERSION = 4  # the version a layer with an input_threshold needs
+REAL_OUTPUT_KINDS = ("stem_real", "binary_shortcut", "binary_pool_real")  # layers whose outputs are real values
 POINT_LAYER_KINDS = {"stem": "binary", "stem_real": "binary_shortcut"}  # stem kind -> its point layers' kind
 POOL_KINDS = ("binary_pool", "binary_pool_real")  # the pooled layer's kinds: signs, real values
 
@@ -108,6 +118,16 @@ class Layer:
         if self.kind == "binary":
             return {**shapes, "threshold": (m,)}
         return {**shapes, "scale": (m,), "offset": (m,)}
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """expected_shapes and, where the layer holds them, its optional tensors' shapes."""
+        optional = {name: (self.inputs,) for name in OPTIONAL_TENSORS.get(self.kind, {}) if name in self.tensors}
+        return {**self.expected_shapes(), **optional}
+
+
+def tensor_dtype(kind: str, name: str) -> str | None:
+    """The dtype a layer kind's tensor is stored as (None: no such tensor)."""
+    return LAYER_TENSORS[kind].get(name) or OPTIONAL_TENSORS.get(kind, {}).get(name)
 
 
 @dataclass
@@ -141,14 +161,19 @@ class BinaryNetwork:
             if index and layer.inputs != self.layers[index - 1].outputs:
                 raise ModelFileError(f"{name} takes {layer.inputs} inputs but layer {index - 1} gives "
                                      f"{self.layers[index - 1].outputs}")
-            expected = layer.expected_shapes()
+            expected = layer.tensor_shapes()
             if set(layer.tensors) != set(expected):
-                raise ModelFileError(f"{name}: tensors {sorted(layer.tensors)}, expected {sorted(expected)}")
+                optional = sorted(OPTIONAL_TENSORS.get(layer.kind, {}))
+                raise ModelFileError(f"{name}: tensors {sorted(layer.tensors)}, expected {sorted(layer.expected_shapes())}"
+                                     + (f" (optionally {', '.join(optional)})" if optional else ""))
+            if "input_threshold" in layer.tensors and self.layers[index - 1].kind not in REAL_OUTPUT_KINDS:
+                raise ModelFileError(f"{name}: input_threshold on a layer whose input is bits, not real values "
+                                     f"(layer {index - 1} is {self.layers[index - 1].kind})")
             for tensor_name, shape in expected.items():
                 tensor = layer.tensors[tensor_name]
-                if tensor.shape != shape or tensor.dtype != np.dtype(LAYER_TENSORS[layer.kind][tensor_name]):
+                if tensor.shape != shape or tensor.dtype != np.dtype(tensor_dtype(layer.kind, tensor_name)):
                     raise ModelFileError(f"{name}: {tensor_name} is {tensor.dtype} {list(tensor.shape)}, expected "
-                                         f"{LAYER_TENSORS[layer.kind][tensor_name]} {list(shape)}")
+                                         f"{tensor_dtype(layer.kind, tensor_name)} {list(shape)}")
                 if tensor.dtype.kind == "f" and not np.isfinite(tensor).all():
                     raise ModelFileError(f"{name}: {tensor_name} holds {int((~np.isfinite(tensor)).sum())} "
                                          f"non-finite values (NaN or inf)")
@@ -171,7 +196,8 @@ class BinaryNetwork:
     @property
     def version(self) -> int:
         """The file format version that holds these layers: the highest their kinds need."""
-        return max(NARROWING_VERSION if layer.kind == "binary_shortcut" and layer.outputs < layer.inputs
+        return max(THRESHOLD_VERSION if "input_threshold" in layer.tensors
+                   else NARROWING_VERSION if layer.kind == "binary_shortcut" and layer.outputs < layer.inputs
                    else KIND_VERSIONS.get(layer.kind, 1) for layer in self.layers)
 
 
@@ -198,7 +224,7 @@ def encode_network(network: BinaryNetwork, where: str = "network") -> bytes:
         for name, tensor in layer.tensors.items():
             payload += b"\0" * (-len(payload) % ALIGN)
             data = np.ascontiguousarray(tensor, dtype=tensor.dtype.newbyteorder("<"))
-            entries[name] = {"offset": len(payload), "dtype": LAYER_TENSORS[layer.kind][name],
+            entries[name] = {"offset": len(payload), "dtype": tensor_dtype(layer.kind, name),
                              "shape": list(tensor.shape)}
             payload += data.tobytes()
         layers.append({"kind": layer.kind, "in": layer.inputs, "out": layer.outputs, "tensors": entries})
@@ -256,7 +282,7 @@ def load_network(path: str | os.PathLike) -> BinaryNetwork:
                 raise ModelFileError(f"{path}: layer {index} has unknown kind {kind!r}")
             tensors = {}
             for name, spec in entry["tensors"].items():
-                dtype = np.dtype(LAYER_TENSORS[kind].get(name, spec["dtype"])).newbyteorder("<")
+                dtype = np.dtype(tensor_dtype(kind, name) or spec["dtype"]).newbyteorder("<")
                 count = int(np.prod(spec["shape"], dtype=np.int64))
                 end = spec["offset"] + count * dtype.itemsize
                 if spec["offset"] < 0 or end > len(payload):

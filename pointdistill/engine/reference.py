@@ -39,10 +39,16 @@ def matched_values(x: np.ndarray, width: int) -> np.ndarray:
     return total / np.float32(k // width)
 
 
+def read_bits(x: np.ndarray, layer: Layer) -> np.ndarray:
+    """float32 [R, K] -> uint64 [R, words]: the bits ``layer`` reads of real values, x >= its
+    input_threshold (0 where it has none: the signs)."""
+    return pack_bits(x >= layer.tensors.get("input_threshold", np.float32(0)))
+
+
 def shortcut_values(x: np.ndarray, layer: Layer) -> np.ndarray:
     """A ``binary_shortcut`` layer: float32 [R, K] -> [R, M]: matched_values(x, M) plus
-    Hardtanh(scale * dot + offset), dot = K - 2 popcount(sign(x) XOR w)."""
-    return matched_values(x, layer.outputs) + float_output(popcounts(pack_bits(x >= 0), layer.tensors["bits"]), layer)
+    Hardtanh(scale * dot + offset), dot = K - 2 popcount(read_bits(x) XOR w)."""
+    return matched_values(x, layer.outputs) + float_output(popcounts(read_bits(x, layer), layer.tensors["bits"]), layer)
 
 
 def popcounts(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -100,10 +106,10 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
     points = checked_points(points)
     b, n, _ = points.shape
     layers = network.layers
-    if layers[0].kind == "stem_real":  # real-valued shortcuts: the trace holds each real output's signs
+    if layers[0].kind == "stem_real":  # real-valued shortcuts: the trace holds the bits each real output is read as
         index = next(i for i in range(1, len(layers)) if layers[i].kind != "binary_shortcut")
         stem = np.clip(stem_values(layers[0], points.reshape(b * n, 3)), -1, 1)
-        _, x = shortcut_chain(stem, layers[1:index], (b, n), trace)
+        _, x = shortcut_chain(stem, layers[1:index + 1], (b, n), trace)
     else:
         index = 1
         x = stem_bits(layers[0], points.reshape(b * n, 3))
@@ -113,9 +119,9 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
         record(trace, x.reshape(b, n, -1))
         index += 1
     pool = layers[index]
-    if pool.kind == "binary_pool_real":  # head shortcuts: the trace holds each real output's signs
+    if pool.kind == "binary_pool_real":  # head shortcuts: the trace holds the bits each real output is read as
         h, _ = shortcut_chain(pool_real_values(x.reshape(b, n, -1), pool, network.aggregation),
-                              layers[index + 1:-1], (b,), trace)
+                              layers[index + 1:-1] + [None], (b,), trace)
         record(trace, h)
         return classify(h, layers[-1])
     x = pool_bits(x.reshape(b, n, -1), pool.tensors["bits"], pool_thresholds(pool, network.aggregation, n))
@@ -130,18 +136,22 @@ def forward(network: BinaryNetwork, points: np.ndarray, trace: list | None = Non
     return classify(h, layers[index + 1])
 
 
-def shortcut_chain(real: np.ndarray, layers: list[Layer], shape: tuple[int, ...],
+def shortcut_chain(real: np.ndarray, layers: list[Layer | None], shape: tuple[int, ...],
                    trace: list | None) -> tuple[np.ndarray, np.ndarray]:
-    """float32 [R, K] through ``layers`` (each ``binary_shortcut``) -> (float32 [R, M], its signs packed,
-    uint64 [R, words]). ``trace`` receives the signs of the input and of each layer's output, packed, as
-    uint64 [*shape, words] (R = prod(shape))."""
-    signs = pack_bits(real >= 0)
-    record(trace, signs.reshape(*shape, -1))
-    for layer in layers:
+    """float32 [R, K] through ``layers[:-1]`` (each ``binary_shortcut``) -> (float32 [R, M], the bits
+    ``layers[-1]`` reads of it (read_bits; the signs where it is None: no layer reads it), uint64
+    [R, words]). ``trace`` receives the bits of the input and of each layer's output that the layer
+    after it reads, packed, as uint64 [*shape, words] (R = prod(shape))."""
+    def bits_for(reader: Layer | None) -> np.ndarray:
+        bits = pack_bits(real >= 0) if reader is None else read_bits(real, reader)
+        record(trace, bits.reshape(*shape, -1))
+        return bits
+
+    bits = bits_for(layers[0])
+    for layer, reader in zip(layers[:-1], layers[1:]):
         real = shortcut_values(real, layer)
-        signs = pack_bits(real >= 0)
-        record(trace, signs.reshape(*shape, -1))
-    return real, signs
+        bits = bits_for(reader)
+    return real, bits
 
 
 def record(trace: list | None, value: np.ndarray) -> None:

@@ -133,6 +133,9 @@ class PackedNetwork:
     head_layers: tuple[PackedLayer, ...]
     last: tuple  # (weights, groups, words, outputs, inputs, scale float32 [outputs], offset), or ()
     classifier_inputs: int  # the width of h, the classifier's input
+    # per layer output (stem, point layers, pooled, head layers): the thresholds float32 [outputs] the next
+    # layer reads those real values at (its input_threshold), or None (0: the signs; or bits, not real values)
+    read_at: tuple
 
     @classmethod
     def of(cls, network: BinaryNetwork) -> PackedNetwork:
@@ -158,13 +161,16 @@ class PackedNetwork:
             pool=PackedLayer.of(layers[pool]),
             head_layers=tuple(PackedLayer.of(layer) for layer in layers[pool + 1:-2 if last_spec else -1]),
             last=last_spec,
-            classifier_inputs=last.outputs)
+            classifier_inputs=last.outputs,
+            read_at=tuple(None if "input_threshold" not in reader.tensors
+                          else np.ascontiguousarray(reader.tensors["input_threshold"], dtype=np.float32)
+                          for reader in layers[1:len(layers) - (1 if last_spec else 0)]))
 
     def plan(self):
         """The kernels' Plan (checks every size once and keeps the arrays alive)."""
         pool = self.pool.spec()
         return _kernels.Plan(self.stem, tuple(layer.spec() for layer in self.point_layers), pool,
-                             tuple(layer.spec() for layer in self.head_layers), self.last)
+                             tuple(layer.spec() for layer in self.head_layers), self.last, self.read_at)
 
     def trace_buffers(self, clouds: int, num_points: int) -> tuple[np.ndarray, ...]:
         """One uint64 array per layer output: [clouds, N, words] per point layer (the stem first; the

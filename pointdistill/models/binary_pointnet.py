@@ -154,7 +154,7 @@ class BinaryPointNet(nn.Module):
         thresholds = config.learned_thresholds
         # t [K] per binary layer's input, in the order of the layers; empty where a shortcut carries none
         self.point_thresholds = nn.ParameterList(
-            [nn.Parameter(torch.zeros(k)) for k in w[:-1]] if thresholds and config.shortcuts else [])
+            [nn.Parameter(torch.zeros(k)) for k in w[:-1]] if thresholds and config.shortcuts and len(w) > 2 else [])
         self.head_thresholds = nn.ParameterList(
             [nn.Parameter(torch.zeros(k)) for k in [w[-1], *config.head_widths[:-1]]]
             if thresholds and config.head_shortcuts else [])

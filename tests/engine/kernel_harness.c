@@ -11,7 +11,9 @@
  * after the weights); the pooled layer as a point layer without shortcuts (its thresholds for n
  * points; with pool_real as a shortcut layer, its offset the offsets for n points); the head layers
  * as the point layers (shortcut layers with pool_real); without pool_real the last layer int64
- * groups, words, outputs, inputs, uint64 weights, float32 scale [outputs], offset [outputs].
+ * groups, words, outputs, inputs, uint64 weights, float32 scale [outputs], offset [outputs]; then per
+ * layer output (the stem, the point layers, the pooled layer, the head layers) int64 1 and the float32
+ * thresholds [outputs] the next layer reads those real values at, or int64 0 (the signs).
  * Output file: every traced layer's bits (uint64, as plan_forward's trace), then h float32
  * [clouds, outputs]. Exit status 2: bad arguments or file, 3: the path cannot run here. */
 #include <stdio.h>
@@ -92,6 +94,14 @@ int main(int argc, char **argv) {
         p.last_w = read_array(p.last_groups * p.last_words * 8, sizeof(uint64_t));
         p.last_scale = read_array(p.last_outputs, sizeof(float));
         p.last_offset = read_array(p.last_outputs, sizeof(float));
+    }
+    p.stem_read_at = NULL, p.pool.read_at = NULL;
+    for (index_t i = 0; i < p.point_count + p.head_count + 2; i++) {
+        struct binary_layer *layer = i == 0 ? NULL : i <= p.point_count ? &point_layers[i - 1]
+                                   : i == p.point_count + 1 ? &p.pool : &head_layers[i - p.point_count - 2];
+        const float *at = read_int() ? read_array(layer ? layer->outputs : p.stem_outputs, sizeof(float)) : NULL;
+        if (layer) layer->read_at = at;
+        else p.stem_read_at = at;
     }
     fclose(in);
 

@@ -37,6 +37,9 @@ def random_student(quantizer: str, aggregation: str, seed: int = 0, **fields) ->
             module.bias.data.uniform_(-1, 1)
         if hasattr(module, "alpha"):
             module.alpha.data.uniform_(-1, 1)
+    for name, parameter in model.named_parameters():
+        if "thresholds" in name:
+            parameter.data.uniform_(-0.5, 0.5)
     return Checkpoint(spec, model.state_dict(), [f"c{i}" for i in range(10)], {"num_points": 200})
 
 
@@ -48,7 +51,13 @@ def real_clouds(shapes_dir):
 ARCHITECTURES = {"plain": {}, "shortcuts": {"shortcuts": True, "point_widths": (64, 64, 128, 130)},
                  # real pooled values, a narrowing, a widening and a narrowing head shortcut
                  "head shortcuts": {"head_shortcuts": True, "point_widths": (64, 64, 100, 130),
-                                    "head_widths": (65, 130, 26)}}
+                                    "head_widths": (65, 130, 26)},
+                 "learned thresholds": {"shortcuts": True, "head_shortcuts": True, "learned_thresholds": True,
+                                        "point_widths": (64, 64, 128, 130), "head_widths": (65, 130, 26)}}
+# random_student's seed per architecture (else 0). With thresholds, seed 0 puts one value that an lsr+max
+# layer reads of the real clouds 1.2e-7 from its threshold, where PyTorch's and the engine's float orders
+# round to either side; the engine's exactness is against the NumPy reference, bit for bit, below.
+SEEDS = {"learned thresholds": 1}
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -56,7 +65,7 @@ ARCHITECTURES = {"plain": {}, "shortcuts": {"shortcuts": True, "point_widths": (
 @pytest.mark.parametrize("quantizer", SIGN_QUANTIZERS)
 def test_engine_logits_equal_the_pytorch_student_and_kernels_match_the_reference_bit_for_bit(
         quantizer, aggregation, architecture, real_clouds):
-    checkpoint = random_student(quantizer, aggregation, **ARCHITECTURES[architecture])
+    checkpoint = random_student(quantizer, aggregation, SEEDS.get(architecture, 0), **ARCHITECTURES[architecture])
     model = checkpoint.build_model()
     network = export_student(checkpoint)
     noise = np.random.default_rng(1).standard_normal((5, 200, 3)).astype(np.float32)
@@ -165,8 +174,8 @@ def test_bad_model_files_give_clear_errors(model_file, tmp_path):
         load_network(written("truncated.pdbn", blob[: len(blob) - 100]))
     with pytest.raises(ModelFileError, match="truncated"):
         load_network(written("header-cut.pdbn", blob[:40]))
-    with pytest.raises(ModelFileError, match="version 4; this pointdistill reads versions 1, 2, 3"):
-        load_network(written("v4.pdbn", blob[:4] + struct.pack("<I", 4) + blob[8:]))
+    with pytest.raises(ModelFileError, match="version 5; this pointdistill reads versions 1, 2, 3, 4$"):
+        load_network(written("v5.pdbn", blob[:4] + struct.pack("<I", 5) + blob[8:]))
     with pytest.raises(ModelFileError, match=r"not a pointdistill binary network \(.pdbn\) file$"):
         load_network(written("other.pdbn", b"GIF8" + blob[4:]))
     with pytest.raises(ModelFileError, match="looks like a PyTorch checkpoint: make the model file with `pointdistill export"):
@@ -224,6 +233,33 @@ def test_shortcuts_take_format_version_2_head_shortcuts_3_and_a_plain_student_ke
     assert [(layer.kind, layer.outputs) for layer in head.layers][3:] == [
         ("binary_pool_real", 256), ("binary_shortcut", 128), ("binary_shortcut", 64), ("binary_shortcut", 128),
         ("linear", 10)]
+
+
+def test_learned_thresholds_take_format_version_4_on_the_layers_that_read_real_values_only(tmp_path):
+    """Each layer that reads real values keeps its input_threshold (the pooled layer after the point
+    shortcuts, the head's shortcut layers); version 4, and a file claiming 3 is refused; a threshold on
+    a layer that reads bits, or of the wrong width, is refused by name."""
+    network = export_student(random_student("bireal", "ema", **HEAD_SHORTCUTS, learned_thresholds=True))
+    assert [("input_threshold" in layer.tensors) for layer in network.layers] == [False] + [True] * 6 + [False]
+    path = tmp_path / "v4.pdbn"
+    save_network(path, network)
+    blob = path.read_bytes()
+    assert struct.unpack_from("<I", blob, 4)[0] == 4 == network.version
+    np.testing.assert_array_equal(load_network(path).layers[3].tensors["input_threshold"],
+                                  network.layers[3].tensors["input_threshold"])
+    path.write_bytes(blob[:4] + struct.pack("<I", 3) + blob[8:])
+    with pytest.raises(ModelFileError, match="layer kinds of format version 4 in a version 3 file"):
+        load_network(path)
+    network.layers[3].tensors["input_threshold"] = np.zeros(100, np.float32)
+    with pytest.raises(ModelFileError, match=r"layer 3 \(binary_pool_real\): input_threshold is float32 \[100\], "
+                                             r"expected float32 \[128\]"):
+        network.validate()
+    plain = export_student(random_student("lsr", "ema", head_shortcuts=True, point_widths=(5, 7, 130),
+                                          head_widths=(65, 130, 13)))  # its pooled layer reads bits
+    plain.layers[2].tensors["input_threshold"] = np.zeros(plain.layers[2].inputs, np.float32)
+    with pytest.raises(ModelFileError, match=r"layer 2 \(binary_pool_real\): input_threshold on a layer whose input "
+                                             r"is bits, not real values \(layer 1 is binary\)"):
+        plain.validate()
 
 
 def test_shortcut_layers_that_do_not_repeat_or_average_their_input_whole_or_mix_with_threshold_layers_are_refused():

@@ -42,6 +42,11 @@ CASES = [
     ("lsr", "ema", {"shortcuts": True, "head_shortcuts": True, "point_widths": (64, 64, 128, 1024),
                     "head_widths": (512, 256)}, (1024, 65)),
     ("irnet", "max", {"head_shortcuts": True, "point_widths": (5, 7, 130), "head_widths": (65, 130, 13)}, (1, 37)),
+    # learned thresholds on the real values each layer reads: both shortcuts, and head shortcuts alone
+    ("bireal", "ema", {"shortcuts": True, "head_shortcuts": True, "learned_thresholds": True,
+                       "point_widths": (64, 64, 128, 1024), "head_widths": (512, 256)}, (1024, 65)),
+    ("lsr", "max", {"head_shortcuts": True, "learned_thresholds": True, "point_widths": (5, 7, 130),
+                    "head_widths": (65, 130, 13)}, (1, 37)),
 ]
 
 
@@ -71,6 +76,8 @@ def write_case(path: Path, engine: Engine, clouds: np.ndarray) -> None:
     if packed.last:
         w, groups, words, outputs, inputs, last_scale, last_offset = packed.last
         parts += [np.array([groups, words, outputs, inputs], dtype="<i8"), w, last_scale, last_offset]
+    for read_at in packed.read_at:
+        parts += [np.array([0], dtype="<i8")] if read_at is None else [np.array([1], dtype="<i8"), read_at]
     path.write_bytes(b"".join(np.ascontiguousarray(part).astype(part.dtype.newbyteorder("<")).tobytes()
                               for part in parts))
 

@@ -167,9 +167,10 @@ static AVX512 void avx512_counts(const uint64_t *x, const uint64_t *w, index_t r
     }
 }
 
-/* the signs of real values, 16 at a time by one compare into a mask register (-0.0 >= 0 too), the last
+/* x >= at (at NULL: the signs; -0.0 >= 0 too), 16 at a time by one compare into a mask register, the last
  * chunk of a row masked to the channels there are */
-static AVX512 void avx512_signs(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out) {
+static AVX512 void avx512_signs(const float *x, const float *at, index_t rows, index_t width, index_t out_words,
+                                uint64_t *out) {
     const __m512 zero = _mm512_setzero_ps();
     for (index_t r = 0; r < rows; r++) {
         const float *xr = x + r * width;
@@ -177,7 +178,8 @@ static AVX512 void avx512_signs(const float *x, index_t rows, index_t width, ind
         memset(o, 0, out_words * sizeof(uint64_t));
         for (index_t c = 0; c < width; c += 16) {
             const __mmask16 live = width - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (width - c)) - 1);
-            o[c / 16] = (uint16_t)_mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, xr + c), zero, _CMP_GE_OQ);
+            const __m512 t = at ? _mm512_maskz_loadu_ps(live, at + c) : zero;
+            o[c / 16] = (uint16_t)_mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, xr + c), t, _CMP_GE_OQ);
         }
     }
 }

@@ -173,7 +173,7 @@ static void shortcut_points(const struct plan *p, const struct kernel_table *k, 
                 width = layer->outputs, out_words = layer->out_words;
             }
             uint64_t *bits = i == p->point_count ? out + start * out_words : block_bits[i % 2];
-            k->signs(real[i % 2], rows, width, out_words, bits);
+            k->signs(real[i % 2], i ? p->point_layers[i - 1].read_at : p->stem_read_at, rows, width, out_words, bits);
             if (trace) memcpy(trace[i] + start * out_words, bits, rows * out_words * sizeof(uint64_t));
         }
     }
@@ -196,13 +196,13 @@ static void shortcut_head(const struct plan *p, const struct kernel_table *k, co
                           uint64_t *const *trace, const struct real_scratch *s, float *h) {
     const float *x = pooled;
     uint64_t *bits = trace ? trace[0] : s->bits[0];
-    k->signs(x, 1, p->pool.outputs, p->pool.out_words, bits);
+    k->signs(x, p->pool.read_at, 1, p->pool.outputs, p->pool.out_words, bits);
     for (index_t i = 0; i < p->head_count; i++) {
         const struct binary_layer *layer = &p->head_layers[i];
         float *y = i == p->head_count - 1 ? h : s->real[(i + 1) % 2];
         shortcut_layer(k, layer, x, bits, 1, s->counts, y);
         bits = trace ? trace[1 + i] : s->bits[(i + 1) % 2];
-        if (trace || i < p->head_count - 1) k->signs(y, 1, layer->outputs, layer->out_words, bits);
+        if (trace || i < p->head_count - 1) k->signs(y, layer->read_at, 1, layer->outputs, layer->out_words, bits);
         x = y;
     }
 }

@@ -42,13 +42,14 @@ struct kernel_table {
                   index_t outputs, int32_t *out);
     /* the real-valued layers (kernels/real_body.h): the real stem, points float32 [rows, 3] -> x [rows,
      * outputs]; a shortcut layer's float part (struct binary_layer), its popcounts int32 [rows, M] and
-     * its input x float32 [rows, K] -> y float32 [rows, M]; the signs of real values, x [rows, width]
-     * -> bits [rows, out_words] */
+     * its input x float32 [rows, K] -> y float32 [rows, M]; the bits the next layer reads of real values,
+     * x [rows, width] -> bits [rows, out_words], bit c = (x[c] >= at[c]) (at float32 [width], the reader's
+     * learned input thresholds; NULL: 0, the signs) */
     void (*stem_real)(const float *points, const float *w, const float *scale, const float *offset, index_t rows,
                       index_t m16, index_t outputs, float *x);
     void (*shortcut)(const int32_t *counts, const float *x, const float *scale, const float *offset, index_t rows,
                      index_t in, index_t out, float *y);
-    void (*signs)(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out);
+    void (*signs)(const float *x, const float *at, index_t rows, index_t width, index_t out_words, uint64_t *out);
 };
 
 /* clip(v, -1, 1): NumPy's np.clip for every finite v (-0.0 stays -0.0); a plain select the compiler vectorises */
@@ -89,6 +90,9 @@ struct binary_layer {
      * the point count: plan_forward takes them per call); NULL and 0 for the other layers */
     const float *scale, *offset;
     index_t inputs, outputs;
+    /* a layer with real outputs: the thresholds float32 [outputs] the next layer reads them at (its
+     * input_threshold), or NULL: 0 (the signs) */
+    const float *read_at;
 };
 
 /* the most point layers plan_forward takes */
@@ -102,6 +106,7 @@ struct plan {
      * the stem gives stem_outputs real values per point, clip(scale*((wx*px + wy*py) + wz*pz) + offset,
      * -1, 1), and every point layer is a shortcut layer */
     index_t stem_outputs;
+    const float *stem_read_at;  /* the real stem's outputs: as binary_layer.read_at */
     index_t point_count, head_count;
     const struct binary_layer *point_layers, *head_layers;
     struct binary_layer pool;

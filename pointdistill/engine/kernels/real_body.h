@@ -22,21 +22,23 @@ static REAL_TARGET void REAL(stem_real)(const float *points, const float *w, con
 }
 
 #ifndef REAL_OWN_SIGNS
-/* x float32 [rows, width] -> bits [rows, out_words]: bit c = (x[c] >= 0), the sign (sign(0) = +1, -0.0
- * too); four at a time by SSE2's compare and movemask on x86-64 (its baseline) */
-static REAL_TARGET void REAL(signs)(const float *x, index_t rows, index_t width, index_t out_words, uint64_t *out) {
+/* x float32 [rows, width] -> bits [rows, out_words]: bit c = (x[c] >= at[c]), at NULL: the sign (sign(0) =
+ * +1, -0.0 too); four at a time by SSE2's compare and movemask on x86-64 (its baseline) */
+static REAL_TARGET void REAL(signs)(const float *x, const float *at, index_t rows, index_t width, index_t out_words,
+                                    uint64_t *out) {
     for (index_t r = 0; r < rows; r++)
         for (index_t j = 0; j < out_words; j++) {
-            const float *xj = x + r * width + 64 * j;
+            const float *xj = x + r * width + 64 * j, *tj = at ? at + 64 * j : NULL;
             const index_t count = width - 64 * j < 64 ? width - 64 * j : 64;
             uint64_t word = 0;
             index_t b = 0;
 #ifdef __SSE2__
             const __m128 zero = _mm_setzero_ps();
             for (; b + 4 <= count; b += 4)
-                word |= (uint64_t)_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(xj + b), zero)) << b;
+                word |= (uint64_t)_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(xj + b), tj ? _mm_loadu_ps(tj + b) : zero))
+                        << b;
 #endif
-            for (; b < count; b++) word |= (uint64_t)(xj[b] >= 0.0f) << b;
+            for (; b < count; b++) word |= (uint64_t)(xj[b] >= (tj ? tj[b] : 0.0f)) << b;
             out[r * out_words + j] = word;
         }
 }
