@@ -173,9 +173,9 @@ class PackedNetwork:
                              tuple(layer.spec() for layer in self.head_layers), self.last, self.read_at)
 
     def trace_buffers(self, clouds: int, num_points: int) -> tuple[np.ndarray, ...]:
-        """One uint64 array per layer output: [clouds, N, words] per point layer (the stem first; the
-        signs of its real values where the network has shortcuts), [clouds, words] for the pooled and
-        head layers."""
+        """One uint64 array per layer output: [clouds, N, words] per point layer (the stem first; where
+        the network has shortcuts, the bits the next layer reads of its real values: their signs, or
+        x >= t with learned thresholds), [clouds, words] for the pooled and head layers."""
         per_point = [self.stem[4], *(layer.out_words for layer in self.point_layers)]
         per_cloud = [self.pool.out_words, *(layer.out_words for layer in self.head_layers)]
         return (tuple(np.zeros((clouds, num_points, w), dtype=np.uint64) for w in per_point)
@@ -209,7 +209,8 @@ class Engine:
 
     def __call__(self, points: np.ndarray, trace: list | None = None) -> np.ndarray:
         """float32 [B, N, 3] -> logits float32 [B, C]; ``trace`` (a list) receives every layer's output
-        (packed bits [B, N, words] per point layer (signs of the real values with shortcuts), [B, words]
+        (packed bits [B, N, words] per point layer (with shortcuts, the bits the next layer reads of the
+        real values), [B, words]
         after pooling, float before the classifier).
         One call into the kernels runs every layer up to the float hidden layer, cloud by cloud."""
         if self.kernel == "numpy":

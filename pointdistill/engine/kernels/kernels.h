@@ -127,8 +127,8 @@ struct plan {
  * each cloud's distinct rows alone go through the point layers and the pooled layer (real clouds
  * repeat about half of their first-layer codes); the output bits are the same. With shortcuts a
  * point carries real values, so every point goes through, SHORTCUT_ROWS at a time; the trace then
- * holds the signs of the stem's and point layers' real outputs (and with head shortcuts, of the
- * pooled and head layers' real outputs).
+ * holds the bits the next layer reads of the stem's and point layers' real outputs (their signs, or
+ * x >= read_at) (and with head shortcuts, of the pooled and head layers' real outputs).
  * points float32 [clouds, n, 3]; pool_thr int64 [pool.groups * 8] (for n points; NULL with
  * pool_real), pool_offset float32 [pool.outputs] (offset_n, with pool_real; else NULL);
  * trace NULL, or one array per layer output, whole batch: the stem's and point layers' bits
