@@ -39,16 +39,17 @@ def matched_values(x: np.ndarray, width: int) -> np.ndarray:
     return total / np.float32(k // width)
 
 
-def read_bits(x: np.ndarray, layer: Layer) -> np.ndarray:
+def read_bits(x: np.ndarray, layer: Layer | None) -> np.ndarray:
     """float32 [R, K] -> uint64 [R, words]: the bits ``layer`` reads of real values, x >= its
-    input_threshold (0 where it has none: the signs)."""
-    return pack_bits(x >= layer.tensors.get("input_threshold", np.float32(0)))
+    input_threshold (0 where it has none, or where ``layer`` is None: the signs)."""
+    threshold = np.float32(0) if layer is None else layer.tensors.get("input_threshold", np.float32(0))
+    return pack_bits(x >= threshold)
 
 
-def shortcut_values(x: np.ndarray, layer: Layer) -> np.ndarray:
-    """A ``binary_shortcut`` layer: float32 [R, K] -> [R, M]: matched_values(x, M) plus
-    Hardtanh(scale * dot + offset), dot = K - 2 popcount(read_bits(x) XOR w)."""
-    return matched_values(x, layer.outputs) + float_output(popcounts(read_bits(x, layer), layer.tensors["bits"]), layer)
+def shortcut_values(x: np.ndarray, x_bits: np.ndarray, layer: Layer) -> np.ndarray:
+    """A ``binary_shortcut`` layer: float32 [R, K] and the bits it reads of them (read_bits(x, layer))
+    -> [R, M]: matched_values(x, M) plus Hardtanh(scale * dot + offset), dot = K - 2 popcount(x_bits XOR w)."""
+    return matched_values(x, layer.outputs) + float_output(popcounts(x_bits, layer.tensors["bits"]), layer)
 
 
 def popcounts(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -142,15 +143,12 @@ def shortcut_chain(real: np.ndarray, layers: list[Layer | None], shape: tuple[in
     ``layers[-1]`` reads of it (read_bits; the signs where it is None: no layer reads it), uint64
     [R, words]). ``trace`` receives the bits of the input and of each layer's output that the layer
     after it reads, packed, as uint64 [*shape, words] (R = prod(shape))."""
-    def bits_for(reader: Layer | None) -> np.ndarray:
-        bits = pack_bits(real >= 0) if reader is None else read_bits(real, reader)
-        record(trace, bits.reshape(*shape, -1))
-        return bits
-
-    bits = bits_for(layers[0])
+    bits = read_bits(real, layers[0])
+    record(trace, bits.reshape(*shape, -1))
     for layer, reader in zip(layers[:-1], layers[1:]):
-        real = shortcut_values(real, layer)
-        bits = bits_for(reader)
+        real = shortcut_values(real, bits, layer)
+        bits = read_bits(real, reader)
+        record(trace, bits.reshape(*shape, -1))
     return real, bits
 
 
